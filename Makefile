@@ -1,0 +1,46 @@
+# Everything a fresh machine needs: `make run` and `make test` set up .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit e2e proto proto-check clean sidecar
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Main job: sidecar on its embedded SQLite store + a sample orchestration end to end.
+run: $(STAMP)
+	$(PY) -m samples.run_demo
+
+# Start only the sidecar (foreground), on the default SQLite store.
+sidecar: $(STAMP)
+	$(VENV)/bin/durabletask-sidecar
+
+# The whole test suite: lint, type check, generated-code check, unit and end-to-end tests.
+test: $(STAMP) lint typecheck proto-check
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check durabletask sidecar tests samples tools
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+e2e: $(STAMP)
+	$(PY) -m pytest -q tests/e2e
+
+proto: $(STAMP)
+	$(PY) tools/gen_proto.py
+
+proto-check: $(STAMP)
+	$(PY) tools/gen_proto.py --check
+
+clean:
+	rm -rf $(VENV) .durabletask build *.egg-info

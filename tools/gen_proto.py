@@ -1,0 +1,66 @@
+"""Generate (or check) the committed Python code for protos/orchestrator_service.proto.
+
+Usage: python tools/gen_proto.py [--check]
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+from grpc_tools import protoc
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO_DIR = ROOT / "protos"
+OUT_DIR = ROOT / "durabletask" / "internal"
+NAMES = ("orchestrator_service_pb2.py", "orchestrator_service_pb2.pyi", "orchestrator_service_pb2_grpc.py")
+
+
+def generate() -> dict[str, str]:
+    """Run protoc into a temporary folder and return the files it wrote, imports fixed."""
+    include = str(Path(protoc.__file__).parent / "_proto")
+    with tempfile.TemporaryDirectory() as tmp:
+        rc = protoc.main([
+            "grpc_tools.protoc",
+            f"-I{PROTO_DIR}",
+            f"-I{include}",
+            f"--python_out={tmp}",
+            f"--pyi_out={tmp}",
+            f"--grpc_python_out={tmp}",
+            str(PROTO_DIR / "orchestrator_service.proto"),
+        ])
+        if rc != 0:
+            raise SystemExit(f"protoc failed with exit code {rc}")
+        out: dict[str, str] = {}
+        for name in NAMES:
+            text = (Path(tmp) / name).read_text()
+            # protoc emits a top-level import; the module lives inside the package.
+            text = re.sub(
+                r"^import orchestrator_service_pb2 as",
+                "from durabletask.internal import orchestrator_service_pb2 as",
+                text,
+                flags=re.M,
+            )
+            out[name] = text
+        return out
+
+
+def main(argv: list[str]) -> int:
+    files = generate()
+    if "--check" in argv:
+        stale = [n for n, t in files.items() if not (OUT_DIR / n).exists() or (OUT_DIR / n).read_text() != t]
+        if stale:
+            print("stale generated code (run `make proto`): " + ", ".join(stale))
+            return 1
+        print("generated code is up to date")
+        return 0
+    for name, text in files.items():
+        (OUT_DIR / name).write_text(text)
+    print(f"wrote {len(files)} files to {OUT_DIR.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
