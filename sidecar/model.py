@@ -73,12 +73,15 @@ class ActivityTaskSpec:
 class OutboundMessage:
     """An event for an instance's inbox, delivered only if the target exists and is not finished.
 
-    ``visible_at`` None means at once; timers use their fire time.
+    ``visible_at`` None means at once; timers use their fire time. When
+    ``target_execution_id`` is set, the event belongs to that execution only and is
+    dropped if the instance has moved on (continue-as-new, restart).
     """
 
     target_instance_id: str
     event: pb.HistoryEvent
     visible_at: datetime | None = None
+    target_execution_id: str | None = None
 
 
 @dataclass
