@@ -1,0 +1,1 @@
+"""Runnable samples. Each module has ``register(worker)``, ``run(client)`` and ``main()``."""
