@@ -1,0 +1,113 @@
+"""Validation of a worker's orchestrator response before the engine applies anything."""
+
+from __future__ import annotations
+
+from durabletask.internal import orchestrator_service_pb2 as pb
+from sidecar.engine_events import status_name
+from sidecar.model import InstanceSnapshot, InvalidTurnError
+
+ACTION_KIND = "orchestratorActionType"
+ENTITY_MESSAGE_KIND = "EntityMessageType"
+
+# Statuses a completeOrchestration action may carry.
+VALID_COMPLETION_STATUSES: frozenset[int] = frozenset({
+    pb.ORCHESTRATION_STATUS_COMPLETED,
+    pb.ORCHESTRATION_STATUS_FAILED,
+    pb.ORCHESTRATION_STATUS_TERMINATED,
+    pb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW,
+})
+
+
+def is_rewind_response(response: pb.OrchestratorResponse) -> bool:
+    """True when the response rewinds the instance (its only action is rewindOrchestration)."""
+    return len(response.actions) == 1 and response.actions[0].WhichOneof(ACTION_KIND) == "rewindOrchestration"
+
+
+def validate_turn(instance: InstanceSnapshot, response: pb.OrchestratorResponse) -> None:
+    """Raise InvalidTurnError naming the first problem found in ``response``; return None when it can be applied."""
+    rewind = is_rewind_response(response)
+    # A failed instance accepts a rewind turn even if the store has not reset its status yet.
+    if instance.is_terminal and not (rewind and instance.status == pb.ORCHESTRATION_STATUS_FAILED):
+        raise InvalidTurnError(f"instance '{instance.instance_id}' is already {status_name(instance.status)}")
+    # An empty instanceId is tolerated: the completion token already identifies the instance.
+    if response.instanceId and response.instanceId != instance.instance_id:
+        raise InvalidTurnError(
+            f"response.instanceId '{response.instanceId}' does not match instance '{instance.instance_id}'"
+        )
+    seen_ids: set[int] = set()
+    completions = 0
+    for index, action in enumerate(response.actions):
+        kind = action.WhichOneof(ACTION_KIND)
+        if kind is None:
+            raise InvalidTurnError(f"action {action.id} (index {index}) has no known action kind set")
+        if kind == "rewindOrchestration":
+            if not rewind:
+                raise InvalidTurnError(f"action {action.id}: rewindOrchestration must be the only action of a turn")
+            continue
+        if action.id < 0:
+            raise InvalidTurnError(f"action id {action.id} ({kind}) is negative")
+        if action.id in seen_ids:
+            raise InvalidTurnError(f"duplicate action id {action.id} ({kind})")
+        seen_ids.add(action.id)
+        if kind == "completeOrchestration":
+            completions += 1
+            if completions > 1:
+                raise InvalidTurnError(f"action {action.id}: more than one completeOrchestration in a turn")
+        _validate_action_fields(action, kind)
+
+
+def _validate_action_fields(action: pb.OrchestratorAction, kind: str) -> None:
+    prefix = f"action {action.id} ({kind})"
+    if kind == "scheduleTask":
+        if not action.scheduleTask.name:
+            raise InvalidTurnError(f"{prefix}: scheduleTask has no name")
+    elif kind == "createSubOrchestration":
+        if not action.createSubOrchestration.name:
+            raise InvalidTurnError(f"{prefix}: createSubOrchestration has no name")
+    elif kind == "createTimer":
+        if not action.createTimer.HasField("fireAt"):
+            raise InvalidTurnError(f"{prefix}: createTimer has no fireAt")
+    elif kind == "sendEvent":
+        send = action.sendEvent
+        if not send.instance.instanceId:
+            raise InvalidTurnError(f"{prefix}: sendEvent has no target instance")
+        if not send.name:
+            raise InvalidTurnError(f"{prefix}: sendEvent has no event name")
+    elif kind == "terminateOrchestration":
+        if not action.terminateOrchestration.instanceId:
+            raise InvalidTurnError(f"{prefix}: terminateOrchestration has no instanceId")
+    elif kind == "completeOrchestration":
+        status = action.completeOrchestration.orchestrationStatus
+        if status not in VALID_COMPLETION_STATUSES:
+            raise InvalidTurnError(
+                f"{prefix}: completeOrchestration has invalid status {status_name(status)}"
+            )
+    elif kind == "sendEntityMessage":
+        _validate_entity_message(action.sendEntityMessage, prefix)
+
+
+def _validate_entity_message(message: pb.SendEntityMessageAction, prefix: str) -> None:
+    kind = message.WhichOneof(ENTITY_MESSAGE_KIND)
+    if kind is None:
+        raise InvalidTurnError(f"{prefix}: sendEntityMessage has no message kind set")
+    if kind == "entityLockRequested":
+        lock = message.entityLockRequested
+        if not lock.criticalSectionId:
+            raise InvalidTurnError(f"{prefix}: entityLockRequested has no criticalSectionId")
+        if not lock.lockSet:
+            raise InvalidTurnError(f"{prefix}: entityLockRequested has an empty lockSet")
+        if not 0 <= lock.position < len(lock.lockSet):
+            raise InvalidTurnError(
+                f"{prefix}: entityLockRequested position {lock.position} is outside its lockSet"
+            )
+        return
+    event = getattr(message, kind)
+    if not event.targetInstanceId.value:
+        raise InvalidTurnError(f"{prefix}: {kind} has no targetInstanceId")
+    if kind in ("entityOperationSignaled", "entityOperationCalled"):
+        if not event.requestId:
+            raise InvalidTurnError(f"{prefix}: {kind} has no requestId")
+        if not event.operation:
+            raise InvalidTurnError(f"{prefix}: {kind} has no operation name")
+    elif not event.criticalSectionId:
+        raise InvalidTurnError(f"{prefix}: {kind} has no criticalSectionId")
