@@ -1,0 +1,395 @@
+"""Runs the worker's work items and reports their outcome to the sidecar.
+
+Orchestration turns and synchronous activities run on a thread pool; ``async def``
+activities are awaited on one event loop owned by the worker. Concurrency caps are
+enforced here (never by blocking the stream reader), and two turns of the same
+orchestration instance never run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import grpc
+
+from durabletask import serialization
+from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal.activity_executor import ActivityExecutor
+from durabletask.internal.registry import Registry
+from durabletask.internal.worker_limits import KeyedSequencer, Pending, WorkLimiter
+
+# Returns the stub to send completions on (the current connection), or None when there is none.
+StubProvider = Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class VersionVerdict:
+    """What to do with an orchestration whose version the worker does not accept."""
+
+    reject: bool  # True: hand the work item back; False: fail the instance with ``details``
+    details: pb.TaskFailureDetails
+
+
+# Given the instance's version (None when it has none), None to proceed or a verdict.
+VersionGate = Callable[[str | None], VersionVerdict | None]
+
+
+@dataclass(frozen=True)
+class DispatchLimits:
+    """Local concurrency caps."""
+
+    orchestrations: int
+    activities: int
+    entities: int
+    thread_pool_workers: int
+
+
+class EventLoopThread:
+    """An asyncio event loop running forever on its own daemon thread."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+            pending = asyncio.all_tasks(self.loop)
+            for t in pending:
+                t.cancel()
+            if pending:
+                self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
+        finally:
+            self.loop.close()
+
+    def run(self, awaitable: Awaitable[Any]) -> Any:
+        """Wait, from another thread, for ``awaitable`` to finish on this loop."""
+        return asyncio.run_coroutine_threadsafe(_as_coroutine(awaitable), self.loop).result()
+
+    def stop(self, timeout: float) -> bool:
+        """Stop the loop (cancelling what still runs on it); True if the thread ended in time."""
+        if self._thread.is_alive() and not self.loop.is_closed():
+            try:
+                self.loop.call_soon_threadsafe(self.loop.stop)
+            except RuntimeError:
+                pass
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _instance_version(req: pb.OrchestratorRequest) -> str | None:
+    for event in (*req.pastEvents, *req.newEvents):
+        if event.HasField("executionStarted"):
+            started = event.executionStarted
+            return started.version.value if started.HasField("version") else None
+    return None
+
+
+class WorkItemDispatcher:
+    """Accepts work items from the stream reader without blocking and runs them."""
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        stub_provider: StubProvider,
+        limits: DispatchLimits,
+        logger: logging.Logger,
+        data_converter: serialization.DataConverter,
+        maximum_timer_interval: timedelta | None,
+        metadata: Sequence[tuple[str, str]] | None = None,
+        version_gate: VersionGate | None = None,
+        call_timeout: float = 30.0,
+    ) -> None:
+        self._registry = registry
+        self._stub_provider = stub_provider
+        self._logger = logger
+        self._converter = data_converter
+        self._maximum_timer_interval = maximum_timer_interval
+        self._metadata = tuple(metadata) if metadata else None
+        self._version_gate = version_gate
+        self._call_timeout = call_timeout
+        self._activities = ActivityExecutor(registry, data_converter, logger)
+        self._orchestration_limit = WorkLimiter(limits.orchestrations)
+        self._activity_limit = WorkLimiter(limits.activities)
+        self._sequencer = KeyedSequencer()
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, limits.thread_pool_workers), thread_name_prefix="durabletask-worker"
+        )
+        self._loop = EventLoopThread("durabletask-worker-loop")
+        self._outstanding = 0
+        self._closing = False
+        self._state = threading.Condition()
+        self._started = False
+
+    # ----- lifecycle -----
+
+    def start(self) -> None:
+        """Start the event loop thread (the thread pool starts threads on demand)."""
+        if not self._started:
+            self._started = True
+            self._loop.start()
+
+    @property
+    def outstanding(self) -> int:
+        """Work items accepted and neither completed nor handed back yet."""
+        with self._state:
+            return self._outstanding
+
+    def stop(self, timeout: float) -> bool:
+        """Hand back what has not started, let running work finish for up to ``timeout`` seconds.
+
+        Returns True when everything was settled in time.
+        """
+        with self._state:
+            self._closing = True
+        for job in (*self._sequencer.drain(), *self._orchestration_limit.drain(), *self._activity_limit.drain()):
+            job.abandon()
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._state:
+            settled = self._state.wait_for(
+                lambda: self._outstanding == 0, timeout=max(0.0, deadline - time.monotonic())
+            )
+            if not settled:
+                self._logger.warning(
+                    "%d work item(s) still running at shutdown; the sidecar will re-dispatch them",
+                    self._outstanding,
+                )
+        self._pool.shutdown(wait=settled, cancel_futures=True)
+        loop_stopped = self._loop.stop(max(1.0, deadline - time.monotonic()))
+        return settled and loop_stopped
+
+    # ----- intake -----
+
+    def dispatch(self, item: pb.WorkItem) -> None:
+        """Take one work item from the stream; never blocks."""
+        kind = item.WhichOneof("request")
+        if kind == "healthPing" or kind is None:
+            return
+        token = item.completionToken
+        if kind == "orchestratorRequest":
+            self._accept_orchestration(item.orchestratorRequest, token)
+        elif kind == "activityRequest":
+            self._accept_activity(item.activityRequest, token)
+        else:
+            # Entity batches are not executed by this worker yet: hand them straight back.
+            self._logger.warning("entity work items are not supported yet; abandoning one (%s)", kind)
+            self._call("AbandonTaskEntityWorkItem", pb.AbandonEntityTaskRequest(completionToken=token))
+
+    def _admit(self) -> bool:
+        with self._state:
+            if self._closing:
+                return False
+            self._outstanding += 1
+            return True
+
+    def _settle(self) -> None:
+        with self._state:
+            self._outstanding -= 1
+            self._state.notify_all()
+
+    # ----- orchestrations -----
+
+    def _accept_orchestration(self, req: pb.OrchestratorRequest, token: str) -> None:
+        if not self._admit():
+            self._abandon_orchestration(req.instanceId, token)
+            return
+        settled = _Once(self._settle)
+
+        def abandon() -> None:
+            self._abandon_orchestration(req.instanceId, token)
+            settled()
+
+        def run() -> None:
+            try:
+                if self._is_closing():
+                    self._abandon_orchestration(req.instanceId, token)
+                else:
+                    self._run_orchestration(req, token)
+            finally:
+                self._orchestration_limit.release()
+                self._sequencer.finish(req.instanceId)
+                settled()
+
+        def abandon_in_turn() -> None:
+            # The job already holds its instance's turn: pass the turn on as well.
+            self._sequencer.finish(req.instanceId)
+            abandon()
+
+        def submit_to_pool() -> None:
+            try:
+                self._pool.submit(run)
+            except RuntimeError:  # the pool is shut down
+                self._orchestration_limit.release()
+                abandon_in_turn()
+
+        def take_slot() -> None:
+            self._orchestration_limit.submit(Pending(start=submit_to_pool, abandon=abandon_in_turn))
+
+        self._sequencer.submit(req.instanceId, Pending(start=take_slot, abandon=abandon))
+
+    def _run_orchestration(self, req: pb.OrchestratorRequest, token: str) -> None:
+        instance_id = req.instanceId
+        verdict = self._version_gate(_instance_version(req)) if self._version_gate else None
+        if verdict is not None and verdict.reject:
+            self._logger.info("rejecting a turn of '%s': %s", instance_id, verdict.details.errorMessage)
+            self._abandon_orchestration(instance_id, token)
+            return
+        response = pb.OrchestratorResponse(instanceId=instance_id, completionToken=token)
+        if req.HasField("orchestrationTraceContext"):
+            response.orchestrationTraceContext.CopyFrom(req.orchestrationTraceContext)
+        if verdict is not None:
+            self._logger.warning("failing '%s': %s", instance_id, verdict.details.errorMessage)
+            action = pb.OrchestratorAction(id=-1)
+            action.completeOrchestration.orchestrationStatus = pb.ORCHESTRATION_STATUS_FAILED
+            action.completeOrchestration.failureDetails.CopyFrom(verdict.details)
+            response.actions.append(action)
+        else:
+            try:
+                results = self._new_orchestration_executor().execute(instance_id, req.pastEvents, req.newEvents)
+            except Exception:
+                self._logger.exception("the orchestration executor failed on '%s'; abandoning the turn", instance_id)
+                self._abandon_orchestration(instance_id, token)
+                return
+            response.actions.extend(results.actions)
+            if results.custom_status is not None:
+                response.customStatus.value = results.custom_status
+        self._call("CompleteOrchestratorTask", response)
+
+    def _new_orchestration_executor(self) -> Any:
+        from durabletask.internal.replay import OrchestrationExecutor
+
+        return OrchestrationExecutor(
+            self._registry,
+            data_converter=self._converter,
+            logger=self._logger,
+            maximum_timer_interval=self._maximum_timer_interval,
+        )
+
+    def _abandon_orchestration(self, instance_id: str, token: str) -> None:
+        self._logger.info("handing back a turn of '%s'", instance_id)
+        self._call("AbandonTaskOrchestratorWorkItem", pb.AbandonOrchestrationTaskRequest(completionToken=token))
+
+    # ----- activities -----
+
+    def _accept_activity(self, req: pb.ActivityRequest, token: str) -> None:
+        if not self._admit():
+            self._abandon_activity(token)
+            return
+        settled = _Once(self._settle)
+
+        def abandon() -> None:
+            self._abandon_activity(token)
+            settled()
+
+        def finish() -> None:
+            self._activity_limit.release()
+            settled()
+
+        if self._activities.is_async(req):
+            start = self._async_activity_starter(req, token, finish, abandon)
+        else:
+            start = self._sync_activity_starter(req, token, finish, abandon)
+        self._activity_limit.submit(Pending(start=start, abandon=abandon))
+
+    def _sync_activity_starter(
+        self, req: pb.ActivityRequest, token: str, finish: Callable[[], None], abandon: Callable[[], None]
+    ) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                if self._is_closing():
+                    self._abandon_activity(token)
+                    return
+                response = self._activities.run(req, token, await_result=self._loop.run)
+                self._call("CompleteActivityTask", response)
+            finally:
+                finish()
+
+        def start() -> None:
+            try:
+                self._pool.submit(run)
+            except RuntimeError:
+                self._activity_limit.release()
+                abandon()
+
+        return start
+
+    def _async_activity_starter(
+        self, req: pb.ActivityRequest, token: str, finish: Callable[[], None], abandon: Callable[[], None]
+    ) -> Callable[[], None]:
+        async def run() -> None:
+            try:
+                if self._is_closing():
+                    await asyncio.to_thread(self._abandon_activity, token)
+                    return
+                response = await self._activities.run_async(req, token)
+                await asyncio.to_thread(self._call, "CompleteActivityTask", response)
+            except asyncio.CancelledError:
+                self._abandon_activity(token)
+                raise
+            finally:
+                finish()
+
+        def start() -> None:
+            try:
+                asyncio.run_coroutine_threadsafe(run(), self._loop.loop)
+            except RuntimeError:
+                self._activity_limit.release()
+                abandon()
+
+        return start
+
+    def _abandon_activity(self, token: str) -> None:
+        self._call("AbandonTaskActivityWorkItem", pb.AbandonActivityTaskRequest(completionToken=token))
+
+    # ----- sending -----
+
+    def _is_closing(self) -> bool:
+        with self._state:
+            return self._closing
+
+    def _call(self, method: str, request: Any) -> None:
+        """Send a completion or abandon call; failures are logged, never raised."""
+        stub = self._stub_provider()
+        if stub is None:
+            self._logger.warning("not connected: could not send %s (the sidecar will re-dispatch)", method)
+            return
+        try:
+            getattr(stub, method)(request, timeout=self._call_timeout, metadata=self._metadata)
+        except grpc.RpcError as err:
+            code = err.code() if isinstance(err, grpc.Call) else None
+            self._logger.warning("%s failed (%s): the sidecar will re-dispatch after the lease expires", method, code)
+        except Exception:
+            self._logger.exception("%s failed", method)
+
+
+class _Once:
+    """Wraps a callback so only the first call has an effect."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self._fn: Callable[[], None] | None = fn
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            fn, self._fn = self._fn, None
+        if fn is not None:
+            fn()
