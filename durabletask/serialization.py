@@ -457,7 +457,14 @@ def _coerce_union(value: Any, tp: Any, members: list[Any], conv: DataConverter) 
 def _already_fits(value: Any, tp: type) -> bool:
     if isinstance(value, bool) and tp in (int, float):
         return False
-    return isinstance(value, tp) and not (tp is float and isinstance(value, int))
+    return _is_instance(value, tp) and not (tp is float and isinstance(value, int))
+
+
+def _is_instance(value: Any, tp: type) -> bool:
+    try:
+        return isinstance(value, tp)
+    except TypeError:
+        return False
 
 
 def _coerce_items(items: Any, item_type: Any, conv: DataConverter) -> list[Any]:
@@ -583,7 +590,7 @@ def _coerce_class(value: Any, cls: type, conv: DataConverter) -> Any:
         if not isinstance(value, dict):
             raise _expected(cls, value)
         return value
-    if isinstance(value, cls):
+    if _is_instance(value, cls):
         return value
     factory: Any = cls
     try:
