@@ -19,6 +19,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal.proto_helpers import failure_details_from_pb
 
 if TYPE_CHECKING:
     from durabletask.task import FailureDetails
@@ -428,23 +429,8 @@ def _opt_trace(msg: Message, name: str) -> TraceContext | None:
     )
 
 
-def _failure(details: pb.TaskFailureDetails) -> FailureDetails:
-    from durabletask.task import FailureDetails
-
-    return FailureDetails(
-        message=details.errorMessage,
-        error_type=details.errorType,
-        stack_trace=_opt_str(details, "stackTrace"),
-        inner_failure=_failure(details.innerFailure) if details.HasField("innerFailure") else None,
-        properties=(
-            {key: json_format.MessageToDict(value) for key, value in details.properties.items()}
-            if details.properties else None
-        ),
-    )
-
-
 def _opt_failure(msg: Message, name: str) -> FailureDetails | None:
-    return _failure(getattr(msg, name)) if msg.HasField(name) else None
+    return failure_details_from_pb(getattr(msg, name)) if msg.HasField(name) else None
 
 
 _Converter = Callable[[int, datetime, Any], HistoryEvent]
