@@ -12,7 +12,9 @@ Outbound effects of a turn, in brief:
   when the orchestration finishes in the same turn (fire-and-forget semantics);
 - entity messages are plain ``OutboundMessage``s addressed to the entity's instance id
   (``@name@key``); lock requests go to ``lockSet[position]``. Entity scheduling itself
-  (queues, locks) lives elsewhere.
+  (queues, locks) lives elsewhere;
+- terminateOrchestration becomes a ``TerminateSpec``; history records it as an ``eventSent``
+  named ``terminate`` (eventId = action id), since the protocol has no dedicated event.
 """
 
 from __future__ import annotations
@@ -78,18 +80,16 @@ def sub_orchestration_instance_id(parent_instance_id: str, action_id: int) -> st
 class _Turn:
     """Working state while the actions of one turn are applied."""
 
-    source: InstanceSnapshot
-    instance: InstanceSnapshot
+    source: InstanceSnapshot  # the instance as it was before the turn
+    out: TurnResult  # its ``instance`` is the row being updated
     now: datetime
     ends_execution: bool
     continues_as_new: bool
     history: list[pb.HistoryEvent] = field(default_factory=list)
-    result: TurnResult | None = None
 
     @property
-    def out(self) -> TurnResult:
-        assert self.result is not None
-        return self.result
+    def instance(self) -> InstanceSnapshot:
+        return self.out.instance
 
 
 def apply_turn(turn: TurnInput) -> TurnResult:
@@ -113,7 +113,7 @@ def apply_turn(turn: TurnInput) -> TurnResult:
 
     state = _Turn(
         source=turn.instance,
-        instance=instance,
+        out=TurnResult(instance=instance),
         now=turn.now,
         ends_execution=completion is not None,
         continues_as_new=(
@@ -121,7 +121,6 @@ def apply_turn(turn: TurnInput) -> TurnResult:
             and completion.orchestrationStatus == pb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW
         ),
         history=list(turn.new_events),
-        result=TurnResult(instance=instance),
     )
     for action in response.actions:
         _apply_action(state, action, turn)
