@@ -42,7 +42,6 @@ from durabletask.internal.client_requests import (
     build_suspend_req,
     build_terminate_req,
     check_continuation_token,
-    failure_details_from_pb,
     get_client_logger,
     has_failure,
     is_transport_failure,
@@ -51,6 +50,7 @@ from durabletask.internal.client_requests import (
     response_token,
     status_code,
 )
+from durabletask.internal.proto_helpers import failure_details_from_pb
 from durabletask.serialization import DataConverter, default_converter
 
 if TYPE_CHECKING:

@@ -14,10 +14,11 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2, wrappers_pb2
+from google.protobuf import duration_pb2, timestamp_pb2, wrappers_pb2
 
 from durabletask import task
 from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal.proto_helpers import new_timestamp, string_value
 
 if TYPE_CHECKING:
     from durabletask.client import EntityQuery, OrchestrationQuery, OrchestrationState, OrchestrationStatus
@@ -35,45 +36,9 @@ INSTANCE_METHODS = frozenset({"RaiseEvent", "TerminateInstance", "SuspendInstanc
 
 # ---------------------------------------------------------------- small conversions
 
-def string_value(value: str | None) -> wrappers_pb2.StringValue | None:
-    """Wrap a string for an optional proto field; None stays unset."""
-    return None if value is None else wrappers_pb2.StringValue(value=value)
-
-
 def to_timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    """A proto timestamp; naive datetimes are taken as UTC."""
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-def python_value(value: struct_pb2.Value) -> Any:
-    """A ``google.protobuf.Value`` as plain Python (dict, list, str, float, bool, None)."""
-    kind = value.WhichOneof("kind")
-    if kind == "struct_value":
-        return {key: python_value(item) for key, item in value.struct_value.fields.items()}
-    if kind == "list_value":
-        return [python_value(item) for item in value.list_value.values]
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "number_value":
-        return value.number_value
-    if kind == "string_value":
-        return value.string_value
-    return None
-
-
-def failure_details_from_pb(details: pb.TaskFailureDetails) -> task.FailureDetails:
-    """The SDK's FailureDetails for a wire TaskFailureDetails (inner failures included)."""
-    return task.FailureDetails(
-        message=details.errorMessage,
-        error_type=details.errorType,
-        stack_trace=details.stackTrace.value if details.HasField("stackTrace") else None,
-        inner_failure=failure_details_from_pb(details.innerFailure) if details.HasField("innerFailure") else None,
-        properties={key: python_value(val) for key, val in details.properties.items()} or None,
-    )
+    """A proto timestamp for an optional datetime; naive datetimes are taken as UTC."""
+    return None if value is None else new_timestamp(value)
 
 
 def has_failure(details: pb.TaskFailureDetails) -> bool:
