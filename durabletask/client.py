@@ -51,18 +51,22 @@ from durabletask.internal.client_requests import (
     status_code,
 )
 from durabletask.internal.proto_helpers import failure_details_from_pb
-from durabletask.serialization import DataConverter, default_converter
+from durabletask.serialization import DataConverter, JsonDataConverter, default_converter
 
 if TYPE_CHECKING:
     from durabletask.entities import EntityInstanceId, EntityMetadata
-
     from durabletask.history import HistoryEvent
     from durabletask.internal.async_client import AsyncTaskHubGrpcClient
 
 __all__ = [
     "AsyncTaskHubGrpcClient",
     "CleanEntityStorageResult",
+    "DataConverter",
+    "EntityInstanceId",
+    "EntityMetadata",
     "EntityQuery",
+    "FailureTracker",
+    "JsonDataConverter",
     "OrchestrationFailedError",
     "OrchestrationQuery",
     "OrchestrationState",
@@ -638,9 +642,13 @@ class TaskHubGrpcClient:
 
 
 def __getattr__(name: str) -> Any:
-    # The async client imports this module, so it is loaded on first access instead.
+    # Resolved on first access to avoid import cycles (these modules import this one).
     if name == "AsyncTaskHubGrpcClient":
         from durabletask.internal.async_client import AsyncTaskHubGrpcClient
 
         return AsyncTaskHubGrpcClient
+    if name in ("EntityInstanceId", "EntityMetadata"):
+        from durabletask import entities
+
+        return getattr(entities, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -64,7 +64,6 @@ from durabletask.serialization import DataConverter, default_converter
 
 if TYPE_CHECKING:
     from durabletask.entities import EntityInstanceId, EntityMetadata
-
     from durabletask.history import HistoryEvent
 
 TInput = TypeVar("TInput")

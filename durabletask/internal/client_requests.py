@@ -383,9 +383,9 @@ def is_transport_failure(method: str, code: grpc.StatusCode | None) -> bool:
 class FailureTracker:
     """Counts consecutive transport failures; thread-safe."""
 
-    def __init__(self, *, threshold: int) -> None:
+    def __init__(self, *, threshold: int, consecutive_failures: int = 0) -> None:
         self.threshold = threshold
-        self.consecutive_failures = 0
+        self.consecutive_failures = consecutive_failures
         self._lock = threading.Lock()
 
     def record_failure(self) -> bool:
