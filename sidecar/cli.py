@@ -1,0 +1,86 @@
+"""Command line of the standalone sidecar: ``durabletask-sidecar`` or ``python -m sidecar``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from sidecar.server import DEFAULT_MAX_MESSAGE_SIZE, SidecarServer
+from sidecar.store import MEMORY, SqliteStore, StoreError
+
+DEFAULT_STORE = str(Path(".durabletask") / "sidecar.db")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="durabletask-sidecar",
+        description="Durable Task sidecar: a TaskHubSidecarService gRPC backend with durable state.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=4001, help="port to listen on (default: 4001)")
+    parser.add_argument(
+        "--store",
+        default=DEFAULT_STORE,
+        help=f"'{MEMORY}' or the path of a SQLite file, created as needed (default: {DEFAULT_STORE})",
+    )
+    parser.add_argument(
+        "--max-message-size",
+        type=int,
+        default=DEFAULT_MAX_MESSAGE_SIZE,
+        help=f"largest gRPC message accepted or sent, in bytes (default: {DEFAULT_MAX_MESSAGE_SIZE})",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging level (default: INFO)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the sidecar until SIGINT or SIGTERM. Returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.max_message_size <= 0:
+        print("error: --max-message-size must be positive", file=sys.stderr)
+        return 2
+    try:
+        store = SqliteStore(args.store)
+    except (StoreError, OSError) as exc:
+        print(f"error: cannot open store '{args.store}': {exc}", file=sys.stderr)
+        return 1
+    server = SidecarServer(store, host=args.host, max_message_size=args.max_message_size, owns_store=True)
+    try:
+        server.start(args.port)
+    except OSError as exc:
+        store.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    where = "in memory (lost on exit)" if args.store == MEMORY else f"SQLite file {Path(args.store).resolve()}"
+    print(f"durabletask sidecar listening on {server.address}", flush=True)
+    print(f"store: {where}", flush=True)
+    if isinstance(store, SqliteStore) and store.cleared_leases:
+        print(f"released {store.cleared_leases} leases left by a previous run", flush=True)
+    while not stop.wait(1.0):
+        pass
+    print("stopping", flush=True)
+    server.stop(grace=2.0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,490 @@
+"""The sidecar's gRPC transport: the TaskHubSidecarService servicer and the server that hosts it.
+
+The servicer validates requests, calls the store and the dispatcher, and maps errors to
+gRPC status codes. Choices where the protocol leaves room:
+
+- A stale or unknown completion token is rejected with NOT_FOUND and changes nothing.
+- RaiseEvent to a finished instance succeeds and the event is dropped (as other backends do).
+- TerminateInstance of a finished instance is a successful no-op.
+- SuspendInstance of a suspended instance and ResumeInstance of a non-suspended one are
+  successful no-ops; either on a finished instance is FAILED_PRECONDITION.
+- StartInstance with an ID in use: a finished instance is replaced; a live one gives
+  ALREADY_EXISTS unless ``orchestrationIdReusePolicy.replaceableStatus`` lists its status.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from datetime import datetime
+from typing import Any
+
+import grpc
+from google.protobuf import empty_pb2
+
+from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
+from sidecar import engine_events
+from sidecar.dispatch import Dispatcher, DispatchOptions, utcnow
+from sidecar.model import TERMINAL_STATUSES, InstanceSnapshot
+from sidecar.notify import InstanceWatcher
+from sidecar.servicer_util import (
+    BadRequest,
+    RpcFailure,
+    check_instance_id,
+    check_page_size,
+    check_statuses,
+    check_token,
+    mapped_errors,
+    optional_string,
+    optional_time,
+    status_code_for,
+    to_state,
+)
+from sidecar.store import SqliteStore, Store
+from sidecar.store.base import (
+    DEFAULT_PAGE_SIZE,
+    CompletedFilter,
+    InstanceFilter,
+    InstanceNotFoundError,
+    StoreError,
+)
+
+log = logging.getLogger("durabletask-sidecar")
+
+DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+DEFAULT_MAX_WORKERS = 256
+HISTORY_CHUNK_SIZE = 100
+_PENDING = pb.ORCHESTRATION_STATUS_PENDING
+
+
+def _unimplemented(what: str) -> RpcFailure:
+    return RpcFailure(grpc.StatusCode.UNIMPLEMENTED, f"{what} is not implemented by this sidecar yet")
+
+
+class SidecarServicer(pb_grpc.TaskHubSidecarServiceServicer):
+    """Implements every RPC of TaskHubSidecarService on top of a store and a dispatcher."""
+
+    def __init__(
+        self,
+        store: Store,
+        dispatcher: Dispatcher,
+        watcher: InstanceWatcher,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.watcher = watcher
+        self.clock = clock
+
+    # --- health and task hub ------------------------------------------------------------------
+
+    def Hello(self, request: empty_pb2.Empty, context: grpc.ServicerContext) -> empty_pb2.Empty:
+        return empty_pb2.Empty()
+
+    @mapped_errors
+    def CreateTaskHub(self, request: pb.CreateTaskHubRequest, context: grpc.ServicerContext) -> Any:
+        if request.recreateIfExists:
+            self.store.reset()
+        return pb.CreateTaskHubResponse()
+
+    @mapped_errors
+    def DeleteTaskHub(self, request: pb.DeleteTaskHubRequest, context: grpc.ServicerContext) -> Any:
+        self.store.reset()
+        return pb.DeleteTaskHubResponse()
+
+    # --- instances ------------------------------------------------------------------------------
+
+    @mapped_errors
+    def StartInstance(self, request: pb.CreateInstanceRequest, context: grpc.ServicerContext) -> Any:
+        if not request.name.strip():
+            raise BadRequest("name is required: the orchestrator to run")
+        instance_id = check_instance_id(request.instanceId)
+        execution_id = optional_string(request, "executionId") or uuid.uuid4().hex
+        now = self.clock()
+        start_at = optional_time(request, "scheduledStartTimestamp")
+        replaceable = None
+        if request.HasField("orchestrationIdReusePolicy") and request.orchestrationIdReusePolicy.replaceableStatus:
+            replaceable = check_statuses(
+                request.orchestrationIdReusePolicy.replaceableStatus, "orchestrationIdReusePolicy.replaceableStatus"
+            )
+        self._create(
+            instance_id=instance_id,
+            execution_id=execution_id,
+            name=request.name,
+            version=optional_string(request, "version"),
+            input=optional_string(request, "input"),
+            tags=dict(request.tags),
+            start_at=start_at,
+            now=now,
+            replaceable=replaceable,
+            trace=request.parentTraceContext if request.HasField("parentTraceContext") else None,
+        )
+        return pb.CreateInstanceResponse(instanceId=instance_id)
+
+    def _create(
+        self,
+        *,
+        instance_id: str,
+        execution_id: str,
+        name: str,
+        version: str | None,
+        input: str | None,
+        tags: dict[str, str],
+        start_at: datetime | None,
+        now: datetime,
+        replaceable: Any,
+        trace: pb.TraceContext | None = None,
+    ) -> None:
+        instance = InstanceSnapshot(
+            instance_id=instance_id,
+            execution_id=execution_id,
+            name=name,
+            status=_PENDING,
+            created_at=now,
+            last_updated_at=now,
+            version=version,
+            input=input,
+            scheduled_start_at=start_at,
+            tags=tags,
+        )
+        event = engine_events.new_execution_started(
+            name=name,
+            instance_id=instance_id,
+            execution_id=execution_id,
+            now=now,
+            version=version,
+            input=input,
+            tags=tags,
+            scheduled_start_at=start_at,
+            parent_trace_context=trace,
+        )
+        visible_at = start_at if start_at is not None and start_at > now else now
+        self.store.create_instance(instance, event, visible_at, now, replaceable)
+
+    @mapped_errors
+    def GetInstance(self, request: pb.GetInstanceRequest, context: grpc.ServicerContext) -> Any:
+        inst = self.store.get_instance(check_instance_id(request.instanceId))
+        if inst is None:
+            return pb.GetInstanceResponse(exists=False)
+        return pb.GetInstanceResponse(exists=True, orchestrationState=to_state(inst, request.getInputsAndOutputs))
+
+    def _wait(
+        self, request: pb.GetInstanceRequest, context: grpc.ServicerContext, done: Callable[[InstanceSnapshot], bool]
+    ) -> pb.GetInstanceResponse:
+        instance_id = check_instance_id(request.instanceId)
+        if self.store.get_instance(instance_id) is None:
+            raise InstanceNotFoundError(instance_id)
+        final = self.watcher.wait_for(
+            instance_id,
+            read=lambda: self.store.get_instance(instance_id),
+            done=lambda inst: inst is None or done(inst),
+            timeout=context.time_remaining(),
+            is_active=context.is_active,
+        )
+        if final is None:
+            raise InstanceNotFoundError(instance_id)
+        if not done(final):
+            raise RpcFailure(
+                grpc.StatusCode.DEADLINE_EXCEEDED, f"timed out waiting for orchestration instance '{instance_id}'"
+            )
+        return pb.GetInstanceResponse(exists=True, orchestrationState=to_state(final, request.getInputsAndOutputs))
+
+    @mapped_errors
+    def WaitForInstanceStart(self, request: pb.GetInstanceRequest, context: grpc.ServicerContext) -> Any:
+        return self._wait(request, context, lambda inst: inst.status != _PENDING)
+
+    @mapped_errors
+    def WaitForInstanceCompletion(self, request: pb.GetInstanceRequest, context: grpc.ServicerContext) -> Any:
+        return self._wait(request, context, lambda inst: inst.status in TERMINAL_STATUSES)
+
+    @mapped_errors
+    def RaiseEvent(self, request: pb.RaiseEventRequest, context: grpc.ServicerContext) -> Any:
+        instance_id = check_instance_id(request.instanceId)
+        if not request.name:
+            raise BadRequest("name is required: the event name")
+        now = self.clock()
+        event = engine_events.new_event(now)
+        event.eventRaised.name = request.name
+        if request.HasField("input"):
+            event.eventRaised.input.CopyFrom(request.input)
+        if not self.store.raise_event(instance_id, event, now):
+            log.info("event '%s' for finished instance '%s' dropped", request.name, instance_id)
+        return pb.RaiseEventResponse()
+
+    @mapped_errors
+    def TerminateInstance(self, request: pb.TerminateRequest, context: grpc.ServicerContext) -> Any:
+        instance_id = check_instance_id(request.instanceId)
+        output = optional_string(request, "output")
+        self.store.terminate_instance(instance_id, output, request.recursive, self.clock())
+        return pb.TerminateResponse()
+
+    @mapped_errors
+    def SuspendInstance(self, request: pb.SuspendRequest, context: grpc.ServicerContext) -> Any:
+        instance_id = check_instance_id(request.instanceId)
+        now = self.clock()
+        event = engine_events.new_event(now)
+        event.executionSuspended.SetInParent()
+        if request.HasField("reason"):
+            event.executionSuspended.input.CopyFrom(request.reason)
+        self.store.suspend_instance(instance_id, event, now)
+        return pb.SuspendResponse()
+
+    @mapped_errors
+    def ResumeInstance(self, request: pb.ResumeRequest, context: grpc.ServicerContext) -> Any:
+        instance_id = check_instance_id(request.instanceId)
+        now = self.clock()
+        event = engine_events.new_event(now)
+        event.executionResumed.SetInParent()
+        if request.HasField("reason"):
+            event.executionResumed.input.CopyFrom(request.reason)
+        self.store.resume_instance(instance_id, event, now)
+        return pb.ResumeResponse()
+
+    @mapped_errors
+    def RestartInstance(self, request: pb.RestartInstanceRequest, context: grpc.ServicerContext) -> Any:
+        instance_id = check_instance_id(request.instanceId)
+        inst = self.store.get_instance(instance_id)
+        if inst is None:
+            raise InstanceNotFoundError(instance_id)
+        if not inst.is_terminal:
+            raise RpcFailure(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"cannot restart orchestration instance '{instance_id}': it has not finished "
+                f"(status {engine_events.status_name(inst.status)})",
+            )
+        new_id = uuid.uuid4().hex if request.restartWithNewInstanceId else instance_id
+        self._create(
+            instance_id=new_id,
+            execution_id=uuid.uuid4().hex,
+            name=inst.name,
+            version=inst.version,
+            input=inst.input,
+            tags=dict(inst.tags),
+            start_at=None,
+            now=self.clock(),
+            replaceable=TERMINAL_STATUSES,
+        )
+        return pb.RestartInstanceResponse(instanceId=new_id)
+
+    @mapped_errors
+    def QueryInstances(self, request: pb.QueryInstancesRequest, context: grpc.ServicerContext) -> Any:
+        q = request.query
+        query = InstanceFilter(
+            statuses=check_statuses(q.runtimeStatus, "query.runtimeStatus"),
+            created_from=optional_time(q, "createdTimeFrom"),
+            created_to=optional_time(q, "createdTimeTo"),
+            instance_id_prefix=optional_string(q, "instanceIdPrefix"),
+        )
+        page_size = check_page_size(q.maxInstanceCount, "query.maxInstanceCount", DEFAULT_PAGE_SIZE)
+        items, token = self.store.query_instances(query, page_size, optional_string(q, "continuationToken"))
+        response = pb.QueryInstancesResponse(
+            orchestrationState=[to_state(i, q.fetchInputsAndOutputs) for i in items]
+        )
+        if token is not None:
+            response.continuationToken.value = token
+        return response
+
+    @mapped_errors
+    def ListInstanceIds(self, request: pb.ListInstanceIdsRequest, context: grpc.ServicerContext) -> Any:
+        query = CompletedFilter(
+            statuses=check_statuses(request.runtimeStatus, "runtimeStatus"),
+            completed_from=optional_time(request, "completedTimeFrom"),
+            completed_to=optional_time(request, "completedTimeTo"),
+        )
+        page_size = check_page_size(request.pageSize, "pageSize", DEFAULT_PAGE_SIZE)
+        last_key = optional_string(request, "lastInstanceKey")
+        try:
+            ids, key = self.store.list_instance_ids(query, page_size, last_key)
+        except StoreError as exc:
+            raise BadRequest(str(exc)) from None
+        response = pb.ListInstanceIdsResponse(instanceIds=ids)
+        if key is not None:
+            response.lastInstanceKey.value = key
+        return response
+
+    @mapped_errors
+    def PurgeInstances(self, request: pb.PurgeInstancesRequest, context: grpc.ServicerContext) -> Any:
+        which = request.WhichOneof("request")
+        if which == "instanceId":
+            count = self.store.purge_instances([check_instance_id(request.instanceId)], request.recursive)
+        elif which == "instanceBatch":
+            ids = [check_instance_id(i, "instanceBatch.instanceIds") for i in request.instanceBatch.instanceIds]
+            count = self.store.purge_instances(ids, request.recursive)
+        elif which == "purgeInstanceFilter":
+            f = request.purgeInstanceFilter
+            query = InstanceFilter(
+                statuses=check_statuses(f.runtimeStatus, "purgeInstanceFilter.runtimeStatus"),
+                created_from=optional_time(f, "createdTimeFrom"),
+                created_to=optional_time(f, "createdTimeTo"),
+            )
+            count = self.store.purge_by_filter(query, request.recursive)
+        else:
+            raise BadRequest("one of instanceId, purgeInstanceFilter or instanceBatch is required")
+        response = pb.PurgeInstancesResponse(deletedInstanceCount=count)
+        response.isComplete.value = True
+        return response
+
+    def StreamInstanceHistory(
+        self, request: pb.StreamInstanceHistoryRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.HistoryChunk]:
+        try:
+            instance_id = check_instance_id(request.instanceId)
+            inst = self.store.get_instance(instance_id)
+            if inst is None:
+                raise InstanceNotFoundError(instance_id)
+            execution_id = optional_string(request, "executionId")
+            if execution_id and execution_id != inst.execution_id:
+                raise RpcFailure(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"orchestration instance '{instance_id}' has no execution '{execution_id}' "
+                    f"(its current execution is '{inst.execution_id}')",
+                )
+            events = self.store.get_history(instance_id)
+        except (BadRequest, RpcFailure, StoreError) as exc:
+            context.abort(status_code_for(exc), str(exc))
+        for start in range(0, max(len(events), 1), HISTORY_CHUNK_SIZE):
+            yield pb.HistoryChunk(events=events[start:start + HISTORY_CHUNK_SIZE])
+
+    @mapped_errors
+    def RewindInstance(self, request: pb.RewindInstanceRequest, context: grpc.ServicerContext) -> Any:
+        raise _unimplemented("RewindInstance")
+
+    @mapped_errors
+    def SkipGracefulOrchestrationTerminations(self, request: Any, context: grpc.ServicerContext) -> Any:
+        raise _unimplemented("SkipGracefulOrchestrationTerminations")
+
+    # --- entities (a later issue) -----------------------------------------------------------------
+
+    @mapped_errors
+    def SignalEntity(self, request: Any, context: grpc.ServicerContext) -> Any:
+        raise _unimplemented("Entities (SignalEntity)")
+
+    @mapped_errors
+    def GetEntity(self, request: Any, context: grpc.ServicerContext) -> Any:
+        raise _unimplemented("Entities (GetEntity)")
+
+    @mapped_errors
+    def QueryEntities(self, request: Any, context: grpc.ServicerContext) -> Any:
+        raise _unimplemented("Entities (QueryEntities)")
+
+    @mapped_errors
+    def CleanEntityStorage(self, request: Any, context: grpc.ServicerContext) -> Any:
+        raise _unimplemented("Entities (CleanEntityStorage)")
+
+    @mapped_errors
+    def CompleteEntityTask(self, request: Any, context: grpc.ServicerContext) -> Any:
+        raise _unimplemented("Entities (CompleteEntityTask)")
+
+    @mapped_errors
+    def AbandonTaskEntityWorkItem(self, request: Any, context: grpc.ServicerContext) -> Any:
+        raise _unimplemented("Entities (AbandonTaskEntityWorkItem)")
+
+    # --- work items -------------------------------------------------------------------------------
+
+    def GetWorkItems(self, request: pb.GetWorkItemsRequest, context: grpc.ServicerContext) -> Iterator[pb.WorkItem]:
+        stream = self.dispatcher.open_stream(request)
+        context.add_callback(lambda: self.dispatcher.close_stream(stream))
+        yield from self.dispatcher.iterate(stream, context.is_active)
+
+    @mapped_errors
+    def CompleteOrchestratorTask(self, request: pb.OrchestratorResponse, context: grpc.ServicerContext) -> Any:
+        check_token(request.completionToken)
+        self.dispatcher.complete_orchestration(request)
+        return pb.CompleteTaskResponse()
+
+    @mapped_errors
+    def CompleteActivityTask(self, request: pb.ActivityResponse, context: grpc.ServicerContext) -> Any:
+        check_token(request.completionToken)
+        self.dispatcher.complete_activity(request)
+        return pb.CompleteTaskResponse()
+
+    @mapped_errors
+    def AbandonTaskOrchestratorWorkItem(
+        self, request: pb.AbandonOrchestrationTaskRequest, context: grpc.ServicerContext
+    ) -> Any:
+        self.dispatcher.abandon_orchestration(check_token(request.completionToken))
+        return pb.AbandonOrchestrationTaskResponse()
+
+    @mapped_errors
+    def AbandonTaskActivityWorkItem(self, request: pb.AbandonActivityTaskRequest, context: grpc.ServicerContext) -> Any:
+        self.dispatcher.abandon_activity(check_token(request.completionToken))
+        return pb.AbandonActivityTaskResponse()
+
+
+class SidecarServer:
+    """A gRPC server hosting the sidecar on a store: used by the CLI, tests and ``durabletask.testing``."""
+
+    def __init__(
+        self,
+        store: Store | str = "memory",
+        *,
+        host: str = "127.0.0.1",
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        dispatch_options: DispatchOptions | None = None,
+        owns_store: bool | None = None,
+    ) -> None:
+        self.store: Store = SqliteStore(store) if isinstance(store, str) else store
+        self._owns_store = isinstance(store, str) if owns_store is None else owns_store
+        self.host = host
+        self.max_message_size = max_message_size
+        self.max_workers = max_workers
+        self.watcher = InstanceWatcher()
+        self.store.add_listener(self.watcher.on_change)
+        self.dispatcher = Dispatcher(self.store, dispatch_options)
+        self.servicer = SidecarServicer(self.store, self.dispatcher, self.watcher)
+        self._server: grpc.Server | None = None
+        self.port: int | None = None
+
+    @property
+    def address(self) -> str:
+        """``host:port`` the server listens on (after start)."""
+        return f"{self.host}:{self.port}"
+
+    def start(self, port: int = 0) -> int:
+        """Bind ``host:port`` (0 picks a free port), start serving and dispatching. Returns the port."""
+        options = [
+            ("grpc.max_receive_message_length", self.max_message_size),
+            ("grpc.max_send_message_length", self.max_message_size),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.http2.max_ping_strikes", 0),
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="sidecar-rpc"),
+            options=options,
+            maximum_concurrent_rpcs=None,
+        )
+        pb_grpc.add_TaskHubSidecarServiceServicer_to_server(self.servicer, server)
+        target = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
+        try:
+            bound = server.add_insecure_port(target)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {target}: {exc} (is another process using the port?)") from None
+        if not bound:
+            raise OSError(f"cannot listen on {target} (is another process using the port?)")
+        self.port = bound
+        self.dispatcher.start()
+        server.start()
+        self._server = server
+        log.info("sidecar listening on %s", self.address)
+        return bound
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        """Stop serving: end streams and waits, then shut the server down; close the store if owned."""
+        self.dispatcher.stop()
+        self.watcher.close()
+        if self._server is not None:
+            self._server.stop(grace).wait()
+            self._server = None
+        if self._owns_store:
+            self.store.close()
+
+    def reset(self) -> None:
+        """Empty the store."""
+        self.store.reset()

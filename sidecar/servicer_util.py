@@ -1,0 +1,145 @@
+"""Request validation, error mapping and response building for the sidecar's gRPC servicer."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import grpc
+
+from durabletask.internal import orchestrator_service_pb2 as pb
+from sidecar.engine_events import from_timestamp, to_timestamp
+from sidecar.model import InstanceSnapshot, InvalidTurnError
+from sidecar.store.base import (
+    InstanceExistsError,
+    InstanceNotFoundError,
+    InvalidStateError,
+    LeaseNotFoundError,
+    StoreError,
+)
+
+log = logging.getLogger("durabletask-sidecar")
+
+MAX_INSTANCE_ID_LENGTH = 256
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class BadRequest(Exception):
+    """The request is malformed. Maps to INVALID_ARGUMENT."""
+
+
+class RpcFailure(Exception):
+    """Fail the RPC with this status code and message."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def status_code_for(exc: Exception) -> grpc.StatusCode:
+    """The gRPC status that reports ``exc`` to the caller."""
+    if isinstance(exc, RpcFailure):
+        return exc.code
+    if isinstance(exc, (BadRequest, InvalidTurnError)):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(exc, (InstanceNotFoundError, LeaseNotFoundError)):
+        return grpc.StatusCode.NOT_FOUND
+    if isinstance(exc, InstanceExistsError):
+        return grpc.StatusCode.ALREADY_EXISTS
+    if isinstance(exc, InvalidStateError):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    return grpc.StatusCode.INTERNAL
+
+
+def mapped_errors(fn: F) -> F:
+    """Turn store/validation errors of a unary RPC into gRPC statuses with their messages."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return fn(self, request, context)
+        except (BadRequest, RpcFailure, InvalidTurnError, StoreError) as exc:
+            context.abort(status_code_for(exc), str(exc))
+        except Exception as exc:
+            log.exception("%s failed", fn.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"{fn.__name__} failed: {type(exc).__name__}: {exc}")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def check_instance_id(instance_id: str, field: str = "instanceId") -> str:
+    """An instance ID must be non-empty, at most 256 characters, without control characters."""
+    if not instance_id:
+        raise BadRequest(f"{field} is required")
+    if len(instance_id) > MAX_INSTANCE_ID_LENGTH:
+        raise BadRequest(
+            f"{field} is {len(instance_id)} characters long; at most {MAX_INSTANCE_ID_LENGTH} are allowed"
+        )
+    for ch in instance_id:
+        if ord(ch) < 32 or ord(ch) == 127:
+            raise BadRequest(f"{field} contains a control character ({ord(ch):#04x})")
+    return instance_id
+
+
+def check_token(token: str) -> str:
+    if not token:
+        raise BadRequest("completionToken is required")
+    return token
+
+
+def optional_time(message: Any, field: str) -> datetime | None:
+    """A Timestamp field as an aware datetime, or None when unset."""
+    return from_timestamp(getattr(message, field)) if message.HasField(field) else None
+
+
+def optional_string(message: Any, field: str) -> str | None:
+    return getattr(message, field).value if message.HasField(field) else None
+
+
+def check_statuses(statuses: Any, field: str) -> list[int]:
+    values = list(statuses)
+    for value in values:
+        if value not in pb.OrchestrationStatus.values():
+            raise BadRequest(f"{field} contains an unknown orchestration status ({value})")
+    return values
+
+
+def check_page_size(value: int, field: str, default: int) -> int:
+    if value < 0:
+        raise BadRequest(f"{field} must not be negative (got {value})")
+    return value or default
+
+
+def to_state(inst: InstanceSnapshot, include_payloads: bool) -> pb.OrchestrationState:
+    """The wire form of an instance row; input and output only when asked for."""
+    state = pb.OrchestrationState(
+        instanceId=inst.instance_id,
+        name=inst.name,
+        orchestrationStatus=inst.status,  # type: ignore[arg-type]
+        createdTimestamp=to_timestamp(inst.created_at),
+        lastUpdatedTimestamp=to_timestamp(inst.last_updated_at),
+        tags=inst.tags,
+    )
+    state.executionId.value = inst.execution_id
+    if inst.version is not None:
+        state.version.value = inst.version
+    if inst.scheduled_start_at is not None:
+        state.scheduledStartTimestamp.CopyFrom(to_timestamp(inst.scheduled_start_at))
+    if inst.completed_at is not None:
+        state.completedTimestamp.CopyFrom(to_timestamp(inst.completed_at))
+    if inst.parent is not None:
+        state.parentInstanceId.value = inst.parent.instance_id
+    if inst.custom_status is not None:
+        state.customStatus.value = inst.custom_status
+    if inst.failure is not None:
+        state.failureDetails.CopyFrom(inst.failure)
+    if include_payloads:
+        if inst.input is not None:
+            state.input.value = inst.input
+        if inst.output is not None:
+            state.output.value = inst.output
+    return state
