@@ -154,6 +154,11 @@ class WorkItemDispatcher:
         with self._state:
             return self._outstanding
 
+    def wait_for_outstanding(self, count: int, timeout: float) -> bool:
+        """Wait until exactly ``count`` work items are held; False on timeout."""
+        with self._state:
+            return self._state.wait_for(lambda: self._outstanding == count, timeout)
+
     def stop(self, timeout: float) -> bool:
         """Hand back what has not started, let running work finish for up to ``timeout`` seconds.
 
@@ -199,6 +204,7 @@ class WorkItemDispatcher:
             if self._closing:
                 return False
             self._outstanding += 1
+            self._state.notify_all()
             return True
 
     def _settle(self) -> None:
