@@ -273,6 +273,7 @@ class TimerTask(CancellableTask[None]):
         self._final_fire_at = final_fire_at
         self._maximum_timer_interval = maximum_timer_interval
         self._retryable_parent: RetryableTask[Any] | None = None
+        self._armed_fire_at: datetime | None = None
 
     @property
     def fire_at(self) -> datetime | None:

@@ -341,8 +341,9 @@ class _Turn:
             return
         if ctx.is_finished:
             return
-        fired_at = ph.to_datetime(fired.fireAt) if fired.HasField("fireAt") else ctx.current_utc_datetime
-        next_chunk = pending._next_chunk_fire_at(fired_at)
+        # Chunks follow from the due time the engine armed, not from what the backend echoes.
+        armed = pending._armed_fire_at or ctx.current_utc_datetime
+        next_chunk = pending._next_chunk_fire_at(armed)
         if next_chunk is not None:
             ctx.arm_timer(pending, next_chunk)
             return

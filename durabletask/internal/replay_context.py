@@ -317,6 +317,7 @@ class RuntimeOrchestrationContext(task.OrchestrationContext):
         timer_id = self.next_sequence_number()
         self.pending_actions[timer_id] = ph.new_create_timer_action(timer_id, fire_at)
         self.pending_tasks[timer_id] = timer
+        timer._armed_fire_at = fire_at
 
         def withdraw() -> None:
             self.pending_actions.pop(timer_id, None)

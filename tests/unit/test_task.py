@@ -215,7 +215,7 @@ def test_retry_policy_validation(kwargs: dict) -> None:
 
 def test_retry_policy_rejects_bad_non_retryable_errors() -> None:
     with pytest.raises(TypeError):
-        task.RetryPolicy(first_retry_interval=timedelta(1), max_number_of_attempts=2, non_retryable_errors=[int])
+        task.RetryPolicy(first_retry_interval=timedelta(1), max_number_of_attempts=2, non_retryable_errors=[int])  # type: ignore[list-item]
 
 
 def test_retry_policy_properties_and_is_retryable() -> None:
