@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit e2e proto proto-check clean sidecar
+.PHONY: run test lint typecheck unit e2e proto proto-check clean sidecar bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ unit: $(STAMP)
 
 e2e: $(STAMP)
 	$(PY) -m pytest -q tests/e2e
+
+# Throughput benchmark (not part of the tests).
+bench: $(STAMP)
+	$(PY) -m bench.throughput
 
 proto: $(STAMP)
 	$(PY) tools/gen_proto.py
