@@ -456,6 +456,7 @@ class TaskHubGrpcWorker:
                 maximum_timer_interval=self._maximum_timer_interval,
                 metadata=self._metadata,
                 version_gate=self._version_gate if self._versioning is not None else None,
+                default_version=self._versioning.default_version if self._versioning is not None else None,
             )
             stream = WorkItemStream(
                 host_address=self._host_address,

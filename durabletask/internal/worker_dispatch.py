@@ -24,6 +24,7 @@ from durabletask import serialization
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal.activity_executor import ActivityExecutor
 from durabletask.internal.registry import Registry
+from durabletask.internal.replay import OrchestrationExecutor
 from durabletask.internal.worker_limits import KeyedSequencer, Pending, WorkLimiter
 
 # Returns the stub to send completions on (the current connection), or None when there is none.
@@ -117,6 +118,7 @@ class WorkItemDispatcher:
         maximum_timer_interval: timedelta | None,
         metadata: Sequence[tuple[str, str]] | None = None,
         version_gate: VersionGate | None = None,
+        default_version: str | None = None,
         call_timeout: float = 30.0,
     ) -> None:
         self._registry = registry
@@ -126,6 +128,7 @@ class WorkItemDispatcher:
         self._maximum_timer_interval = maximum_timer_interval
         self._metadata = tuple(metadata) if metadata else None
         self._version_gate = version_gate
+        self._default_version = default_version
         self._call_timeout = call_timeout
         self._activities = ActivityExecutor(registry, data_converter, logger)
         self._orchestration_limit = WorkLimiter(limits.orchestrations)
@@ -280,14 +283,13 @@ class WorkItemDispatcher:
                 response.customStatus.value = results.custom_status
         self._call("CompleteOrchestratorTask", response)
 
-    def _new_orchestration_executor(self) -> Any:
-        from durabletask.internal.replay import OrchestrationExecutor
-
+    def _new_orchestration_executor(self) -> OrchestrationExecutor:
         return OrchestrationExecutor(
             self._registry,
             data_converter=self._converter,
             logger=self._logger,
             maximum_timer_interval=self._maximum_timer_interval,
+            default_version=self._default_version,
         )
 
     def _abandon_orchestration(self, instance_id: str, token: str) -> None:

@@ -400,3 +400,65 @@ def test_stop_is_prompt_when_idle(sidecar, make_worker) -> None:
     assert time.monotonic() - began < 3
     leftovers = [t.name for t in threading.enumerate() if t.name.startswith("durabletask-worker")]
     assert leftovers == []
+
+
+def turn_item(instance_id: str, orchestrator: str, *, token: str) -> pb.WorkItem:
+    item = pb.WorkItem(completionToken=token)
+    req = item.orchestratorRequest
+    req.instanceId = instance_id
+    req.newEvents.add(eventId=-1).orchestratorStarted.SetInParent()
+    started = req.newEvents.add(eventId=-1)
+    started.executionStarted.name = orchestrator
+    started.executionStarted.orchestrationInstance.instanceId = instance_id
+    return item
+
+
+def test_turns_of_one_instance_never_overlap_but_instances_run_in_parallel(sidecar, make_worker) -> None:
+    gate = threading.Event()
+    cond = threading.Condition()
+    active: dict[str, int] = {}
+    entered: list[str] = []
+    peak = {"same": 0}
+
+    def blocking(ctx, _):
+        iid = ctx.instance_id
+        with cond:
+            active[iid] = active.get(iid, 0) + 1
+            peak["same"] = max(peak["same"], active.get("same", 0))
+            entered.append(iid)
+            cond.notify_all()
+        try:
+            assert gate.wait(WAIT)
+        finally:
+            with cond:
+                active[iid] -= 1
+        return iid
+
+    worker = make_worker(concurrency_options=ConcurrencyOptions(maximum_thread_pool_workers=4))
+    worker.add_orchestrator(blocking)
+    worker.start()
+    sidecar.wait_streams(1)
+    sidecar.items.put(turn_item("same", "blocking", token="s1"))
+    sidecar.items.put(turn_item("same", "blocking", token="s2"))
+    sidecar.items.put(turn_item("other", "blocking", token="o1"))
+    with cond:
+        assert cond.wait_for(lambda: sorted(entered) == ["other", "same"], WAIT)
+        assert not cond.wait_for(lambda: entered.count("same") > 1, 0.5)
+    gate.set()
+    done = sidecar.wait_calls("CompleteOrchestratorTask", 3)
+    assert [r.completionToken for r in done if r.instanceId == "same"] == ["s1", "s2"]
+    assert peak["same"] == 1
+    for response in done:
+        (action,) = response.actions
+        assert action.completeOrchestration.orchestrationStatus == pb.ORCHESTRATION_STATUS_COMPLETED
+
+
+def test_a_turn_the_executor_cannot_process_is_handed_back(sidecar, make_worker) -> None:
+    worker = make_worker()
+    worker.start()
+    sidecar.wait_streams(1)
+    broken = pb.WorkItem(completionToken="broken")
+    broken.orchestratorRequest.instanceId = "no-new-events"
+    sidecar.items.put(broken)
+    assert [r.completionToken for r in sidecar.wait_calls("AbandonTaskOrchestratorWorkItem", 1)] == ["broken"]
+    assert sidecar.named("CompleteOrchestratorTask") == []
