@@ -132,6 +132,9 @@ class OrchestrationExecutor:
         """Replay ``old_events``, process ``new_events`` and return the turn's actions."""
         if not new_events:
             raise task.OrchestrationStateError("an orchestration turn needs at least one new event")
+        if any(e.HasField("executionCompleted") for e in old_events):
+            self._logger.warning("%s: the execution has already completed; nothing to do", instance_id)
+            return ExecutionResults(actions=[], custom_status=None)
         ctx = RuntimeOrchestrationContext(
             instance_id,
             data_converter=self._converter,
@@ -175,6 +178,7 @@ class _Turn:
         self._ctx = ctx
         self._suspended = False
         self._held: list[pb.HistoryEvent] = []
+        self._clock_set = False
 
     def process(self, event: pb.HistoryEvent) -> None:
         """Apply one history event."""
@@ -203,6 +207,7 @@ class _Turn:
     # --------------------------------------------------------- lifecycle
 
     def _on_orchestratorStarted(self, event: pb.HistoryEvent) -> None:
+        self._clock_set = True
         self._ctx.set_current_time(ph.to_datetime(event.timestamp))
 
     def _on_executionStarted(self, event: pb.HistoryEvent) -> None:
@@ -210,7 +215,7 @@ class _Turn:
         if ctx.is_started:
             return
         started = event.executionStarted
-        if not ctx.current_utc_datetime.year > 1970 and event.HasField("timestamp"):
+        if not self._clock_set and event.HasField("timestamp"):
             ctx.set_current_time(ph.to_datetime(event.timestamp))
         parent_id = None
         if started.HasField("parentInstance") and started.parentInstance.HasField("orchestrationInstance"):

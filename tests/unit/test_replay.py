@@ -522,3 +522,35 @@ def test_replay_safe_logger_in_orchestrator(caplog: pytest.LogCaptureFixture) ->
         inst.start()
         inst.turn(ph.new_task_completed_event(1))
     assert [r.getMessage() for r in caplog.records if r.name == "test-orch-logger"] == ["step 1", "step 2"]
+
+
+def make_order(ctx: task.ActivityContext, item: str) -> Order:
+    return Order(item, 1)
+
+
+def test_activity_return_annotation_directs_decoding() -> None:
+    def orders(ctx: task.OrchestrationContext, _: Any):
+        made = yield ctx.call_activity(make_order, input="x")
+        return [type(made).__name__, made.item]
+
+    inst = Instance(make(orders, data_converter=JsonDataConverter()), "orders")
+    inst.start()
+    assert output(inst.turn(ph.new_task_completed_event(1, '{"item": "x", "quantity": 1}'))) == ["Order", "x"]
+
+
+def test_execution_started_without_turn_start_sets_the_clock() -> None:
+    seen: list[datetime] = []
+
+    def clock(ctx: task.OrchestrationContext, _: Any) -> None:
+        seen.append(ctx.current_utc_datetime)
+
+    start = ph.new_execution_started_event("clock", "i", timestamp=T0)
+    make(clock).execute("i", [], [start])
+    assert seen == [T0]
+
+
+def test_already_completed_history_produces_no_actions() -> None:
+    inst = Instance(make(child), "child", 1)
+    inst.start()
+    inst.history.append(ph.new_execution_completed_event(pb.ORCHESTRATION_STATUS_COMPLETED, "2"))
+    assert inst.turn(ph.new_event_raised_event("late")).actions == []
