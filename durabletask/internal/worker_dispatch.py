@@ -27,6 +27,9 @@ from durabletask.internal.registry import Registry
 from durabletask.internal.replay import OrchestrationExecutor
 from durabletask.internal.worker_limits import KeyedSequencer, Pending, WorkLimiter
 
+# Handing work back is best effort: the sidecar re-dispatches on lease expiry anyway.
+_ABANDON_TIMEOUT = 5.0
+
 # Returns the stub to send completions on (the current connection), or None when there is none.
 StubProvider = Callable[[], Any]
 
@@ -200,7 +203,11 @@ class WorkItemDispatcher:
         else:
             # Entity batches are not executed by this worker yet: hand them straight back.
             self._logger.warning("entity work items are not supported yet; abandoning one (%s)", kind)
-            self._call("AbandonTaskEntityWorkItem", pb.AbandonEntityTaskRequest(completionToken=token))
+            abandon = pb.AbandonEntityTaskRequest(completionToken=token)
+            try:
+                self._pool.submit(self._call, "AbandonTaskEntityWorkItem", abandon, _ABANDON_TIMEOUT)
+            except RuntimeError:
+                self._call("AbandonTaskEntityWorkItem", abandon, _ABANDON_TIMEOUT)
 
     def _admit(self) -> bool:
         with self._state:
@@ -294,7 +301,9 @@ class WorkItemDispatcher:
 
     def _abandon_orchestration(self, instance_id: str, token: str) -> None:
         self._logger.info("handing back a turn of '%s'", instance_id)
-        self._call("AbandonTaskOrchestratorWorkItem", pb.AbandonOrchestrationTaskRequest(completionToken=token))
+        self._call(
+            "AbandonTaskOrchestratorWorkItem", pb.AbandonOrchestrationTaskRequest(completionToken=token), _ABANDON_TIMEOUT
+        )
 
     # ----- activities -----
 
@@ -366,7 +375,7 @@ class WorkItemDispatcher:
         return start
 
     def _abandon_activity(self, token: str) -> None:
-        self._call("AbandonTaskActivityWorkItem", pb.AbandonActivityTaskRequest(completionToken=token))
+        self._call("AbandonTaskActivityWorkItem", pb.AbandonActivityTaskRequest(completionToken=token), _ABANDON_TIMEOUT)
 
     # ----- sending -----
 
@@ -374,14 +383,14 @@ class WorkItemDispatcher:
         with self._state:
             return self._closing
 
-    def _call(self, method: str, request: Any) -> None:
+    def _call(self, method: str, request: Any, timeout: float | None = None) -> None:
         """Send a completion or abandon call; failures are logged, never raised."""
         stub = self._stub_provider()
         if stub is None:
             self._logger.warning("not connected: could not send %s (the sidecar will re-dispatch)", method)
             return
         try:
-            getattr(stub, method)(request, timeout=self._call_timeout, metadata=self._metadata)
+            getattr(stub, method)(request, timeout=timeout or self._call_timeout, metadata=self._metadata)
         except grpc.RpcError as err:
             code = err.code() if isinstance(err, grpc.Call) else None
             self._logger.warning("%s failed (%s): the sidecar will re-dispatch after the lease expires", method, code)

@@ -462,3 +462,15 @@ def test_a_turn_the_executor_cannot_process_is_handed_back(sidecar, make_worker)
     sidecar.items.put(broken)
     assert [r.completionToken for r in sidecar.wait_calls("AbandonTaskOrchestratorWorkItem", 1)] == ["broken"]
     assert sidecar.named("CompleteOrchestratorTask") == []
+
+
+def test_a_stopped_worker_can_start_again(sidecar, make_worker) -> None:
+    worker = make_worker()
+    worker.add_activity(double)
+    worker.start()
+    sidecar.wait_streams(1)
+    worker.stop(timeout=5)
+    worker.start()
+    sidecar.wait_streams(2)
+    sidecar.items.put(activity_item("double", 8, token="again"))
+    assert json.loads(sidecar.wait_calls("CompleteActivityTask", 1)[0].result.value) == 16
