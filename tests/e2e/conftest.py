@@ -2,26 +2,34 @@
 
 Names other tests rely on: ``free_port()``, fixture ``sidecar`` (``.address``, ``.port``,
 ``.server``) and fixture ``sidecar_process`` (``start(db_path, port)`` returning a handle
-with ``.address``, ``.pid``, ``.kill()``, ``.terminate()``).
+with ``.address``, ``.pid``, ``.kill()``, ``.terminate()``). Protocol-level tests also use
+``fast_sidecar()`` and ``RawWorker``, a hand-written worker speaking raw gRPC.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import grpc
 import pytest
 from google.protobuf import empty_pb2
 
+from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
+from sidecar.dispatch import DispatchOptions
+from sidecar.engine_events import to_timestamp
 from sidecar.server import SidecarServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -149,3 +157,113 @@ def sidecar_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sideca
         yield factory
     finally:
         factory.stop_all()
+
+
+# --- raw protocol helpers ---------------------------------------------------------------
+
+FAST = DispatchOptions(stream_grace=0.3, health_ping_interval=0.5, safety_poll=1.0)
+
+
+@contextmanager
+def fast_sidecar(options: DispatchOptions = FAST, **kwargs: object) -> Iterator[tuple[SidecarServer, str]]:
+    """An in-process sidecar with short grace/ping intervals; yields (server, address)."""
+    server = SidecarServer("memory", host="localhost", dispatch_options=options, **kwargs)  # type: ignore[arg-type]
+    port = server.start(0)
+    try:
+        yield server, f"localhost:{port}"
+    finally:
+        server.stop(grace=0.2)
+
+
+def kinds(events: object) -> list[str]:
+    return [e.WhichOneof("eventType") or "" for e in events]  # type: ignore[attr-defined]
+
+
+class RawWorker:
+    """Opens a GetWorkItems stream and collects its items (health pings counted apart)."""
+
+    def __init__(self, address: str, request: pb.GetWorkItemsRequest | None = None) -> None:
+        self.channel = grpc.insecure_channel(address)
+        self.stub = pb_grpc.TaskHubSidecarServiceStub(self.channel)
+        self.items: queue.Queue[pb.WorkItem] = queue.Queue()
+        self.pings = 0
+        self.first_ping = threading.Event()
+        self._stream = self.stub.GetWorkItems(request or pb.GetWorkItemsRequest())
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        assert self.first_ping.wait(10), "no health ping when the stream opened"
+
+    def _read(self) -> None:
+        try:
+            for item in self._stream:
+                if item.HasField("healthPing"):
+                    self.pings += 1
+                    self.first_ping.set()
+                else:
+                    self.items.put(item)
+        except grpc.RpcError:
+            pass
+
+    def next(self, kind: str, timeout: float = 10) -> pb.WorkItem:
+        """The next work item, which must be of ``kind`` (orchestratorRequest / activityRequest)."""
+        item = self.items.get(timeout=timeout)
+        assert item.WhichOneof("request") == kind, item
+        assert item.completionToken
+        return item
+
+    def expect_nothing(self, within: float) -> None:
+        """Assert that no work item arrives within ``within`` seconds."""
+        try:
+            item = self.items.get(timeout=within)
+        except queue.Empty:
+            return
+        raise AssertionError(f"unexpected work item: {item}")
+
+    def complete(self, item: pb.WorkItem, *actions: pb.OrchestratorAction, custom_status: str | None = None) -> None:
+        response = pb.OrchestratorResponse(
+            instanceId=item.orchestratorRequest.instanceId, completionToken=item.completionToken, actions=actions
+        )
+        if custom_status is not None:
+            response.customStatus.value = custom_status
+        self.stub.CompleteOrchestratorTask(response)
+
+    def complete_activity(self, item: pb.WorkItem, result: str | None) -> None:
+        req = item.activityRequest
+        response = pb.ActivityResponse(
+            instanceId=req.orchestrationInstance.instanceId, taskId=req.taskId, completionToken=item.completionToken
+        )
+        if result is not None:
+            response.result.value = result
+        self.stub.CompleteActivityTask(response)
+
+    def close(self) -> None:
+        self._stream.cancel()
+        self._thread.join(timeout=10)
+        self.channel.close()
+
+
+def schedule(action_id: int, name: str, data: str | None = None) -> pb.OrchestratorAction:
+    a = pb.OrchestratorAction(id=action_id)
+    a.scheduleTask.name = name
+    if data is not None:
+        a.scheduleTask.input.value = data
+    return a
+
+
+def timer(action_id: int, fire_at: datetime) -> pb.OrchestratorAction:
+    a = pb.OrchestratorAction(id=action_id)
+    a.createTimer.fireAt.CopyFrom(to_timestamp(fire_at))
+    return a
+
+
+def complete(action_id: int, result: str | None = None, status: int = pb.ORCHESTRATION_STATUS_COMPLETED) -> pb.OrchestratorAction:
+    a = pb.OrchestratorAction(id=action_id)
+    a.completeOrchestration.orchestrationStatus = status  # type: ignore[assignment]
+    if result is not None:
+        a.completeOrchestration.result.value = result
+    return a
+
+
+def start(stub: pb_grpc.TaskHubSidecarServiceStub, instance_id: str, name: str = "orch", **fields: object) -> str:
+    response = stub.StartInstance(pb.CreateInstanceRequest(instanceId=instance_id, name=name, **fields))  # type: ignore[arg-type]
+    return str(response.instanceId)
