@@ -20,6 +20,7 @@ Outbound effects of a turn, in brief:
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -194,25 +195,51 @@ def select_new_events(
 ) -> tuple[list[int], list[int]]:
     """Split inbox events (by index) into (deliver, drop).
 
-    Dropped: a second result for the same activity (taskCompleted/taskFailed by
-    taskScheduledId), timer (timerFired by timerId), sub-orchestration (by taskScheduledId),
-    entity call (entityOperationCompleted/Failed by requestId) or lock grant (by
-    criticalSectionId), and an executionStarted when one is already there; duplicates are
-    judged against ``past_events`` and earlier inbox entries. Everything else is delivered
-    in inbox order.
+    Results of activities (taskCompleted/taskFailed by taskScheduledId), timers (timerFired by
+    timerId) and sub-orchestrations (by taskScheduledId) are counted against the scheduling
+    events with that id in ``past_events``: each scheduling admits one result. (The official
+    SDK reuses an action id when it retries, so one id may be scheduled several times.) A
+    result beyond that count, or for nothing scheduled, is dropped. Entity call results (by
+    requestId), lock grants (by criticalSectionId) and executionStarted may occur once.
+    Everything else is delivered in inbox order.
     """
-    seen = {key for key in map(_resolution_key, past_events) if key is not None}
+    admitted: Counter[tuple[str, int | str]] = Counter()
+    for event in past_events:
+        key = _scheduling_key(event)
+        if key is not None:
+            admitted[key] += 1
+    used: Counter[tuple[str, int | str]] = Counter()
+    for event in past_events:
+        key = _resolution_key(event)
+        if key is not None:
+            used[key] += 1
     deliver: list[int] = []
     drop: list[int] = []
     for index, event in enumerate(inbox):
         key = _resolution_key(event)
-        if key is not None and key in seen:
-            drop.append(index)
-            continue
         if key is not None:
-            seen.add(key)
+            limit = admitted[key] if key[0] in _COUNTED_KINDS else 1
+            if used[key] >= limit:
+                drop.append(index)
+                continue
+            used[key] += 1
         deliver.append(index)
     return deliver, drop
+
+
+_COUNTED_KINDS = frozenset({"task", "timer", "sub"})
+
+
+def _scheduling_key(event: pb.HistoryEvent) -> tuple[str, int | str] | None:
+    """The resolution key a scheduling event admits one result for, or None."""
+    kind = event.WhichOneof("eventType")
+    if kind == "taskScheduled":
+        return ("task", event.eventId)
+    if kind == "timerCreated":
+        return ("timer", event.eventId)
+    if kind == "subOrchestrationInstanceCreated":
+        return ("sub", event.eventId)
+    return None
 
 
 def _status_after_events(status: int, new_events: list[pb.HistoryEvent]) -> int:

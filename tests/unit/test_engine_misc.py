@@ -84,9 +84,53 @@ def test_terminate_terminal_instance_raises(status: int) -> None:
         engine.terminate(make_instance(status), None, NOW)
 
 
+def scheduled(kind: str, event_id: int) -> pb.HistoryEvent:
+    """The history event that schedules a task, timer or sub-orchestration with this id."""
+    if kind == "timer":
+        return pb.HistoryEvent(eventId=event_id, timerCreated=pb.TimerCreatedEvent())
+    if kind == "sub":
+        return pb.HistoryEvent(
+            eventId=event_id, subOrchestrationInstanceCreated=pb.SubOrchestrationInstanceCreatedEvent(name="c")
+        )
+    return pb.HistoryEvent(eventId=event_id, taskScheduled=pb.TaskScheduledEvent(name="a"))
+
+
+def scheduling_for(*results: pb.HistoryEvent) -> list[pb.HistoryEvent]:
+    """One scheduling event per distinct (kind, id) among ``results``."""
+    out: list[pb.HistoryEvent] = []
+    seen: set[tuple[str, int]] = set()
+    for event in results:
+        kind = event.WhichOneof("eventType") or ""
+        if kind.startswith("task"):
+            key = ("task", getattr(event, kind).taskScheduledId)
+        elif kind == "timerFired":
+            key = ("timer", event.timerFired.timerId)
+        elif kind.startswith("subOrchestration"):
+            key = ("sub", getattr(event, kind).taskScheduledId)
+        else:
+            continue
+        if key not in seen:
+            seen.add(key)
+            out.append(scheduled(*key))
+    return out
+
+
 def test_select_delivers_everything_without_duplicates_in_order() -> None:
     inbox = [event_raised("a"), event_raised("a"), task_completed(0), timer_fired(1), sub_completed(2), task_failed(3)]
-    assert engine.select_new_events([execution_started_event()], inbox) == ([0, 1, 2, 3, 4, 5], [])
+    past = [execution_started_event(), *scheduling_for(*inbox)]
+    assert engine.select_new_events(past, inbox) == ([0, 1, 2, 3, 4, 5], [])
+
+
+def test_select_drops_results_for_nothing_scheduled() -> None:
+    inbox = [task_completed(7), timer_fired(8), sub_failed(9), event_raised("x")]
+    assert engine.select_new_events([execution_started_event()], inbox) == ([3], [0, 1, 2])
+
+
+def test_select_admits_one_result_per_scheduling_of_a_reused_id() -> None:
+    # The official SDK retries an activity under the same action id: two schedulings of id 1
+    # admit two results; a third result for id 1 is a duplicate.
+    past = [scheduled("task", 1), task_failed(1), scheduled("timer", 2), timer_fired(2), scheduled("task", 1)]
+    assert engine.select_new_events(past, [task_completed(1), task_completed(1)]) == ([0], [1])
 
 
 def test_select_empty_inbox() -> None:
@@ -108,7 +152,8 @@ def test_select_empty_inbox() -> None:
 )
 def test_select_drops_duplicates_of_history(past: pb.HistoryEvent, duplicate: pb.HistoryEvent) -> None:
     inbox = [event_raised("x"), duplicate, event_raised("y")]
-    assert engine.select_new_events([orchestrator_started(), past], inbox) == ([0, 2], [1])
+    history = [orchestrator_started(), *scheduling_for(past), past]
+    assert engine.select_new_events(history, inbox) == ([0, 2], [1])
 
 
 @pytest.mark.parametrize(
@@ -122,13 +167,14 @@ def test_select_drops_duplicates_of_history(past: pb.HistoryEvent, duplicate: pb
     ],
 )
 def test_select_drops_duplicates_within_the_inbox(first: pb.HistoryEvent, second: pb.HistoryEvent) -> None:
-    assert engine.select_new_events([], [first, event_raised("x"), second]) == ([0, 1], [2])
+    past = scheduling_for(first, second)
+    assert engine.select_new_events(past, [first, event_raised("x"), second]) == ([0, 1], [2])
 
 
 def test_select_keeps_results_of_different_kinds_and_ids() -> None:
     # Activities, timers and sub-orchestrations share id space but are different resolutions.
-    past = [task_completed(1)]
     inbox = [timer_fired(1), sub_completed(1), task_completed(2), timer_fired(2)]
+    past = [*scheduling_for(task_completed(1), *inbox), task_completed(1)]
     assert engine.select_new_events(past, inbox) == ([0, 1, 2, 3], [])
 
 
