@@ -58,6 +58,10 @@ class ActivityExecutor:
         fn = self.lookup(req.name)
         encoded = req.input.value if req.HasField("input") else None
         input_type = serialization.input_type_of(fn) if encoded else None
+        # Annotations only direct decoding into types the converter can rebuild (dataclasses,
+        # enums, ...); a loose `x: str` receiving 5 gets the 5, as in the official SDK.
+        if input_type is not None and not self._converter.can_reconstruct(input_type):
+            input_type = None
         value = self._converter.deserialize(encoded, input_type)
         self._logger.debug(
             "%s/%d: running activity '%s'", req.orchestrationInstance.instanceId, req.taskId, req.name

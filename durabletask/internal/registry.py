@@ -18,6 +18,11 @@ class EntityNotRegisteredError(ValueError):
     """Raised when a work item names an entity the worker does not know."""
 
 
+# Reported (in failure details' error type) under the module users import them from.
+for _error in (OrchestratorNotRegisteredError, ActivityNotRegisteredError, EntityNotRegisteredError):
+    _error.__module__ = "durabletask.worker"
+
+
 def _callable_name(fn: Any) -> str:
     name = getattr(fn, "__name__", None)
     if not name or name == "<lambda>":

@@ -223,7 +223,7 @@ def test_unregistered_orchestrator_and_activity_fail_and_the_worker_keeps_going(
 
     state = run(client, catches_missing_activity)
     assert state.get_output() == {
-        "type": "durabletask.internal.registry.ActivityNotRegisteredError",
+        "type": "durabletask.worker.ActivityNotRegisteredError",
         "caused_by": True,
     }
 

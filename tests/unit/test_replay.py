@@ -199,7 +199,7 @@ def test_async_orchestrator_is_rejected() -> None:
 
 def test_unregistered_orchestrator_fails() -> None:
     details = failure(Instance(make(), "ghost").start())
-    assert details.errorType == "durabletask.internal.registry.OrchestratorNotRegisteredError"
+    assert details.errorType == "durabletask.worker.OrchestratorNotRegisteredError"
     assert "ghost" in details.errorMessage
 
 

@@ -145,3 +145,25 @@ def test_is_async_activity_for_callable_objects() -> None:
 
     assert is_async_activity(AsyncCallable())
     assert not is_async_activity(describe)
+
+
+
+def test_loose_annotation_passes_the_decoded_value_through() -> None:
+    """`x: str` receiving 5 gets 5: annotations only direct rebuildable types, as in the official SDK."""
+    from durabletask.internal import orchestrator_service_pb2 as pb
+    from durabletask.internal.activity_executor import ActivityExecutor
+    from durabletask.internal.registry import Registry
+
+    seen: list[object] = []
+
+    def echo(ctx, x: str):
+        seen.append(x)
+        return x
+
+    registry = Registry()
+    registry.add_activity(echo)
+    req = pb.ActivityRequest(name="echo", taskId=1)
+    req.input.value = "5"
+    req.orchestrationInstance.instanceId = "i"
+    assert ActivityExecutor(registry).execute(req) == "5"
+    assert seen == [5]
