@@ -101,6 +101,7 @@ class Dispatcher:
             self._stopped = True
             streams = list(self._streams.values())
             self._lock.notify_all()
+        self.store.remove_listener(self._on_change)
         for stream in streams:
             stream.queue.put(None)
         if self._thread is not None:

@@ -478,6 +478,7 @@ class SidecarServer:
     def stop(self, grace: float | None = 1.0) -> None:
         """Stop serving: end streams and waits, then shut the server down; close the store if owned."""
         self.dispatcher.stop()
+        self.store.remove_listener(self.watcher.on_change)
         self.watcher.close()
         if self._server is not None:
             self._server.stop(grace).wait()

@@ -126,6 +126,11 @@ class Store(ABC):
         """Call ``listener`` after every committed transaction that changed something."""
         self._listeners.append(listener)
 
+    def remove_listener(self, listener: ChangeListener) -> None:
+        """Stop calling ``listener`` (a server that shut down while the store lives on)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def _notify(self, changes: ChangeSet) -> None:
         if not (changes.instances or changes.work_available or changes.reset):
             return
