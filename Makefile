@@ -48,3 +48,18 @@ proto-check: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .durabletask build *.egg-info
+
+# Compatibility: Microsoft's official Python SDK (pinned in compat/requirements.txt, in its own
+# environment, since it shares our import name) runs its client and worker against our sidecar.
+COMPAT_VENV := .venv-compat
+COMPAT_PY := $(COMPAT_VENV)/bin/python
+COMPAT_STAMP := $(COMPAT_VENV)/.installed
+
+$(COMPAT_STAMP): compat/requirements.txt
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_PY) -m pip install --quiet --upgrade pip
+	$(COMPAT_PY) -m pip install --quiet -r compat/requirements.txt
+	touch $(COMPAT_STAMP)
+
+compat: $(STAMP) $(COMPAT_STAMP)
+	$(PY) compat/run.py --compat-python $(COMPAT_PY)
