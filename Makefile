@@ -61,5 +61,6 @@ $(COMPAT_STAMP): compat/requirements.txt
 	$(COMPAT_PY) -m pip install --quiet -r compat/requirements.txt
 	touch $(COMPAT_STAMP)
 
+.PHONY: compat
 compat: $(STAMP) $(COMPAT_STAMP)
 	$(PY) compat/run.py --compat-python $(COMPAT_PY)
