@@ -36,9 +36,10 @@ unit: $(STAMP)
 e2e: $(STAMP)
 	$(PY) -m pytest -q tests/e2e
 
-# Throughput benchmark (not part of the tests).
+# Benchmarks (not part of the tests): throughput, pick-up and timer latency.
 bench: $(STAMP)
 	$(PY) -m bench.throughput
+	$(PY) -m bench.latency
 
 proto: $(STAMP)
 	$(PY) tools/gen_proto.py
