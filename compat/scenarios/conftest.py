@@ -1,4 +1,12 @@
-"""Session fixtures: the official SDK's worker (every scenario function registered) and clients."""
+"""Session fixtures: the official SDK's worker (every scenario function registered) and clients.
+
+These scenarios run Microsoft's official ``durabletask`` package (its client and worker) against
+our sidecar; ``compat/run.py`` starts the sidecar and passes its address in
+``DURABLETASK_COMPAT_ADDRESS``.
+
+Pending, to be added with the features in later issues: rewind, restart, orchestration
+versioning, work-item filters, durable entities, schedules (``durabletask.scheduled``).
+"""
 
 from __future__ import annotations
 
