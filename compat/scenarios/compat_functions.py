@@ -161,6 +161,17 @@ def catch_activity_failure(ctx: Ctx, key: str) -> Gen:
     return None
 
 
+def flaky_child(ctx: Ctx, key: str) -> Gen:
+    """Fails whenever its (unretried) ``flaky`` activity fails."""
+    return (yield ctx.call_activity(flaky, input=key))
+
+
+def retry_sub_orchestration(ctx: Ctx, key: str) -> Gen:
+    """Retries ``flaky_child`` until its activity succeeds."""
+    policy = task.RetryPolicy(first_retry_interval=timedelta(seconds=0.2), max_number_of_attempts=4)
+    return (yield ctx.call_sub_orchestrator(flaky_child, input=key, retry_policy=policy))
+
+
 def long_child(ctx: Ctx, _: Any) -> Gen:
     """Waits for an event that never comes."""
     return (yield ctx.wait_for_external_event("never"))
@@ -195,6 +206,8 @@ ORCHESTRATORS: list[Callable[..., Any]] = [
     counter,
     retry_activity,
     retry_exhausted,
+    flaky_child,
+    retry_sub_orchestration,
     catch_activity_failure,
     long_child,
     long_parent,

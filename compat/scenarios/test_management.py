@@ -48,6 +48,17 @@ def test_suspend_and_resume(hub: TaskHubGrpcClient) -> None:
     assert any(isinstance(e, history.EventRaisedEvent) and e.name == "go" for e in events)
 
 
+def test_terminate_a_suspended_instance(hub: TaskHubGrpcClient) -> None:
+    instance_id = hub.schedule_new_orchestration(fn.wait_named, input="never")
+    assert hub.wait_for_orchestration_start(instance_id, timeout=30) is not None
+    hub.suspend_orchestration(instance_id)
+    wait_for_status(hub, instance_id, OrchestrationStatus.SUSPENDED)
+    hub.terminate_orchestration(instance_id, output="gone")
+    state = completed(hub, instance_id)
+    assert state.runtime_status == OrchestrationStatus.TERMINATED
+    assert state.get_output() == "gone"
+
+
 def test_purge_one_instance(hub: TaskHubGrpcClient) -> None:
     instance_id = hub.schedule_new_orchestration(fn.chain, input=["purge"])
     assert completed(hub, instance_id).runtime_status == OrchestrationStatus.COMPLETED

@@ -63,3 +63,16 @@ def test_retry_policy_gives_up(hub: TaskHubGrpcClient) -> None:
     assert state.runtime_status == OrchestrationStatus.FAILED
     assert state.failure_details is not None and f"boom {key}" in state.failure_details.message
     assert fn.attempts_of(key) == 2
+
+
+def test_retry_policy_on_a_sub_orchestration(hub: TaskHubGrpcClient) -> None:
+    key = new_id("flaky-child")
+    instance_id = hub.schedule_new_orchestration(fn.retry_sub_orchestration, input=key)
+    state = completed(hub, instance_id)
+    assert state.runtime_status == OrchestrationStatus.COMPLETED
+    assert state.get_output() == 3
+    assert fn.attempts_of(key) == 3
+    events = hub.get_orchestration_history(instance_id)
+    failed = [e for e in events if isinstance(e, history.SubOrchestrationInstanceFailedEvent)]
+    created = [e for e in events if isinstance(e, history.SubOrchestrationInstanceCreatedEvent)]
+    assert len(failed) == 2 and len(created) == 3
