@@ -25,7 +25,7 @@ test: $(STAMP) lint typecheck proto-check
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check durabletask sidecar tests samples tools
+	$(VENV)/bin/ruff check durabletask sidecar tests samples tools bench compat
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -174,19 +174,17 @@ class SidecarServicer(pb_grpc.TaskHubSidecarServiceServicer):
     def _wait(
         self, request: pb.GetInstanceRequest, context: grpc.ServicerContext, done: Callable[[InstanceSnapshot], bool]
     ) -> pb.GetInstanceResponse:
+        # An instance that does not exist yet may be created while we wait (a child about to
+        # be started): like the official backends, wait for it rather than answer NOT_FOUND.
         instance_id = check_instance_id(request.instanceId)
-        if self.store.get_instance(instance_id) is None:
-            raise InstanceNotFoundError(instance_id)
         final = self.watcher.wait_for(
             instance_id,
             read=lambda: self.store.get_instance(instance_id),
-            done=lambda inst: inst is None or done(inst),
+            done=lambda inst: inst is not None and done(inst),
             timeout=context.time_remaining(),
             is_active=context.is_active,
         )
-        if final is None:
-            raise InstanceNotFoundError(instance_id)
-        if not done(final):
+        if final is None or not done(final):
             raise RpcFailure(
                 grpc.StatusCode.DEADLINE_EXCEEDED, f"timed out waiting for orchestration instance '{instance_id}'"
             )

@@ -132,14 +132,6 @@ def test_wait_for_start_and_fetch_payloads(hub: TaskHubGrpcClient) -> None:
     assert completed(hub, instance_id).get_output() == "ok"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "sidecar bug: WaitForInstanceCompletion for an unknown instance answers NOT_FOUND, while GetInstance "
-        "answers exists=false; the official client expects exists=false (-> None) or DEADLINE_EXCEEDED "
-        "(-> TimeoutError), as the official in-memory backend does, and surfaces NOT_FOUND as a raw RpcError"
-    ),
-)
 def test_wait_for_unknown_instance(hub: TaskHubGrpcClient) -> None:
     try:
         state = hub.wait_for_orchestration_completion(new_id("nobody"), timeout=1)

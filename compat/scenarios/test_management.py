@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import compat_functions as fn
+import grpc
 import pytest
 from compat_support import completed, new_id, wait_for_status
 
@@ -68,19 +69,17 @@ def test_purge_one_instance(hub: TaskHubGrpcClient) -> None:
     assert hub.purge_orchestration(instance_id).deleted_instance_count == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "sidecar difference: PurgeInstances(instanceId=<running>) answers FAILED_PRECONDITION; the official "
-        "in-memory backend answers deletedInstanceCount=0 and purge_orchestration() has no error handling, "
-        "so the official client raises a raw RpcError"
-    ),
-)
-def test_purge_skips_a_running_instance(hub: TaskHubGrpcClient) -> None:
+def test_purge_refuses_a_running_instance(hub: TaskHubGrpcClient) -> None:
+    """Deliberate difference: our sidecar answers FAILED_PRECONDITION and keeps the instance
+    (the official in-memory backend answers deletedInstanceCount=0)."""
     instance_id = hub.schedule_new_orchestration(fn.wait_named, input="finish")
     assert hub.wait_for_orchestration_start(instance_id, timeout=30) is not None
     try:
-        assert hub.purge_orchestration(instance_id).deleted_instance_count == 0
+        with pytest.raises(grpc.RpcError) as failure:
+            hub.purge_orchestration(instance_id)
+        assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert instance_id in (failure.value.details() or "")
+        assert hub.get_orchestration_state(instance_id) is not None
     finally:
         hub.raise_orchestration_event(instance_id, "finish", data=1)
     assert completed(hub, instance_id).get_output() == 1

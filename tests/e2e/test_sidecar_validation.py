@@ -80,7 +80,9 @@ def test_unknown_instances(env) -> None:
     fails(lambda: stub.SuspendInstance(pb.SuspendRequest(instanceId="ghost")), Code.NOT_FOUND, "ghost")
     fails(lambda: stub.ResumeInstance(pb.ResumeRequest(instanceId="ghost")), Code.NOT_FOUND, "ghost")
     fails(lambda: stub.RestartInstance(pb.RestartInstanceRequest(instanceId="ghost")), Code.NOT_FOUND, "ghost")
-    fails(lambda: stub.WaitForInstanceStart(pb.GetInstanceRequest(instanceId="ghost"), timeout=5), Code.NOT_FOUND)
+    # Waits on an unknown instance wait for it to appear, up to the caller's deadline.
+    fails(lambda: stub.WaitForInstanceStart(pb.GetInstanceRequest(instanceId="ghost"), timeout=0.5),
+          Code.DEADLINE_EXCEEDED)
     fails(
         lambda: stub.StreamInstanceHistory(pb.StreamInstanceHistoryRequest(instanceId="ghost")), Code.NOT_FOUND, "ghost"
     )
