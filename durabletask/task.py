@@ -8,13 +8,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, Union
+from typing import Any, Generic, TypeAlias, TypeVar, Union
 
+# Entity types are importable from here too, as in the reference SDK.
+from durabletask.entities import DurableEntity, EntityContext, EntityInstanceId, EntityLock
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import proto_helpers as ph
-
-if TYPE_CHECKING:
-    from durabletask.entities import EntityInstanceId, EntityLock
 
 T = TypeVar("T")
 TInput = TypeVar("TInput")
@@ -668,7 +667,7 @@ Orchestrator: TypeAlias = Callable[
     [OrchestrationContext, TInput], Union[Generator[Task[Any], Any, TOutput], TOutput]
 ]
 Activity: TypeAlias = Callable[[ActivityContext, TInput], TOutput]
-Entity: TypeAlias = Any
+Entity: TypeAlias = Union[Callable[[EntityContext, TInput], TOutput], type[DurableEntity]]
 
 
 def get_name(fn: Callable[..., Any]) -> str:

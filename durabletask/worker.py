@@ -17,9 +17,11 @@ import grpc
 from packaging.version import InvalidVersion, Version
 
 from durabletask import serialization
+from durabletask.entities.entity_instance_id import EntityInstanceId
 from durabletask.grpc_options import GrpcChannelOptions, GrpcWorkerResiliencyOptions
 from durabletask.internal import grpc_channel
 from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal.entity_executor import DEFAULT_MAXIMUM_ENTITY_STATE_SIZE, EntityStateTooLargeError
 from durabletask.internal.registry import (
     ActivityNotRegisteredError,
     EntityNotRegisteredError,
@@ -28,12 +30,14 @@ from durabletask.internal.registry import (
 )
 from durabletask.internal.worker_dispatch import DispatchLimits, VersionVerdict, WorkItemDispatcher
 from durabletask.internal.worker_stream import WorkItemStream
+from durabletask.task import get_entity_name
 
 __all__ = [
     "ActivityNotRegisteredError",
     "ActivityWorkItemFilter",
     "ConcurrencyOptions",
     "EntityNotRegisteredError",
+    "EntityStateTooLargeError",
     "EntityWorkItemFilter",
     "OrchestrationWorkItemFilter",
     "OrchestratorNotRegisteredError",
@@ -287,6 +291,7 @@ class TaskHubGrpcWorker:
         payload_store: Any = None,
         exception_properties_provider: Any = None,
         emit_trace_spans: bool = True,
+        maximum_entity_state_size: int | None = DEFAULT_MAXIMUM_ENTITY_STATE_SIZE,
         **_ignored: Any,
     ) -> None:
         self._registry = Registry()
@@ -304,6 +309,15 @@ class TaskHubGrpcWorker:
         self._payload_store = payload_store
         self._exception_properties_provider = exception_properties_provider
         self._emit_trace_spans = emit_trace_spans
+        if maximum_entity_state_size is not None and (
+            isinstance(maximum_entity_state_size, bool)
+            or not isinstance(maximum_entity_state_size, int)
+            or maximum_entity_state_size < 1
+        ):
+            raise ValueError(
+                f"maximum_entity_state_size must be a positive number of bytes or None, not {maximum_entity_state_size!r}"
+            )
+        self._maximum_entity_state_size = maximum_entity_state_size
         self._versioning: VersioningOptions | None = None
         self._work_item_filters: WorkItemFilters | None = None
         self._derive_filters = False
@@ -334,6 +348,11 @@ class TaskHubGrpcWorker:
         return self._emit_trace_spans
 
     @property
+    def maximum_entity_state_size(self) -> int | None:
+        """Largest serialized entity state (bytes) an operation may store; larger fails the operation."""
+        return self._maximum_entity_state_size
+
+    @property
     def is_running(self) -> bool:
         """True between ``start()`` and ``stop()``."""
         return self._is_running
@@ -361,9 +380,19 @@ class TaskHubGrpcWorker:
         return self._registry.add_activity(fn)
 
     def add_entity(self, fn: Any, name: str | None = None) -> str:
-        """Register an entity function or ``DurableEntity`` class; returns its (lower-cased) name."""
+        """Register an entity function or ``DurableEntity`` class; returns its (lower-cased) name.
+
+        The name defaults to the function's or class's ``__name__`` (or its
+        ``__durable_entity_name__``); it must not be empty or contain ``@``.
+        """
         self._ensure_stopped("Entities")
-        return self._registry.add_entity(fn, name)
+        if fn is None:
+            raise ValueError("add_entity needs an entity function or DurableEntity class")
+        if not callable(fn):
+            raise TypeError(f"an entity must be a function or a DurableEntity class, not {type(fn).__name__}")
+        entity_name = name or get_entity_name(fn)
+        EntityInstanceId.validate_entity_name(entity_name)
+        return self._registry.add_entity(fn, entity_name)
 
     def add_capability(self, capability: int) -> None:
         """Advertise a ``pb.WORKER_CAPABILITY_*`` value to the sidecar."""
@@ -457,6 +486,7 @@ class TaskHubGrpcWorker:
                 metadata=self._metadata,
                 version_gate=self._version_gate if self._versioning is not None else None,
                 default_version=self._versioning.default_version if self._versioning is not None else None,
+                maximum_entity_state_size=self._maximum_entity_state_size,
             )
             stream = WorkItemStream(
                 host_address=self._host_address,

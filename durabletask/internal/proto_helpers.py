@@ -502,3 +502,106 @@ def new_complete_orchestration_action(
             carryoverEvents=list(carryover_events) if carryover_events is not None else None,
         ),
     )
+
+
+# ------------------------------------------------------------------ entities
+# Entity IDs are passed in their string form, ``@name@key``.
+
+
+def new_call_entity_action(
+    id: int,
+    parent_instance_id: str,
+    entity_id: str,
+    operation: str,
+    encoded_input: str | None,
+    request_id: str,
+) -> pb.OrchestratorAction:
+    """sendEntityMessage/entityOperationCalled: a two-way operation; the answer comes by ``request_id``."""
+    return pb.OrchestratorAction(id=id, sendEntityMessage=pb.SendEntityMessageAction(
+        entityOperationCalled=pb.EntityOperationCalledEvent(
+            requestId=request_id,
+            operation=operation,
+            input=string_value(encoded_input),
+            parentInstanceId=string_value(parent_instance_id),
+            targetInstanceId=string_value(entity_id),
+        )
+    ))
+
+
+def new_signal_entity_action(
+    id: int,
+    entity_id: str,
+    operation: str,
+    encoded_input: str | None,
+    request_id: str,
+    signal_time: datetime | None = None,
+) -> pb.OrchestratorAction:
+    """sendEntityMessage/entityOperationSignaled: a one-way operation, delivered at ``signal_time`` if given."""
+    return pb.OrchestratorAction(id=id, sendEntityMessage=pb.SendEntityMessageAction(
+        entityOperationSignaled=pb.EntityOperationSignaledEvent(
+            requestId=request_id,
+            operation=operation,
+            scheduledTime=new_timestamp(signal_time) if signal_time is not None else None,
+            input=string_value(encoded_input),
+            targetInstanceId=string_value(entity_id),
+        )
+    ))
+
+
+def new_lock_entities_action(
+    id: int, critical_section_id: str, parent_instance_id: str, lock_set: Iterable[str]
+) -> pb.OrchestratorAction:
+    """sendEntityMessage/entityLockRequested: take the (sorted) ``lock_set``, starting at position 0."""
+    return pb.OrchestratorAction(id=id, sendEntityMessage=pb.SendEntityMessageAction(
+        entityLockRequested=pb.EntityLockRequestedEvent(
+            criticalSectionId=critical_section_id,
+            lockSet=list(lock_set),
+            position=0,
+            parentInstanceId=string_value(parent_instance_id),
+        )
+    ))
+
+
+def new_unlock_entity_action(
+    id: int, critical_section_id: str, parent_instance_id: str, entity_id: str
+) -> pb.OrchestratorAction:
+    """sendEntityMessage/entityUnlockSent: release one entity's lock held by a critical section."""
+    return pb.OrchestratorAction(id=id, sendEntityMessage=pb.SendEntityMessageAction(
+        entityUnlockSent=pb.EntityUnlockSentEvent(
+            criticalSectionId=critical_section_id,
+            parentInstanceId=string_value(parent_instance_id),
+            targetInstanceId=string_value(entity_id),
+        )
+    ))
+
+
+def new_entity_message_event(action: pb.OrchestratorAction, *, timestamp: datetime | None = None) -> pb.HistoryEvent:
+    """The history event recording a sendEntityMessage action (event id = action id)."""
+    message = action.sendEntityMessage
+    kind = message.WhichOneof("EntityMessageType")
+    if kind is None:
+        raise ValueError("the sendEntityMessage action has no message")
+    return _event(action.id, timestamp, **{kind: getattr(message, kind)})
+
+
+def new_entity_operation_completed_event(
+    request_id: str, encoded_output: str | None = None, *, timestamp: datetime | None = None
+) -> pb.HistoryEvent:
+    """entityOperationCompleted: the result of a called entity operation."""
+    return _event(-1, timestamp, entityOperationCompleted=pb.EntityOperationCompletedEvent(
+        requestId=request_id, output=string_value(encoded_output)
+    ))
+
+
+def new_entity_operation_failed_event(
+    request_id: str, failure: BaseException | pb.TaskFailureDetails, *, timestamp: datetime | None = None
+) -> pb.HistoryEvent:
+    """entityOperationFailed: a called entity operation raised."""
+    return _event(-1, timestamp, entityOperationFailed=pb.EntityOperationFailedEvent(
+        requestId=request_id, failureDetails=_as_failure_details(failure)
+    ))
+
+
+def new_entity_lock_granted_event(critical_section_id: str, *, timestamp: datetime | None = None) -> pb.HistoryEvent:
+    """entityLockGranted: every lock of the critical section is held."""
+    return _event(-1, timestamp, entityLockGranted=pb.EntityLockGrantedEvent(criticalSectionId=critical_section_id))

@@ -19,6 +19,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import proto_helpers as ph
 from durabletask.internal.registry import OrchestratorNotRegisteredError, Registry
 from durabletask.internal.replay_context import RuntimeOrchestrationContext
+from durabletask.internal.replay_entities import ENTITY_EVENTS, describe_entity_action, process_entity_event
 from durabletask.serialization import DataConverter, default_converter, input_type_of
 
 # History event kind -> (action kind that produces it, how the code calls it).
@@ -78,7 +79,7 @@ def describe_action(action: pb.OrchestratorAction) -> str:
     if kind == "sendEvent":
         return f"send_event('{action.sendEvent.instance.instanceId}', '{action.sendEvent.name}')"
     if kind == "sendEntityMessage":
-        return "an entity operation"
+        return describe_entity_action(action)
     if kind == "completeOrchestration":
         return "the orchestration's completion"
     return str(kind)
@@ -191,6 +192,8 @@ class _Turn:
             handler(event)
         elif kind in _SCHEDULING_EVENTS:
             self._match_scheduling_event(event, kind)
+        elif kind in ENTITY_EVENTS:
+            process_entity_event(self._ctx, event, kind, _HINT)
         elif kind not in _INFORMATIONAL_EVENTS:
             raise task.OrchestrationStateError(f"cannot replay a history event of type '{kind}'")
 

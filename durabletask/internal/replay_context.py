@@ -14,12 +14,16 @@ from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from durabletask import task
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import proto_helpers as ph
+from durabletask.internal import replay_entities
 from durabletask.serialization import DataConverter, return_type_of
+
+if TYPE_CHECKING:
+    from durabletask.entities import EntityInstanceId, EntityLock
 
 # Name-based UUIDs use the same namespace and name layout as the other Durable
 # Task SDKs, so an in-flight instance replays identically across them.
@@ -69,6 +73,7 @@ class RuntimeOrchestrationContext(task.OrchestrationContext):
         self._completion: pb.OrchestratorAction | None = None
         self._continue_as_new: tuple[str | None, bool, str | None] | None = None
         self._custom_status: str | None = None
+        self.entities = replay_entities.OrchestrationEntityState(instance_id)
 
     # ------------------------------------------------------------ properties
 
@@ -213,6 +218,7 @@ class RuntimeOrchestrationContext(task.OrchestrationContext):
             self.set_failed(TypeError(f"the orchestrator's output could not be serialized: {exc}"))
             return
         self._finished = True
+        self._exit_critical_section()
         self._completion = ph.new_complete_orchestration_action(self.next_sequence_number(), status, encoded)
 
     def set_failed(self, failure: BaseException | pb.TaskFailureDetails, *, drop_pending: bool = False) -> None:
@@ -228,6 +234,7 @@ class RuntimeOrchestrationContext(task.OrchestrationContext):
         self._finished = True
         if drop_pending:
             self.pending_actions.clear()
+        self._exit_critical_section()
         self._completion = ph.new_complete_orchestration_action(
             self.next_sequence_number(), pb.ORCHESTRATION_STATUS_FAILED, None, details
         )
@@ -428,6 +435,7 @@ class RuntimeOrchestrationContext(task.OrchestrationContext):
             return
         encoded = self._converter.serialize(new_input)
         self._finished = True
+        self._exit_critical_section()
         self._continue_as_new = (encoded, save_events, new_version)
 
     def new_uuid(self) -> str:
@@ -437,14 +445,32 @@ class RuntimeOrchestrationContext(task.OrchestrationContext):
         return str(uuid.uuid5(_UUID_NAMESPACE, name))
 
     def call_entity(
-        self, entity: Any, operation: str, input: Any = None, *, return_type: type | None = None
+        self,
+        entity: EntityInstanceId,
+        operation: str,
+        input: Any = None,
+        *,
+        return_type: type | None = None,
     ) -> task.CompletableTask[Any]:
-        raise NotImplementedError("entities are not supported by this worker yet")
+        return replay_entities.call_entity(self, entity, operation, input, return_type)
 
     def signal_entity(
-        self, entity_id: Any, operation_name: str, input: Any = None, signal_time: datetime | None = None
+        self,
+        entity_id: EntityInstanceId,
+        operation_name: str,
+        input: Any = None,
+        signal_time: datetime | None = None,
     ) -> None:
-        raise NotImplementedError("entities are not supported by this worker yet")
+        replay_entities.signal_entity(self, entity_id, operation_name, input, signal_time)
 
-    def lock_entities(self, entities: list[Any]) -> task.CompletableTask[Any]:
-        raise NotImplementedError("entities are not supported by this worker yet")
+    def lock_entities(self, entities: list[EntityInstanceId]) -> task.CompletableTask[EntityLock]:
+        return replay_entities.lock_entities(self, entities)
+
+    def _exit_critical_section(self) -> None:
+        """Release the open critical section (called by EntityLock and on completion)."""
+        replay_entities.exit_critical_section(self)
+
+    @property
+    def converter(self) -> DataConverter:
+        """The data converter payloads are encoded with."""
+        return self._converter

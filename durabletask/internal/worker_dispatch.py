@@ -1,9 +1,9 @@
 """Runs the worker's work items and reports their outcome to the sidecar.
 
-Orchestration turns and synchronous activities run on a thread pool; ``async def``
-activities are awaited on one event loop owned by the worker. Concurrency caps are
-enforced here (never by blocking the stream reader), and two turns of the same
-orchestration instance never run at once.
+Orchestration turns, entity batches and synchronous activities run on a thread pool;
+``async def`` activities are awaited on one event loop owned by the worker. Concurrency
+caps are enforced here (never by blocking the stream reader), and two turns of the same
+orchestration instance (or two batches of the same entity) never run at once.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import grpc
 from durabletask import serialization
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal.activity_executor import ActivityExecutor
+from durabletask.internal.entity_executor import DEFAULT_MAXIMUM_ENTITY_STATE_SIZE, EntityExecutor
 from durabletask.internal.registry import Registry
 from durabletask.internal.replay import OrchestrationExecutor
 from durabletask.internal.worker_limits import KeyedSequencer, Pending, WorkLimiter
@@ -123,6 +124,7 @@ class WorkItemDispatcher:
         version_gate: VersionGate | None = None,
         default_version: str | None = None,
         call_timeout: float = 30.0,
+        maximum_entity_state_size: int | None = DEFAULT_MAXIMUM_ENTITY_STATE_SIZE,
     ) -> None:
         self._registry = registry
         self._stub_provider = stub_provider
@@ -134,6 +136,11 @@ class WorkItemDispatcher:
         self._default_version = default_version
         self._call_timeout = call_timeout
         self._activities = ActivityExecutor(registry, data_converter, logger)
+        self._entities = EntityExecutor(
+            registry, data_converter, logger, maximum_state_size=maximum_entity_state_size
+        )
+        self._entity_limit = WorkLimiter(limits.entities)
+        self._entity_sequencer = KeyedSequencer()
         self._orchestration_limit = WorkLimiter(limits.orchestrations)
         self._activity_limit = WorkLimiter(limits.activities)
         self._sequencer = KeyedSequencer()
@@ -172,7 +179,13 @@ class WorkItemDispatcher:
         """
         with self._state:
             self._closing = True
-        for job in (*self._sequencer.drain(), *self._orchestration_limit.drain(), *self._activity_limit.drain()):
+        for job in (
+            *self._sequencer.drain(),
+            *self._orchestration_limit.drain(),
+            *self._activity_limit.drain(),
+            *self._entity_sequencer.drain(),
+            *self._entity_limit.drain(),
+        ):
             job.abandon()
         deadline = time.monotonic() + max(0.0, timeout)
         with self._state:
@@ -200,14 +213,12 @@ class WorkItemDispatcher:
             self._accept_orchestration(item.orchestratorRequest, token)
         elif kind == "activityRequest":
             self._accept_activity(item.activityRequest, token)
+        elif kind == "entityRequest":
+            self._accept_entity(item.entityRequest, token)
+        elif kind == "entityRequestV2":
+            self._accept_entity(item.entityRequestV2, token)
         else:
-            # Entity batches are not executed by this worker yet: hand them straight back.
-            self._logger.warning("entity work items are not supported yet; abandoning one (%s)", kind)
-            abandon = pb.AbandonEntityTaskRequest(completionToken=token)
-            try:
-                self._pool.submit(self._call, "AbandonTaskEntityWorkItem", abandon, _ABANDON_TIMEOUT)
-            except RuntimeError:
-                self._call("AbandonTaskEntityWorkItem", abandon, _ABANDON_TIMEOUT)
+            self._logger.warning("ignoring a work item of unknown kind '%s'", kind)
 
     def _admit(self) -> bool:
         with self._state:
@@ -376,6 +387,56 @@ class WorkItemDispatcher:
 
     def _abandon_activity(self, token: str) -> None:
         self._call("AbandonTaskActivityWorkItem", pb.AbandonActivityTaskRequest(completionToken=token), _ABANDON_TIMEOUT)
+
+    # ----- entities -----
+
+    def _accept_entity(self, req: pb.EntityBatchRequest | pb.EntityRequest, token: str) -> None:
+        if not self._admit():
+            self._abandon_entity(req.instanceId, token)
+            return
+        settled = _Once(self._settle)
+        key = req.instanceId
+
+        def abandon() -> None:
+            self._abandon_entity(req.instanceId, token)
+            settled()
+
+        def run() -> None:
+            try:
+                if self._is_closing():
+                    self._abandon_entity(req.instanceId, token)
+                else:
+                    result = self._entities.run_batch(req, token, await_result=self._loop.run)
+                    self._call("CompleteEntityTask", result)
+            except Exception:
+                self._logger.exception("the entity executor failed on '%s'; abandoning the batch", key)
+                self._abandon_entity(req.instanceId, token)
+            finally:
+                self._entity_limit.release()
+                self._entity_sequencer.finish(key)
+                settled()
+
+        def abandon_in_turn() -> None:
+            self._entity_sequencer.finish(key)
+            abandon()
+
+        def submit_to_pool() -> None:
+            try:
+                self._pool.submit(run)
+            except RuntimeError:  # the pool is shut down
+                self._entity_limit.release()
+                abandon_in_turn()
+
+        def take_slot() -> None:
+            self._entity_limit.submit(Pending(start=submit_to_pool, abandon=abandon_in_turn))
+
+        self._entity_sequencer.submit(key, Pending(start=take_slot, abandon=abandon))
+
+    def _abandon_entity(self, instance_id: str, token: str) -> None:
+        self._logger.info("handing back an entity batch of '%s'", instance_id)
+        self._call(
+            "AbandonTaskEntityWorkItem", pb.AbandonEntityTaskRequest(completionToken=token), _ABANDON_TIMEOUT
+        )
 
     # ----- sending -----
 

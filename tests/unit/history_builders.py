@@ -34,6 +34,8 @@ def scheduling_event(action: pb.OrchestratorAction, at: datetime) -> pb.HistoryE
         return ph.new_event_sent_event(
             action.id, e.instance.instanceId, e.name, e.data.value if e.HasField("data") else None, timestamp=at
         )
+    if kind == "sendEntityMessage":
+        return ph.new_entity_message_event(action, timestamp=at)
     return None
 
 

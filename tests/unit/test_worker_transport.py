@@ -137,6 +137,9 @@ class ScriptedSidecar(pb_grpc.TaskHubSidecarServiceServicer):
     def CompleteOrchestratorTask(self, request, context):
         return self._complete("CompleteOrchestratorTask", request, context)
 
+    def CompleteEntityTask(self, request, context):
+        return self._complete("CompleteEntityTask", request, context)
+
     def AbandonTaskActivityWorkItem(self, request, context):
         self.record("AbandonTaskActivityWorkItem", request)
         return pb.AbandonActivityTaskResponse()
@@ -212,6 +215,10 @@ def test_activity_completes_and_pings_and_entities_are_handled(sidecar, make_wor
     sidecar.items.put(pb.WorkItem(healthPing=pb.HealthPing()))
     entity = pb.WorkItem(completionToken="ent-1")
     entity.entityRequestV2.instanceId = "@counter@a"
+    entity.entityRequestV2.entityState.value = "7"
+    signal = entity.entityRequestV2.operationRequests.add()
+    signal.entityOperationSignaled.requestId = "r1"
+    signal.entityOperationSignaled.operation = "add"
     sidecar.items.put(entity)
     sidecar.items.put(activity_item("double", 21, token="t1", task_id=5))
     sidecar.items.put(activity_item("nope", token="t2", task_id=6))
@@ -220,7 +227,11 @@ def test_activity_completes_and_pings_and_entities_are_handled(sidecar, make_wor
     assert json.loads(done["t1"].result.value) == 42
     assert done["t1"].taskId == 5 and done["t1"].instanceId == "inst"
     assert done["t2"].failureDetails.errorType.endswith("ActivityNotRegisteredError")
-    assert [a.completionToken for a in sidecar.wait_calls("AbandonTaskEntityWorkItem", 1)] == ["ent-1"]
+    # An entity batch for an entity this worker does not know: the operation fails, the state is kept.
+    [batch] = sidecar.wait_calls("CompleteEntityTask", 1)
+    assert batch.completionToken == "ent-1" and batch.entityState.value == "7"
+    assert batch.results[0].failure.failureDetails.errorType.endswith("EntityNotRegisteredError")
+    assert [i.requestId for i in batch.operationInfos] == ["r1"]
 
 
 def test_activity_limit_is_honoured_locally(sidecar, make_worker) -> None:
