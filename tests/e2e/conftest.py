@@ -4,16 +4,25 @@ Names other tests rely on: ``free_port()``, fixture ``sidecar`` (``.address``, `
 ``.server``) and fixture ``sidecar_process`` (``start(db_path, port)`` returning a handle
 with ``.address``, ``.pid``, ``.kill()``, ``.terminate()``). Protocol-level tests also use
 ``fast_sidecar()`` and ``RawWorker``, a hand-written worker speaking raw gRPC.
+
+Backend switch (``make compat``): with ``DURABLETASK_E2E_BACKEND=official`` and
+``DURABLETASK_COMPAT_PYTHON`` naming the compatibility interpreter, the ``sidecar`` fixture serves
+Microsoft's official in-memory test backend (``compat/official_backend.py``, one process per test)
+instead of ours. Tests that cannot run against it are skipped with the reason: tests marked
+``our_sidecar``, tests that do not use the ``sidecar`` fixture (they start their own server or
+need none), and tests that touch ``sidecar.server``.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import select
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -54,9 +63,121 @@ class InProcessSidecar:
         return f"localhost:{self.port}"
 
 
+BACKEND_VARIABLE = "DURABLETASK_E2E_BACKEND"
+COMPAT_PYTHON_VARIABLE = "DURABLETASK_COMPAT_PYTHON"
+OFFICIAL_BACKEND_SCRIPT = REPO_ROOT / "compat" / "official_backend.py"
+
+
+def official_backend_mode() -> bool:
+    """True when the ``sidecar`` fixture serves the official package's test backend."""
+    mode = os.environ.get(BACKEND_VARIABLE, "ours").strip().lower()
+    if mode not in ("ours", "official"):
+        raise pytest.UsageError(f"{BACKEND_VARIABLE} must be 'ours' or 'official', not {mode!r}")
+    return mode == "official"
+
+
+def compat_python() -> str | None:
+    """The compatibility interpreter (official ``durabletask`` installed), if one is given."""
+    path = os.environ.get(COMPAT_PYTHON_VARIABLE)
+    return os.path.abspath(path) if path else None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "our_sidecar(reason): needs this repository's sidecar; skipped when the e2e tests run "
+        "against the official test backend",
+    )
+    config.addinivalue_line(
+        "markers", "compat: needs the official SDK's interpreter (DURABLETASK_COMPAT_PYTHON, set by make compat)"
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("compat") is not None and compat_python() is None:
+        pytest.skip(f"needs the official SDK: set {COMPAT_PYTHON_VARIABLE} (make compat does)")
+    if not official_backend_mode():
+        return
+    marker = item.get_closest_marker("our_sidecar")
+    if marker is not None:
+        reason = marker.args[0] if marker.args else marker.kwargs.get("reason", "needs this repository's sidecar")
+        pytest.skip(f"official backend: {reason}")
+    if "sidecar" not in getattr(item, "fixturenames", ()):
+        pytest.skip("official backend: does not use the `sidecar` fixture (starts its own server or needs none)")
+
+
+class OfficialBackend:
+    """The official package's in-memory test backend, served by a compat-interpreter process."""
+
+    def __init__(self, python: str, port: int, timeout: float = 30) -> None:
+        self.port = port
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [python, "-P", str(OFFICIAL_BACKEND_SCRIPT), "--port", str(port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")},
+            cwd=str(REPO_ROOT / "compat"),
+        )
+        try:
+            self._wait_ready(timeout)
+            wait_for_hello(self.address, timeout, self.proc)  # type: ignore[arg-type]
+        except Exception as exc:
+            output = self.output()
+            self.stop()
+            raise RuntimeError(f"official backend did not start: {exc}\n{output}") from exc
+
+    def _wait_ready(self, timeout: float) -> None:
+        """Waits for the one line the process prints once its server is started."""
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else b""
+        if not line.startswith(b"listening on"):
+            raise RuntimeError(f"no 'listening on' line within {timeout}s (got {line!r})")
+
+    @property
+    def address(self) -> str:
+        return f"localhost:{self.port}"
+
+    @property
+    def server(self) -> SidecarServer:
+        pytest.skip("official backend: the test uses our sidecar's internals (sidecar.server)")
+
+    def output(self) -> str:
+        """What the process has printed so far."""
+        if self._log.closed:
+            return ""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        """Closes its standard input (it stops the server and exits); kills it if it lingers."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log.close()
+
+
 @pytest.fixture
-def sidecar() -> Iterator[InProcessSidecar]:
-    """An in-process sidecar on a fresh memory store, on a free port."""
+def sidecar() -> Iterator[InProcessSidecar | OfficialBackend]:
+    """An in-process sidecar on a fresh memory store, on a free port (or the official backend)."""
+    if official_backend_mode():
+        python = compat_python()
+        if python is None:
+            raise pytest.UsageError(f"{BACKEND_VARIABLE}=official needs {COMPAT_PYTHON_VARIABLE}")
+        backend = OfficialBackend(python, free_port())
+        try:
+            yield backend
+        finally:
+            backend.stop()
+        return
     server = SidecarServer("memory", host="localhost")
     port = server.start(0)
     try:

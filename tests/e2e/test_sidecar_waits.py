@@ -36,6 +36,7 @@ def test_wait_for_start_of_an_instance_created_later(sidecar) -> None:
         assert result["state"].runtime_status != OrchestrationStatus.PENDING
 
 
+@pytest.mark.our_sidecar("the official test backend answers a wait on an unknown instance with exists=false at the deadline, not DEADLINE_EXCEEDED")
 def test_wait_for_completion_of_an_unknown_instance_times_out(sidecar) -> None:
     with TaskHubGrpcClient(host_address=sidecar.address) as client:
         with pytest.raises(TimeoutError):
@@ -43,6 +44,7 @@ def test_wait_for_completion_of_an_unknown_instance_times_out(sidecar) -> None:
         assert client.get_orchestration_state("nobody") is None
 
 
+@pytest.mark.our_sidecar("runs no worker; the official test backend applies terminate only in a worker's turn")
 def test_wait_for_completion_sees_an_instance_created_and_terminated_later(sidecar) -> None:
     with TaskHubGrpcClient(host_address=sidecar.address) as client:
         result: dict = {}
