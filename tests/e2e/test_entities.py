@@ -29,7 +29,7 @@ from durabletask.entities import EntityInstanceId
 from durabletask.grpc_options import GrpcWorkerResiliencyOptions
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
-from durabletask.worker import TaskHubGrpcWorker
+from durabletask.worker import ConcurrencyOptions, TaskHubGrpcWorker
 from samples import bank_transfer
 
 WAIT = 60.0
@@ -97,6 +97,29 @@ class Ledger(entities.DurableEntity):
         self.set_state([])
 
 
+class Gate:
+    """Lets a test hold entity operations inside the worker and count how many run at once."""
+
+    cond = threading.Condition()
+    running = 0
+    peak = 0
+    open = threading.Event()
+
+
+def blocking(ctx: entities.EntityContext, _: Any) -> None:
+    with Gate.cond:
+        Gate.running += 1
+        Gate.peak = max(Gate.peak, Gate.running)
+        Gate.cond.notify_all()
+    try:
+        assert Gate.open.wait(WAIT)
+    finally:
+        with Gate.cond:
+            Gate.running -= 1
+            Gate.cond.notify_all()
+    ctx.set_state("done")
+
+
 # ------------------------------------------------------------- orchestrators
 
 
@@ -146,6 +169,7 @@ def hold_and_return(ctx: task.OrchestrationContext, ids: list):
 def register_all(worker: TaskHubGrpcWorker) -> None:
     worker.add_entity(counter)
     worker.add_entity(Ledger)
+    worker.add_entity(blocking)
     for orchestrator in (echo, call_one, call_many, signal_later, hold_and_fail, hold_and_return):
         worker.add_orchestrator(orchestrator)
     bank_transfer.register(worker)
@@ -446,6 +470,28 @@ def test_async_client_entity_methods(hub, sidecar) -> None:
     assert state is not None and state.get_output() == {"result": 6}
     assert meta is not None and meta.get_state(int) == 6
     assert [str(e.id) for e in listed] == [str(target)]
+
+
+def test_the_worker_runs_at_most_its_entity_limit_at_once(hub) -> None:
+    client, start_worker = hub
+    Gate.running = Gate.peak = 0
+    Gate.open.clear()
+    start_worker(concurrency_options=ConcurrencyOptions(maximum_concurrent_entity_work_items=2))
+    ids = [EntityInstanceId("blocking", key()) for _ in range(3)]
+    try:
+        for entity_id in ids:
+            client.signal_entity(entity_id, "run")
+        with Gate.cond:
+            assert Gate.cond.wait_for(lambda: Gate.running == 2, timeout=WAIT)
+            # The third batch waits for a free slot.
+            assert not Gate.cond.wait_for(lambda: Gate.running > 2, timeout=0.5)
+    finally:
+        Gate.open.set()
+    for entity_id in ids:
+        assert finish(client, call_one, {"id": str(entity_id), "op": "check"}) == {"result": None}
+        meta = client.get_entity(entity_id)
+        assert meta is not None and meta.get_typed_state(str) == "done"
+    assert Gate.peak == 2
 
 
 def test_bad_entity_ids_are_refused_in_the_sdk(hub) -> None:
