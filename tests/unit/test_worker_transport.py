@@ -220,6 +220,10 @@ def test_activity_completes_and_pings_and_entities_are_handled(sidecar, make_wor
     signal.entityOperationSignaled.requestId = "r1"
     signal.entityOperationSignaled.operation = "add"
     sidecar.items.put(entity)
+    legacy = pb.WorkItem(completionToken="ent-2")  # the older batch form of an entity work item
+    legacy.entityRequest.instanceId = "@counter@b"
+    legacy.entityRequest.operations.add(operation="add", requestId="r2")
+    sidecar.items.put(legacy)
     sidecar.items.put(activity_item("double", 21, token="t1", task_id=5))
     sidecar.items.put(activity_item("nope", token="t2", task_id=6))
 
@@ -228,10 +232,12 @@ def test_activity_completes_and_pings_and_entities_are_handled(sidecar, make_wor
     assert done["t1"].taskId == 5 and done["t1"].instanceId == "inst"
     assert done["t2"].failureDetails.errorType.endswith("ActivityNotRegisteredError")
     # An entity batch for an entity this worker does not know: the operation fails, the state is kept.
-    [batch] = sidecar.wait_calls("CompleteEntityTask", 1)
-    assert batch.completionToken == "ent-1" and batch.entityState.value == "7"
+    batches = {b.completionToken: b for b in sidecar.wait_calls("CompleteEntityTask", 2)}
+    batch = batches["ent-1"]
+    assert batch.entityState.value == "7"
     assert batch.results[0].failure.failureDetails.errorType.endswith("EntityNotRegisteredError")
     assert [i.requestId for i in batch.operationInfos] == ["r1"]
+    assert len(batches["ent-2"].results) == 1 and not batches["ent-2"].operationInfos
 
 
 def test_activity_limit_is_honoured_locally(sidecar, make_worker) -> None:
