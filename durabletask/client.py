@@ -47,8 +47,11 @@ from durabletask.internal.client_requests import (
     is_transport_failure,
     log_completion_state,
     name_instance,
+    query_versions,
+    query_versions_metadata,
     response_token,
     status_code,
+    version_matches,
 )
 from durabletask.internal.proto_helpers import failure_details_from_pb
 from durabletask.serialization import DataConverter, JsonDataConverter, default_converter
@@ -199,6 +202,9 @@ class OrchestrationQuery:
     max_instance_count: int | None = (1 << 31) - 1
     fetch_inputs_and_outputs: bool = False
     instance_id_prefix: str | None = None
+    # Beyond the official SDK: only instances of this version (or of any of these versions;
+    # "" matches instances without a version).
+    version: str | list[str] | None = None
 
 
 @dataclass
@@ -378,9 +384,10 @@ class TaskHubGrpcClient:
     # ------------------------------------------------------------ transport
 
     def _call(self, method: str, request: Any, *, timeout: float | None = None,
-              instance_id: str | None = None) -> Any:
+              instance_id: str | None = None, extra_metadata: tuple[tuple[str, str], ...] = ()) -> Any:
+        metadata = (*(self._metadata or ()), *extra_metadata) or None
         try:
-            response = getattr(self._stub, method)(request, timeout=timeout, metadata=self._metadata)
+            response = getattr(self._stub, method)(request, timeout=timeout, metadata=metadata)
         except grpc.RpcError as error:
             self._record_failure(method, error)
             named = name_instance(error, method, instance_id)
@@ -493,11 +500,16 @@ class TaskHubGrpcClient:
         """Every instance matching the query, following continuation tokens."""
         query = orchestration_query or OrchestrationQuery()
         self._logger.info("Querying orchestration instances with query: %s", query)
+        versions = query_versions(query)
         states: list[OrchestrationState] = []
         token: wrappers_pb2.StringValue | None = None
         while True:
-            resp: pb.QueryInstancesResponse = self._call("QueryInstances", build_query_instances_req(query, token))
-            states.extend(parse_orchestration_state(s, self._data_converter) for s in resp.orchestrationState)
+            resp: pb.QueryInstancesResponse = self._call(
+                "QueryInstances", build_query_instances_req(query, token),
+                extra_metadata=query_versions_metadata(versions),
+            )
+            page = (parse_orchestration_state(s, self._data_converter) for s in resp.orchestrationState)
+            states.extend(s for s in page if version_matches(s, versions))
             next_token = response_token(resp)
             if not check_continuation_token(next_token, token, self._logger):
                 return states

@@ -37,6 +37,7 @@ from sidecar.engine_events import (
     optional_str,
     status_name,
 )
+from sidecar.engine_rewind import apply_rewind, check_not_ignoring_rewind
 from sidecar.engine_validate import ACTION_KIND, ENTITY_MESSAGE_KIND, is_rewind_response, validate_turn
 from sidecar.model import (
     ActivityTaskSpec,
@@ -58,6 +59,7 @@ __all__ = [
     "new_execution_id",
     "new_execution_started",
     "new_orchestrator_started",
+    "parent_notification",
     "select_new_events",
     "sub_orchestration_instance_id",
     "terminate",
@@ -100,7 +102,8 @@ def apply_turn(turn: TurnInput) -> TurnResult:
     """
     validate_turn(turn.instance, turn.response)
     if is_rewind_response(turn.response):
-        return _apply_rewind(turn)
+        return apply_rewind(turn)
+    check_not_ignoring_rewind(turn)
 
     response = turn.response
     completion = next(
@@ -160,7 +163,7 @@ def terminate(instance: InstanceSnapshot, output: str | None, now: datetime) -> 
             execution_completed_event(pb.ORCHESTRATION_STATUS_TERMINATED, output, None, now),
         ],
     )
-    parent_message = _parent_notification(updated, pb.ORCHESTRATION_STATUS_TERMINATED, output, None, now)
+    parent_message = parent_notification(updated, pb.ORCHESTRATION_STATUS_TERMINATED, output, None, now)
     if parent_message is not None:
         result.messages.append(parent_message)
     return result
@@ -294,7 +297,8 @@ def _schedule_task(state: _Turn, action: pb.OrchestratorAction) -> None:
         execution_id=state.source.execution_id,
         task_id=action.id,
         name=task.name,
-        version=optional_str(task, "version"),
+        # An activity without a version of its own runs under its orchestration's (work-item filters).
+        version=optional_str(task, "version") or state.source.version,
         input=optional_str(task, "input"),
         tags=dict(task.tags),
     ))
@@ -460,7 +464,7 @@ def _complete(state: _Turn, action: pb.OrchestratorAction, turn: TurnInput) -> N
     instance.output = result
     instance.failure = failure
     instance.completed_at = state.now
-    parent_message = _parent_notification(instance, status, result, failure, state.now)
+    parent_message = parent_notification(instance, status, result, failure, state.now)
     if parent_message is not None:
         state.out.messages.append(parent_message)
 
@@ -501,7 +505,7 @@ def _continue_as_new(
     instance.completed_at = None
 
 
-def _parent_notification(
+def parent_notification(
     child: InstanceSnapshot,
     status: int,
     result: str | None,
@@ -533,35 +537,4 @@ def _parent_notification(
         target_instance_id=parent.instance_id,
         event=event,
         target_execution_id=parent.execution_id,
-    )
-
-
-def _apply_rewind(turn: TurnInput) -> TurnResult:
-    """Replace the history with the worker's rewritten one and make the instance runnable again.
-
-    The new execution id is taken from the rewritten executionStarted when it carries one.
-    An ``orchestratorStarted`` is put in the inbox so that the instance gets a turn and
-    replays its cleaned history. Rewinding failed children is left to the store.
-    """
-    new_history = list(turn.response.actions[0].rewindOrchestration.newHistory)
-    instance = replace(
-        turn.instance,
-        tags=dict(turn.instance.tags),
-        status=pb.ORCHESTRATION_STATUS_RUNNING,
-        output=None,
-        failure=None,
-        completed_at=None,
-        last_updated_at=turn.now,
-        custom_status=optional_str(turn.response, "customStatus"),
-    )
-    for event in new_history:
-        if event.HasField("executionStarted"):
-            execution_id = optional_str(event.executionStarted.orchestrationInstance, "executionId")
-            if execution_id:
-                instance.execution_id = execution_id
-            break
-    return TurnResult(
-        instance=instance,
-        reset_history=new_history,
-        inbox_prepend=[new_orchestrator_started(turn.now)],
     )

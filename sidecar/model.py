@@ -120,6 +120,19 @@ class TurnInput:
 
 
 @dataclass
+class RewindPlan:
+    """What a rewind turn asks of the store beyond the new history: its unfinished sub-orchestrations.
+
+    Each child is rewound when it FAILED, created afresh from its spec when it no longer
+    exists (purged), re-reports its outcome when it finished otherwise, and is re-linked
+    to the parent's new execution when still running.
+    """
+
+    reason: str | None
+    children: list[NewInstanceSpec] = field(default_factory=list)
+
+
+@dataclass
 class TurnResult:
     """The change set of one turn; the store commits it in one transaction."""
 
@@ -136,6 +149,7 @@ class TurnResult:
     messages: list[OutboundMessage] = field(default_factory=list)
     new_instances: list[NewInstanceSpec] = field(default_factory=list)
     terminations: list[TerminateSpec] = field(default_factory=list)
+    rewind: RewindPlan | None = None
 
     @property
     def completed(self) -> bool:

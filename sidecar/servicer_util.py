@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -106,6 +107,26 @@ def check_statuses(statuses: Any, field: str) -> list[int]:
         if value not in pb.OrchestrationStatus.values():
             raise BadRequest(f"{field} contains an unknown orchestration status ({value})")
     return values
+
+
+# Beyond the protocol: InstanceQuery has no version field, so our client sends the versions it
+# filters on in this metadata header (a JSON list of strings; "" means "no version").
+QUERY_VERSIONS_HEADER = "x-durabletask-query-versions"
+
+
+def query_versions(metadata: Any) -> list[str]:
+    """The versions named by the query-versions header of a call, or [] (no version filter)."""
+    for key, value in metadata or ():
+        if key != QUERY_VERSIONS_HEADER:
+            continue
+        try:
+            versions = json.loads(value)
+        except ValueError:
+            versions = None
+        if not isinstance(versions, list) or not all(isinstance(v, str) for v in versions):
+            raise BadRequest(f"metadata header {QUERY_VERSIONS_HEADER} must be a JSON list of strings, not {value!r}")
+        return versions
+    return []
 
 
 def check_page_size(value: int, field: str, default: int) -> int:

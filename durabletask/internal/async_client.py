@@ -57,8 +57,11 @@ from durabletask.internal.client_requests import (
     is_transport_failure,
     log_completion_state,
     name_instance,
+    query_versions,
+    query_versions_metadata,
     response_token,
     status_code,
+    version_matches,
 )
 from durabletask.serialization import DataConverter, default_converter
 
@@ -154,10 +157,11 @@ class AsyncTaskHubGrpcClient:
     # ------------------------------------------------------------ transport
 
     async def _call(self, method: str, request: Any, *, timeout: float | None = None,
-                    instance_id: str | None = None) -> Any:
+                    instance_id: str | None = None, extra_metadata: tuple[tuple[str, str], ...] = ()) -> Any:
         stub = self._get_stub()
+        metadata = (*(self._metadata or ()), *extra_metadata) or None
         try:
-            response = await getattr(stub, method)(request, timeout=timeout, metadata=self._metadata)
+            response = await getattr(stub, method)(request, timeout=timeout, metadata=metadata)
         except grpc.RpcError as error:
             self._record_failure(method, error)
             named = name_instance(error, method, instance_id)
@@ -271,13 +275,16 @@ class AsyncTaskHubGrpcClient:
         """Every instance matching the query, following continuation tokens."""
         query = orchestration_query or OrchestrationQuery()
         self._logger.info("Querying orchestration instances with query: %s", query)
+        versions = query_versions(query)
         states: list[OrchestrationState] = []
         token: wrappers_pb2.StringValue | None = None
         while True:
             resp: pb.QueryInstancesResponse = await self._call(
-                "QueryInstances", build_query_instances_req(query, token)
+                "QueryInstances", build_query_instances_req(query, token),
+                extra_metadata=query_versions_metadata(versions),
             )
-            states.extend(parse_orchestration_state(s, self._data_converter) for s in resp.orchestrationState)
+            page = (parse_orchestration_state(s, self._data_converter) for s in resp.orchestrationState)
+            states.extend(s for s in page if version_matches(s, versions))
             next_token = response_token(resp)
             if not check_continuation_token(next_token, token, self._logger):
                 return states

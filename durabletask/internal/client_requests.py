@@ -6,6 +6,7 @@ and hand the response to the parsers in ``durabletask.client``.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import uuid
@@ -103,6 +104,36 @@ def build_query_instances_req(
             continuationToken=continuation_token,
         )
     )
+
+
+# Beyond the protocol: InstanceQuery has no version field. The versions a query filters on
+# travel in this metadata header (a JSON list); our sidecar filters by it, other backends
+# ignore it, and the client filters the answers again so the result is right either way.
+QUERY_VERSIONS_HEADER = "x-durabletask-query-versions"
+
+
+def query_versions(query: OrchestrationQuery) -> list[str] | None:
+    """The versions a query asks for (None, also for an empty list: any version)."""
+    version = getattr(query, "version", None)
+    if version is None:
+        return None
+    versions = [version] if isinstance(version, str) else list(version)
+    for v in versions:
+        if not isinstance(v, str):
+            raise TypeError(f"OrchestrationQuery.version takes a string or a list of strings, not {v!r}")
+    return versions or None
+
+
+def query_versions_metadata(versions: list[str] | None) -> tuple[tuple[str, str], ...]:
+    """The metadata that tells our sidecar which versions to return (nothing without a filter)."""
+    if not versions:
+        return ()
+    return ((QUERY_VERSIONS_HEADER, json.dumps(versions)),)
+
+
+def version_matches(state: OrchestrationState, versions: list[str] | None) -> bool:
+    """True when ``state`` passes the version filter ("" stands for "no version")."""
+    return versions is None or (state.version or "") in versions
 
 
 def build_list_instance_ids_req(

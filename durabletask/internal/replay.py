@@ -17,6 +17,7 @@ from typing import Any
 from durabletask import task
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import proto_helpers as ph
+from durabletask.internal import rewind
 from durabletask.internal.registry import OrchestratorNotRegisteredError, Registry
 from durabletask.internal.replay_context import RuntimeOrchestrationContext
 from durabletask.internal.replay_entities import ENTITY_EVENTS, describe_entity_action, process_entity_event
@@ -133,6 +134,9 @@ class OrchestrationExecutor:
         """Replay ``old_events``, process ``new_events`` and return the turn's actions."""
         if not new_events:
             raise task.OrchestrationStateError("an orchestration turn needs at least one new event")
+        if rewind.is_rewind_request(old_events, new_events):
+            action = rewind.rewind_action(self, instance_id, old_events, new_events, self._logger)
+            return ExecutionResults(actions=[action], custom_status=None)
         if any(e.HasField("executionCompleted") for e in old_events):
             self._logger.warning("%s: the execution has already completed; nothing to do", instance_id)
             return ExecutionResults(actions=[], custom_status=None)
@@ -148,7 +152,8 @@ class OrchestrationExecutor:
             ctx.set_replaying(True)
             for event in old_events:
                 turn.process(event)
-            if old_events and not ctx.is_finished:
+            # A rewound history lost the scheduling of its failed work: replay issues it anew.
+            if old_events and not ctx.is_finished and not rewind.was_rewound(old_events):
                 turn.check_replay_consumed_actions()
             ctx.set_replaying(False)
             for event in new_events:

@@ -26,6 +26,7 @@ from durabletask.internal.activity_executor import ActivityExecutor
 from durabletask.internal.entity_executor import DEFAULT_MAXIMUM_ENTITY_STATE_SIZE, EntityExecutor
 from durabletask.internal.registry import Registry
 from durabletask.internal.replay import OrchestrationExecutor
+from durabletask.internal.rewind import is_rewind_request
 from durabletask.internal.worker_limits import KeyedSequencer, Pending, WorkLimiter
 
 # Handing work back is best effort: the sidecar re-dispatches on lease expiry anyway.
@@ -98,6 +99,11 @@ class EventLoopThread:
 
 async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
+
+
+def _next_action_id(req: pb.OrchestratorRequest) -> int:
+    """An action id not used by the instance's history yet."""
+    return 1 + max((e.eventId for e in (*req.pastEvents, *req.newEvents)), default=0)
 
 
 def _instance_version(req: pb.OrchestratorRequest) -> str | None:
@@ -276,6 +282,8 @@ class WorkItemDispatcher:
     def _run_orchestration(self, req: pb.OrchestratorRequest, token: str) -> None:
         instance_id = req.instanceId
         verdict = self._version_gate(_instance_version(req)) if self._version_gate else None
+        if verdict is not None and not verdict.reject and is_rewind_request(req.pastEvents, req.newEvents):
+            verdict = None  # rewriting the history runs no orchestrator code; the turn after it fails
         if verdict is not None and verdict.reject:
             self._logger.info("rejecting a turn of '%s': %s", instance_id, verdict.details.errorMessage)
             self._abandon_orchestration(instance_id, token)
@@ -285,7 +293,7 @@ class WorkItemDispatcher:
             response.orchestrationTraceContext.CopyFrom(req.orchestrationTraceContext)
         if verdict is not None:
             self._logger.warning("failing '%s': %s", instance_id, verdict.details.errorMessage)
-            action = pb.OrchestratorAction(id=-1)
+            action = pb.OrchestratorAction(id=_next_action_id(req))
             action.completeOrchestration.orchestrationStatus = pb.ORCHESTRATION_STATUS_FAILED
             action.completeOrchestration.failureDetails.CopyFrom(verdict.details)
             response.actions.append(action)

@@ -30,7 +30,7 @@ from test_engine_fixtures import (
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar import engine
-from sidecar.model import InvalidTurnError, ParentRef, TurnResult
+from sidecar.model import InstanceSnapshot, InvalidTurnError, ParentRef, TurnInput, TurnResult
 
 COMPLETED = pb.ORCHESTRATION_STATUS_COMPLETED
 FAILED = pb.ORCHESTRATION_STATUS_FAILED
@@ -221,16 +221,30 @@ def rewind_response(history: list[pb.HistoryEvent]) -> pb.OrchestratorResponse:
     return make_response(action)
 
 
+REWOUND = pb.HistoryEvent(eventId=-1, executionRewound=pb.ExecutionRewoundEvent())
+
+
 def clean_history(execution_id: str) -> list[pb.HistoryEvent]:
-    rewound = pb.HistoryEvent(eventId=-1, executionRewound=pb.ExecutionRewoundEvent())
-    return [execution_started_event(execution_id), orchestrator_started(), rewound]
+    return [execution_started_event(execution_id), orchestrator_started(), REWOUND]
+
+
+def rewind_turn(instance: InstanceSnapshot, history: list[pb.HistoryEvent]) -> TurnInput:
+    """A turn that delivers executionRewound to a finished history, answered with ``history``."""
+    failed = pb.HistoryEvent(eventId=-1)
+    failed.executionCompleted.orchestrationStatus = FAILED
+    return make_turn(
+        instance=instance,
+        past=[execution_started_event(), failed],
+        new_events=[orchestrator_started(), REWOUND],
+        response=rewind_response(history),
+    )
 
 
 @pytest.mark.parametrize("status", [pb.ORCHESTRATION_STATUS_FAILED, pb.ORCHESTRATION_STATUS_RUNNING])
 def test_rewind_replaces_history_and_makes_the_instance_runnable(status: int) -> None:
     history = clean_history("exec-rewound")
     instance = make_instance(status, output='"x"', failure=failure(), completed_at=NOW - timedelta(minutes=1))
-    result = engine.apply_turn(make_turn(instance=instance, response=rewind_response(history)))
+    result = engine.apply_turn(rewind_turn(instance, history))
     assert result.reset_history == history
     assert result.instance.status == pb.ORCHESTRATION_STATUS_RUNNING
     assert (result.instance.output, result.instance.failure, result.instance.completed_at) == (None, None, None)
@@ -242,12 +256,13 @@ def test_rewind_replaces_history_and_makes_the_instance_runnable(status: int) ->
 
 
 def test_rewind_keeps_execution_id_when_history_has_none() -> None:
-    history = [orchestrator_started()]
-    result = engine.apply_turn(make_turn(response=rewind_response(history)))
+    started = execution_started_event()
+    started.executionStarted.orchestrationInstance.ClearField("executionId")
+    result = engine.apply_turn(rewind_turn(make_instance(FAILED), [started, REWOUND]))
     assert result.instance.execution_id == EXECUTION_ID
 
 
 def test_rewind_of_a_completed_instance_is_rejected() -> None:
-    turn = make_turn(instance=make_instance(COMPLETED), response=rewind_response(clean_history("e")))
+    turn = rewind_turn(make_instance(COMPLETED), clean_history("e"))
     with pytest.raises(InvalidTurnError, match="already COMPLETED"):
         engine.apply_turn(turn)

@@ -107,11 +107,18 @@ def test_schedule_task_records_task_scheduled_and_queues_activity() -> None:
 
 
 def test_schedule_task_without_version_or_input_gives_none() -> None:
-    result = run_turn(schedule_task(4, "noop"))
+    result = run_turn(schedule_task(4, "noop"), instance=make_instance(version=None))
     scheduled = result.history_append[1].taskScheduled
     assert not scheduled.HasField("version") and not scheduled.HasField("input")
     [task] = result.activity_tasks
     assert (task.task_id, task.version, task.input, task.tags) == (4, None, None, {})
+
+
+def test_schedule_task_without_version_runs_under_the_orchestration_version() -> None:
+    result = run_turn(schedule_task(4, "noop"), instance=make_instance(version="1.0"))
+    assert not result.history_append[1].taskScheduled.HasField("version")  # history keeps what was asked
+    [task] = result.activity_tasks
+    assert task.version == "1.0"  # the queued task matches version-filtered activity streams
 
 
 def test_create_timer_records_timer_created_and_schedules_timer_fired_to_self() -> None:
