@@ -20,12 +20,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from durabletask.internal import orchestrator_service_pb2 as pb
-from sidecar.store.base import ActivityWorkItem, ChangeSet, LeaseNotFoundError, OrchestrationWorkItem, Store
+from sidecar.entities import DEFAULT_MAX_BATCH
+from sidecar.store.base import (
+    ActivityWorkItem,
+    ChangeSet,
+    EntityWorkItem,
+    LeaseNotFoundError,
+    OrchestrationWorkItem,
+    Store,
+)
 
 log = logging.getLogger("durabletask-sidecar.dispatch")
 
 ORCHESTRATION = "orchestration"
 ACTIVITY = "activity"
+ENTITY = "entity"
 
 
 def utcnow() -> datetime:
@@ -43,6 +52,12 @@ class DispatchOptions:
     safety_poll: float = 1.0
     default_max_orchestrations: int = 100
     default_max_activities: int = 100
+    entity_lease: timedelta = timedelta(minutes=5)
+    default_max_entities: int = 100
+    entity_batch_size: int = DEFAULT_MAX_BATCH
+    # Largest entity state, and largest sum of operation sizes in one batch (bytes); the
+    # server sets half its maximum message size, so that both fit in one work item.
+    entity_payload_limit: int | None = None
 
 
 @dataclass(eq=False)
@@ -56,13 +71,15 @@ class WorkStream:
     activity_names: frozenset[str] | None
     capabilities: frozenset[int]
     worker_id: str = ""
+    max_entities: int = 0
+    entity_names: frozenset[str] | None = None
     queue: queue.SimpleQueue[pb.WorkItem | None] = field(default_factory=queue.SimpleQueue)
     outstanding: dict[str, str] = field(default_factory=dict)
     closed: bool = False
 
     def free(self, kind: str) -> int:
         used = sum(1 for k in self.outstanding.values() if k == kind)
-        limit = self.max_orchestrations if kind == ORCHESTRATION else self.max_activities
+        limit = {ORCHESTRATION: self.max_orchestrations, ACTIVITY: self.max_activities}.get(kind, self.max_entities)
         return limit - used
 
 
@@ -129,6 +146,8 @@ class Dispatcher:
             activity_names=_names(list(filters.activities)),
             capabilities=frozenset(request.capabilities),
             worker_id=request.worker_instance_id,
+            max_entities=request.maxConcurrentEntityWorkItems or self.options.default_max_entities,
+            entity_names=_entity_names(request),
         )
         with self._lock:
             if self._stopped:
@@ -203,6 +222,21 @@ class Dispatcher:
         finally:
             self._settled(token)
 
+    def complete_entity(self, result: pb.EntityBatchResult) -> None:
+        """Commit an entity batch. Raises LeaseNotFoundError (stale token) or InvalidBatchResultError."""
+        try:
+            self.store.complete_entity(
+                result.completionToken, result, self.clock(), self.options.entity_payload_limit
+            )
+        finally:
+            self._settled(result.completionToken)
+
+    def abandon_entity(self, token: str) -> None:
+        try:
+            self.store.abandon_entity(token, self.clock())
+        finally:
+            self._settled(token)
+
     def abandon_activity(self, token: str) -> None:
         try:
             self.store.abandon_activity(token, self.clock())
@@ -249,21 +283,19 @@ class Dispatcher:
             self._releases = [r for r in self._releases if r[0] > now]
             expired = [(token, kind) for _, token, kind in due if self._tokens.pop(token, None) is not None]
         for token, kind in expired:
-            released = (
-                self.store.release_orchestration(token) if kind == ORCHESTRATION else self.store.release_activity(token)
-            )
-            if released:
+            if self._release(token, kind):
                 log.info("re-queued %s work item %s of a closed stream", kind, token)
 
     def _renew_if_due(self) -> None:
-        interval = min(self.options.orchestration_lease, self.options.activity_lease).total_seconds() / 3
+        leases = (self.options.orchestration_lease, self.options.activity_lease, self.options.entity_lease)
+        interval = min(leases).total_seconds() / 3
         if time.monotonic() - self._last_renew < interval:
             return
         self._last_renew = time.monotonic()
         with self._lock:
             tokens = list(self._tokens)
         if tokens:
-            lease = max(self.options.orchestration_lease, self.options.activity_lease)
+            lease = max(leases)
             self.store.renew_leases(tokens, self.clock() + lease)
 
     def _dispatch_all(self) -> bool:
@@ -271,7 +303,7 @@ class Dispatcher:
         with self._lock:
             streams = list(self._streams.values())
         sent = False
-        for kind in (ORCHESTRATION, ACTIVITY):
+        for kind in (ORCHESTRATION, ACTIVITY, ENTITY):
             exhausted: set[int] = set()
             progress = True
             while progress:
@@ -287,8 +319,16 @@ class Dispatcher:
 
     def _lease_for(self, stream: WorkStream, kind: str) -> bool:
         now = self.clock()
-        item: OrchestrationWorkItem | ActivityWorkItem | None
-        if kind == ORCHESTRATION:
+        item: OrchestrationWorkItem | ActivityWorkItem | EntityWorkItem | None
+        if kind == ENTITY:
+            item = self.store.lease_entity(
+                now,
+                self.options.entity_lease,
+                stream.entity_names,
+                self.options.entity_batch_size,
+                self.options.entity_payload_limit,
+            )
+        elif kind == ORCHESTRATION:
             item = self.store.lease_orchestration(now, self.options.orchestration_lease, stream.orchestration_names)
         else:
             item = self.store.lease_activity(now, self.options.activity_lease, stream.activity_names)
@@ -302,14 +342,30 @@ class Dispatcher:
                 stream.queue.put(work)
                 return True
         # The stream closed meanwhile: hand the lease straight back.
-        if kind == ORCHESTRATION:
-            self.store.release_orchestration(item.token)
-        else:
-            self.store.release_activity(item.token)
+        self._release(item.token, kind)
         return False
 
+    def _release(self, token: str, kind: str) -> bool:
+        if kind == ORCHESTRATION:
+            return self.store.release_orchestration(token)
+        if kind == ACTIVITY:
+            return self.store.release_activity(token)
+        return self.store.release_entity(token)
 
-def _to_work_item(item: OrchestrationWorkItem | ActivityWorkItem) -> pb.WorkItem:
+
+def _entity_names(request: pb.GetWorkItemsRequest) -> frozenset[str] | None:
+    """Entity names a stream asked for (lower-cased): None without filters, else the names declared."""
+    if not request.HasField("workItemFilters"):
+        return None
+    return frozenset(f.name.lower() for f in request.workItemFilters.entities)
+
+
+def _to_work_item(item: OrchestrationWorkItem | ActivityWorkItem | EntityWorkItem) -> pb.WorkItem:
+    if isinstance(item, EntityWorkItem):
+        entity = pb.EntityRequest(instanceId=item.instance_id, operationRequests=item.operations)
+        if item.state is not None:
+            entity.entityState.value = item.state
+        return pb.WorkItem(entityRequestV2=entity, completionToken=item.token)
     if isinstance(item, OrchestrationWorkItem):
         request = pb.OrchestratorRequest(
             instanceId=item.instance.instance_id,
@@ -329,4 +385,4 @@ def _to_work_item(item: OrchestrationWorkItem | ActivityWorkItem) -> pb.WorkItem
     return pb.WorkItem(activityRequest=activity, completionToken=item.token)
 
 
-__all__ = ["ACTIVITY", "ORCHESTRATION", "DispatchOptions", "Dispatcher", "LeaseNotFoundError", "WorkStream"]
+__all__ = ["ACTIVITY", "ENTITY", "ORCHESTRATION", "DispatchOptions", "Dispatcher", "LeaseNotFoundError", "WorkStream"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.engine_events import status_name
+from sidecar.entities import EntityIdError, parse_entity_id
 from sidecar.model import InstanceSnapshot, InvalidTurnError
 
 ACTION_KIND = "orchestratorActionType"
@@ -100,10 +101,13 @@ def _validate_entity_message(message: pb.SendEntityMessageAction, prefix: str) -
             raise InvalidTurnError(
                 f"{prefix}: entityLockRequested position {lock.position} is outside its lockSet"
             )
+        for entity_id in lock.lockSet:
+            _check_entity_id(entity_id, f"{prefix}: entityLockRequested lockSet")
         return
     event = getattr(message, kind)
     if not event.targetInstanceId.value:
         raise InvalidTurnError(f"{prefix}: {kind} has no targetInstanceId")
+    _check_entity_id(event.targetInstanceId.value, f"{prefix}: {kind} targetInstanceId")
     if kind in ("entityOperationSignaled", "entityOperationCalled"):
         if not event.requestId:
             raise InvalidTurnError(f"{prefix}: {kind} has no requestId")
@@ -111,3 +115,10 @@ def _validate_entity_message(message: pb.SendEntityMessageAction, prefix: str) -
             raise InvalidTurnError(f"{prefix}: {kind} has no operation name")
     elif not event.criticalSectionId:
         raise InvalidTurnError(f"{prefix}: {kind} has no criticalSectionId")
+
+
+def _check_entity_id(entity_id: str, prefix: str) -> None:
+    try:
+        parse_entity_id(entity_id)
+    except EntityIdError as exc:
+        raise InvalidTurnError(f"{prefix}: {exc}") from None

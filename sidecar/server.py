@@ -14,6 +14,7 @@ gRPC status codes. Choices where the protocol leaves room:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ from sidecar import engine_events
 from sidecar.dispatch import Dispatcher, DispatchOptions, utcnow
 from sidecar.model import TERMINAL_STATUSES, InstanceSnapshot
 from sidecar.notify import InstanceWatcher
+from sidecar.servicer_entities import EntityServicerMixin
 from sidecar.servicer_util import (
     BadRequest,
     RpcFailure,
@@ -64,7 +66,7 @@ def _unimplemented(what: str) -> RpcFailure:
     return RpcFailure(grpc.StatusCode.UNIMPLEMENTED, f"{what} is not implemented by this sidecar yet")
 
 
-class SidecarServicer(pb_grpc.TaskHubSidecarServiceServicer):
+class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer):
     """Implements every RPC of TaskHubSidecarService on top of a store and a dispatcher."""
 
     def __init__(
@@ -354,32 +356,6 @@ class SidecarServicer(pb_grpc.TaskHubSidecarServiceServicer):
     def SkipGracefulOrchestrationTerminations(self, request: Any, context: grpc.ServicerContext) -> Any:
         raise _unimplemented("SkipGracefulOrchestrationTerminations")
 
-    # --- entities (a later issue) -----------------------------------------------------------------
-
-    @mapped_errors
-    def SignalEntity(self, request: Any, context: grpc.ServicerContext) -> Any:
-        raise _unimplemented("Entities (SignalEntity)")
-
-    @mapped_errors
-    def GetEntity(self, request: Any, context: grpc.ServicerContext) -> Any:
-        raise _unimplemented("Entities (GetEntity)")
-
-    @mapped_errors
-    def QueryEntities(self, request: Any, context: grpc.ServicerContext) -> Any:
-        raise _unimplemented("Entities (QueryEntities)")
-
-    @mapped_errors
-    def CleanEntityStorage(self, request: Any, context: grpc.ServicerContext) -> Any:
-        raise _unimplemented("Entities (CleanEntityStorage)")
-
-    @mapped_errors
-    def CompleteEntityTask(self, request: Any, context: grpc.ServicerContext) -> Any:
-        raise _unimplemented("Entities (CompleteEntityTask)")
-
-    @mapped_errors
-    def AbandonTaskEntityWorkItem(self, request: Any, context: grpc.ServicerContext) -> Any:
-        raise _unimplemented("Entities (AbandonTaskEntityWorkItem)")
-
     # --- work items -------------------------------------------------------------------------------
 
     def GetWorkItems(self, request: pb.GetWorkItemsRequest, context: grpc.ServicerContext) -> Iterator[pb.WorkItem]:
@@ -432,7 +408,10 @@ class SidecarServer:
         self.max_workers = max_workers
         self.watcher = InstanceWatcher()
         self.store.add_listener(self.watcher.on_change)
-        self.dispatcher = Dispatcher(self.store, dispatch_options)
+        options = dispatch_options or DispatchOptions()
+        if options.entity_payload_limit is None:
+            options = dataclasses.replace(options, entity_payload_limit=max_message_size // 2)
+        self.dispatcher = Dispatcher(self.store, options)
         self.servicer = SidecarServicer(self.store, self.dispatcher, self.watcher)
         self._server: grpc.Server | None = None
         self.port: int | None = None

@@ -113,6 +113,40 @@ class CompletedFilter:
     completed_to: datetime | None = None
 
 
+@dataclass
+class EntitySnapshot:
+    """The stored record of one entity: state, lock holder and the number of queued messages."""
+
+    instance_id: str
+    state: str | None  # None when it has no state or the state was not asked for
+    has_state: bool
+    locked_by: str | None  # the orchestration instance holding the lock
+    critical_section_id: str | None
+    backlog: int
+    last_modified_at: datetime
+
+
+@dataclass
+class EntityWorkItem:
+    """A leased batch of operations for one entity (``operations`` are the queued message events)."""
+
+    token: str
+    instance_id: str
+    state: str | None
+    operations: list[pb.HistoryEvent]
+
+
+@dataclass
+class EntityQueryFilter:
+    """Filters of QueryEntities. ``modified_to`` is exclusive; transient entities have no state."""
+
+    instance_id_prefix: str | None = None
+    modified_from: datetime | None = None
+    modified_to: datetime | None = None
+    include_state: bool = True
+    include_transient: bool = False
+
+
 ChangeListener = Callable[[ChangeSet], None]
 
 
@@ -258,3 +292,48 @@ class Store(ABC):
     @abstractmethod
     def next_due_at(self, now: datetime) -> datetime | None:
         """The earliest future moment at which new work becomes visible (timers, delays, lease expiry)."""
+
+    # --- entities ------------------------------------------------------------------------
+
+    @abstractmethod
+    def signal_entity(self, entity_id: str, event: pb.HistoryEvent, visible_at: datetime, now: datetime) -> None:
+        """Queue a client's signal (``entityOperationSignaled``) for the entity, visible at ``visible_at``."""
+
+    @abstractmethod
+    def get_entity(self, entity_id: str, now: datetime, include_state: bool = True) -> EntitySnapshot | None:
+        """The entity's record, or None when it does not exist."""
+
+    @abstractmethod
+    def query_entities(
+        self, query: EntityQueryFilter, page_size: int, continuation: str | None, now: datetime
+    ) -> tuple[list[EntitySnapshot], str | None]:
+        """A page of entities ordered by ID, and the token of the next page (None at the end)."""
+
+    @abstractmethod
+    def clean_entity_storage(self, remove_empty: bool, release_orphaned: bool, now: datetime) -> tuple[int, int]:
+        """Release locks whose holder is gone or finished, and delete empty entities. Returns (removed, released)."""
+
+    @abstractmethod
+    def lease_entity(
+        self,
+        now: datetime,
+        lease_for: timedelta,
+        names: Collection[str] | None = None,
+        max_operations: int = 100,
+        max_bytes: int | None = None,
+    ) -> EntityWorkItem | None:
+        """Lease the next batch of one entity that has operations ready (optionally only these entity names)."""
+
+    @abstractmethod
+    def complete_entity(
+        self, token: str, result: pb.EntityBatchResult, now: datetime, max_state_size: int | None = None
+    ) -> None:
+        """Apply a batch result and release the lease in one transaction (LeaseNotFoundError when stale)."""
+
+    @abstractmethod
+    def abandon_entity(self, token: str, now: datetime) -> None:
+        """Release a batch lease; the entity is offered again after a growing delay."""
+
+    @abstractmethod
+    def release_entity(self, token: str) -> bool:
+        """Release a batch lease at once. False if the token no longer holds it."""

@@ -35,6 +35,7 @@ from sidecar.store.base import (
     StoreLockedError,
     abandon_delay,
 )
+from sidecar.store.sqlite_entities import SqliteEntityStore
 from sidecar.store.sqlite_rows import (
     INSTANCE_COLUMNS,
     SCHEMA,
@@ -80,7 +81,7 @@ class _FileLock:
             self._fd = None
 
 
-class SqliteStore(Store):
+class SqliteStore(SqliteEntityStore, Store):
     """SQLite implementation of :class:`Store`. ``path`` is a file path or ``"memory"``."""
 
     def __init__(self, path: str | os.PathLike[str] = MEMORY) -> None:
@@ -132,7 +133,7 @@ class SqliteStore(Store):
 
     def reset(self) -> None:
         with self._tx() as (db, changes):
-            for table in ("instances", "history", "inbox", "activity_tasks"):
+            for table in ("instances", "history", "inbox", "activity_tasks", "entities", "entity_queue"):
                 db.execute(f"DELETE FROM {table}")
             changes.reset = True
 
@@ -144,6 +145,10 @@ class SqliteStore(Store):
             ).rowcount
             n += db.execute(
                 "UPDATE activity_tasks SET lease_token = NULL, lease_expires_at = NULL WHERE lease_token IS NOT NULL"
+            ).rowcount
+            n += db.execute(
+                "UPDATE entities SET lease_token = NULL, lease_expires_at = NULL, lease_batch = NULL"
+                " WHERE lease_token IS NOT NULL"
             ).rowcount
         return n
 
@@ -515,7 +520,7 @@ class SqliteStore(Store):
             for start in range(0, len(items), 500):
                 chunk = items[start:start + 500]
                 marks = ",".join("?" for _ in chunk)
-                for table in ("instances", "activity_tasks"):
+                for table in ("instances", "activity_tasks", "entities"):
                     db.execute(
                         f"UPDATE {table} SET lease_expires_at = ? WHERE lease_token IN ({marks})", [to_us(until), *chunk]
                     )
@@ -530,8 +535,12 @@ class SqliteStore(Store):
                     WHERE lease_token IS NOT NULL AND lease_expires_at > ? AND status NOT IN {TERMINAL_SQL}
                 UNION ALL SELECT MIN(visible_at) FROM activity_tasks WHERE visible_at > ?
                 UNION ALL SELECT MIN(lease_expires_at) FROM activity_tasks
+                    WHERE lease_token IS NOT NULL AND lease_expires_at > ?
+                UNION ALL SELECT MIN(visible_at) FROM entity_queue WHERE visible_at > ?
+                UNION ALL SELECT MIN(available_at) FROM entities WHERE available_at > ?
+                UNION ALL SELECT MIN(lease_expires_at) FROM entities
                     WHERE lease_token IS NOT NULL AND lease_expires_at > ?)""",
-            (n, n, n, n, n),
+            (n, n, n, n, n, n, n, n),
         )
         value = row[0][0]
         return None if value is None else from_us(value)

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar import engine
+from sidecar.entities import is_entity_id
 from sidecar.model import (
     TERMINAL_STATUSES,
     ActivityTaskSpec,
@@ -20,6 +21,7 @@ from sidecar.model import (
     OutboundMessage,
     TurnResult,
 )
+from sidecar.store import sqlite_entities as entity_store
 from sidecar.store.base import ChangeSet
 from sidecar.store.sqlite_rows import (
     INSTANCE_COLUMNS,
@@ -197,10 +199,17 @@ def apply_result(
         changes.work_available = True
 
     for msg in result.messages:
-        deliver_message(db, msg, now, changes)
+        if is_entity_id(msg.target_instance_id):
+            entity_store.deliver(db, msg.target_instance_id, iid, msg.event, msg.visible_at, now, changes)
+        else:
+            deliver_message(db, msg, now, changes)
 
     for term in result.terminations:
         terminate(db, term.instance_id, term.output, term.recurse, now, changes)
+
+    if terminal:
+        # Entity locks held by a finished orchestration are released in its final commit.
+        entity_store.release_holder(db, iid, now, changes)
 
     changes.instances.add(iid)
 

@@ -84,6 +84,34 @@ CREATE TABLE IF NOT EXISTS activity_tasks (
 );
 CREATE INDEX IF NOT EXISTS activity_visible ON activity_tasks(visible_at);
 CREATE INDEX IF NOT EXISTS activity_instance ON activity_tasks(instance_id);
+
+CREATE TABLE IF NOT EXISTS entities (
+    instance_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    state TEXT,
+    locked_by TEXT,
+    lock_section TEXT,
+    created_at INTEGER NOT NULL,
+    last_modified_at INTEGER NOT NULL,
+    lease_token TEXT UNIQUE,
+    lease_expires_at INTEGER,
+    lease_batch TEXT,
+    available_at INTEGER NOT NULL DEFAULT 0,
+    abandon_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS entities_locked_by ON entities(locked_by);
+
+CREATE TABLE IF NOT EXISTS entity_queue (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    entity_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    event BLOB NOT NULL,
+    visible_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entity_queue_entity ON entity_queue(entity_id, seq);
+CREATE INDEX IF NOT EXISTS entity_queue_visible ON entity_queue(visible_at);
+CREATE INDEX IF NOT EXISTS entity_queue_sender ON entity_queue(sender, kind);
 """
 
 TERMINAL_SQL = "(" + ",".join(str(s) for s in sorted(TERMINAL_STATUSES)) + ")"

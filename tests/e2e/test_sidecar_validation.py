@@ -156,10 +156,6 @@ def test_unimplemented_rpcs_say_so(env) -> None:
     stub, _ = env
     for call in (
         lambda: stub.RewindInstance(pb.RewindInstanceRequest(instanceId="a")),
-        lambda: stub.SignalEntity(pb.SignalEntityRequest(instanceId="@c@k", name="op")),
-        lambda: stub.GetEntity(pb.GetEntityRequest(instanceId="@c@k")),
-        lambda: stub.QueryEntities(pb.QueryEntitiesRequest()),
-        lambda: stub.CleanEntityStorage(pb.CleanEntityStorageRequest()),
         lambda: stub.SkipGracefulOrchestrationTerminations(pb.SkipGracefulOrchestrationTerminationsRequest()),
     ):
         fails(call, Code.UNIMPLEMENTED, "not implemented")

@@ -1,0 +1,229 @@
+"""Pure application of an entity batch result: (batch sent, EntityBatchResult) -> what to commit.
+
+The store commits the returned :class:`BatchOutcome` in one transaction: the new state,
+the consumed queue entries, replies to calling orchestrations, signals to entities and new
+orchestrations. Results line up with the operations sent (``results[i]`` answers the
+i-th operation). A worker that returns fewer results than operations ran only those; the
+rest stay queued for the next batch.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from durabletask.internal import orchestrator_service_pb2 as pb
+from sidecar.engine import new_execution_id
+from sidecar.engine_events import from_timestamp, new_event, new_execution_started, optional_str
+from sidecar.entities import CALL, SIGNAL, EntityIdError, QueuedMessage, is_entity_id, normalize_entity_id
+from sidecar.model import InstanceSnapshot, InvalidTurnError, OutboundMessage
+
+MAX_INSTANCE_ID_LENGTH = 256
+
+
+class InvalidBatchResultError(InvalidTurnError):
+    """A worker's entity batch result cannot be applied. Maps to INVALID_ARGUMENT; nothing changes."""
+
+
+@dataclass
+class EntitySignal:
+    """A signal to an entity, sent by an entity operation."""
+
+    target: str
+    sender: str
+    event: pb.HistoryEvent
+    visible_at: datetime | None = None
+
+
+@dataclass
+class NewOrchestration:
+    """An orchestration started by an entity operation (PENDING until ``visible_at``)."""
+
+    instance: InstanceSnapshot
+    start_event: pb.HistoryEvent
+    visible_at: datetime
+
+
+@dataclass
+class BatchOutcome:
+    """The change set of one entity batch result."""
+
+    state: str | None
+    consumed: list[int] = field(default_factory=list)
+    replies: list[OutboundMessage] = field(default_factory=list)
+    signals: list[EntitySignal] = field(default_factory=list)
+    orchestrations: list[NewOrchestration] = field(default_factory=list)
+    # Human-readable lines about signalled operations that failed (nobody waits for them).
+    failed_signals: list[str] = field(default_factory=list)
+    # Nothing ran (no results): keep everything queued and offer the batch again later.
+    retry: bool = False
+    retry_reason: str = ""
+
+
+def apply_batch_result(
+    entity_id: str,
+    state_before: str | None,
+    batch: Sequence[QueuedMessage],
+    result: pb.EntityBatchResult,
+    now: datetime,
+    max_state_size: int | None = None,
+) -> BatchOutcome:
+    """Validate ``result`` against the ``batch`` that was sent and compute its change set.
+
+    Raises InvalidBatchResultError naming the problem when the result cannot be applied.
+    """
+    _validate(entity_id, batch, result, max_state_size)
+    ran = len(result.results)
+    if ran == 0:
+        reason = "the worker returned no operation results"
+        if result.HasField("failureDetails"):
+            failure = result.failureDetails
+            reason = f"the batch failed: {failure.errorType}: {failure.errorMessage}"
+        return BatchOutcome(state=state_before, retry=True, retry_reason=reason)
+
+    new_state = optional_str(result, "entityState") or None
+    outcome = BatchOutcome(state=new_state)
+    for message, op_result in zip(batch[:ran], result.results, strict=True):
+        outcome.consumed.append(message.seq)
+        if message.kind == CALL:
+            outcome.replies.append(_reply(message, op_result, now))
+        elif message.kind == SIGNAL and op_result.HasField("failure"):
+            outcome.failed_signals.append(_describe_failure(entity_id, message, op_result.failure.failureDetails))
+    for action in result.actions:
+        kind = action.WhichOneof("operationActionType")
+        if kind == "sendSignal":
+            outcome.signals.append(_signal(entity_id, action.sendSignal, now))
+        elif kind == "startNewOrchestration":
+            outcome.orchestrations.append(_new_orchestration(action.startNewOrchestration, now))
+    return outcome
+
+
+def _validate(
+    entity_id: str, batch: Sequence[QueuedMessage], result: pb.EntityBatchResult, max_state_size: int | None
+) -> None:
+    if len(result.results) > len(batch):
+        raise InvalidBatchResultError(
+            f"entity batch result for '{entity_id}' has {len(result.results)} operation results, "
+            f"but the batch had {len(batch)} operations"
+        )
+    for index, op_result in enumerate(result.results):
+        if op_result.WhichOneof("resultType") is None:
+            raise InvalidBatchResultError(
+                f"entity batch result for '{entity_id}': results[{index}] has neither success nor failure"
+            )
+    if max_state_size is not None and result.HasField("entityState"):
+        size = len(result.entityState.value.encode("utf-8"))
+        if size > max_state_size:
+            raise InvalidBatchResultError(
+                f"entity state of '{entity_id}' is {size} bytes, over the limit of {max_state_size} bytes "
+                "(half the sidecar's maximum message size, so that state and operations fit in one work item); "
+                "the batch was not applied"
+            )
+    for index, action in enumerate(result.actions):
+        prefix = f"entity batch result for '{entity_id}': actions[{index}]"
+        kind = action.WhichOneof("operationActionType")
+        if kind is None:
+            raise InvalidBatchResultError(f"{prefix} has no action kind set")
+        if kind == "sendSignal":
+            signal = action.sendSignal
+            try:
+                normalize_entity_id(signal.instanceId)
+            except EntityIdError as exc:
+                raise InvalidBatchResultError(f"{prefix} (sendSignal): {exc}") from None
+            if not signal.name:
+                raise InvalidBatchResultError(f"{prefix} (sendSignal) has no operation name")
+        else:
+            start = action.startNewOrchestration
+            if not start.name.strip():
+                raise InvalidBatchResultError(f"{prefix} (startNewOrchestration) has no orchestration name")
+            _check_instance_id(start.instanceId, f"{prefix} (startNewOrchestration)")
+
+
+def _check_instance_id(instance_id: str, prefix: str) -> None:
+    if len(instance_id) > MAX_INSTANCE_ID_LENGTH:
+        raise InvalidBatchResultError(
+            f"{prefix}: instanceId is {len(instance_id)} characters long; at most {MAX_INSTANCE_ID_LENGTH} are allowed"
+        )
+    if is_entity_id(instance_id):
+        raise InvalidBatchResultError(
+            f"{prefix}: instanceId '{instance_id}' starts with '@', which is reserved for entities"
+        )
+    for ch in instance_id:
+        if ord(ch) < 32 or ord(ch) == 127:
+            raise InvalidBatchResultError(f"{prefix}: instanceId contains a control character ({ord(ch):#04x})")
+
+
+def _reply(message: QueuedMessage, op_result: pb.OperationResult, now: datetime) -> OutboundMessage:
+    called = message.event.entityOperationCalled
+    event = new_event(now)
+    if op_result.HasField("success"):
+        event.entityOperationCompleted.requestId = called.requestId
+        if op_result.success.HasField("result"):
+            event.entityOperationCompleted.output.CopyFrom(op_result.success.result)
+    else:
+        event.entityOperationFailed.requestId = called.requestId
+        event.entityOperationFailed.failureDetails.CopyFrom(op_result.failure.failureDetails)
+    return OutboundMessage(
+        target_instance_id=called.parentInstanceId.value or message.sender,
+        event=event,
+        target_execution_id=optional_str(called, "parentExecutionId") or None,
+    )
+
+
+def _describe_failure(entity_id: str, message: QueuedMessage, failure: pb.TaskFailureDetails) -> str:
+    operation = message.event.entityOperationSignaled.operation
+    sender = f"'{message.sender}'" if message.sender else "a client"
+    return (
+        f"signalled operation '{operation}' on entity '{entity_id}' (from {sender}) failed: "
+        f"{failure.errorType}: {failure.errorMessage}"
+    )
+
+
+def _signal(entity_id: str, action: pb.SendSignalAction, now: datetime) -> EntitySignal:
+    target = normalize_entity_id(action.instanceId)
+    event = new_event(now)
+    signaled = event.entityOperationSignaled
+    signaled.requestId = uuid.uuid4().hex
+    signaled.operation = action.name
+    signaled.targetInstanceId.value = target
+    if action.HasField("input"):
+        signaled.input.CopyFrom(action.input)
+    visible_at: datetime | None = None
+    if action.HasField("scheduledTime"):
+        signaled.scheduledTime.CopyFrom(action.scheduledTime)
+        scheduled = from_timestamp(action.scheduledTime)
+        visible_at = scheduled if scheduled > now else None
+    return EntitySignal(target=target, sender=entity_id, event=event, visible_at=visible_at)
+
+
+def _new_orchestration(action: pb.StartNewOrchestrationAction, now: datetime) -> NewOrchestration:
+    instance_id = action.instanceId or uuid.uuid4().hex
+    execution_id = new_execution_id()
+    version = optional_str(action, "version")
+    orchestration_input = optional_str(action, "input")
+    start_at = from_timestamp(action.scheduledTime) if action.HasField("scheduledTime") else None
+    instance = InstanceSnapshot(
+        instance_id=instance_id,
+        execution_id=execution_id,
+        name=action.name,
+        status=pb.ORCHESTRATION_STATUS_PENDING,
+        created_at=now,
+        last_updated_at=now,
+        version=version,
+        input=orchestration_input,
+        scheduled_start_at=start_at,
+    )
+    start_event = new_execution_started(
+        name=action.name,
+        instance_id=instance_id,
+        execution_id=execution_id,
+        now=now,
+        version=version,
+        input=orchestration_input,
+        scheduled_start_at=start_at,
+        parent_trace_context=action.parentTraceContext if action.HasField("parentTraceContext") else None,
+    )
+    visible_at = start_at if start_at is not None and start_at > now else now
+    return NewOrchestration(instance=instance, start_event=start_event, visible_at=visible_at)

@@ -1,0 +1,145 @@
+"""Applying an entity batch result: state, results routed to callers, signals, new orchestrations."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from durabletask.internal import orchestrator_service_pb2 as pb
+from sidecar.engine_events import to_timestamp
+from sidecar.entity_batch import InvalidBatchResultError, apply_batch_result
+from tests.unit.entity_queue_builders import NOW, call, signal
+
+ENTITY = "@counter@a"
+
+
+def success(value: str | None = None) -> pb.OperationResult:
+    result = pb.OperationResult(success=pb.OperationResultSuccess())
+    if value is not None:
+        result.success.result.value = value
+    return result
+
+
+def failure(error_type: str = "ValueError", message: str = "boom") -> pb.OperationResult:
+    return pb.OperationResult(
+        failure=pb.OperationResultFailure(failureDetails=pb.TaskFailureDetails(errorType=error_type, errorMessage=message))
+    )
+
+
+def batch_result(*results: pb.OperationResult, state: str | None = None,
+                 actions: list[pb.OperationAction] | None = None) -> pb.EntityBatchResult:
+    result = pb.EntityBatchResult(results=results, actions=actions or [], completionToken="t")
+    if state is not None:
+        result.entityState.value = state
+    return result
+
+
+def test_results_go_back_to_callers_by_request_id() -> None:
+    batch = [
+        call("orch-1", "get", request_id="r1", seq=1, execution_id="e1"),
+        signal("client", "add", seq=2),
+        call("orch-2", "bad", request_id="r2", seq=3),
+    ]
+    outcome = apply_batch_result(ENTITY, "1", batch, batch_result(success("5"), success(), failure(), state="6"), NOW)
+    assert outcome.state == "6" and outcome.consumed == [1, 2, 3] and not outcome.retry
+    ok, failed = outcome.replies
+    assert ok.target_instance_id == "orch-1" and ok.target_execution_id == "e1"
+    assert ok.event.entityOperationCompleted.requestId == "r1"
+    assert ok.event.entityOperationCompleted.output.value == "5"
+    assert failed.target_instance_id == "orch-2" and failed.target_execution_id is None
+    assert failed.event.entityOperationFailed.requestId == "r2"
+    assert failed.event.entityOperationFailed.failureDetails.errorType == "ValueError"
+    assert not outcome.failed_signals
+
+
+def test_failed_signal_is_reported_for_the_log_only() -> None:
+    batch = [signal("", "add", seq=1), signal("orch-1", "add", seq=2)]
+    result = batch_result(failure("EntityNotRegisteredError", "nope"), failure("EntityNotRegisteredError", "nope"))
+    outcome = apply_batch_result(ENTITY, "1", batch, result, NOW)
+    assert outcome.replies == [] and outcome.consumed == [1, 2] and outcome.state is None
+    from_client, from_orchestration = outcome.failed_signals
+    assert "'add'" in from_client and ENTITY in from_client and "EntityNotRegisteredError: nope" in from_client
+    assert "a client" in from_client and "'orch-1'" in from_orchestration
+
+
+def test_empty_state_deletes_it() -> None:
+    outcome = apply_batch_result(ENTITY, "1", [signal("c", seq=1)], batch_result(success(), state=""), NOW)
+    assert outcome.state is None
+
+
+def test_partial_results_consume_only_the_operations_that_ran() -> None:
+    batch = [signal("c", "a", seq=1), signal("c", "b", seq=2), signal("c", "c", seq=3)]
+    outcome = apply_batch_result(ENTITY, None, batch, batch_result(success(), state="x"), NOW)
+    assert outcome.consumed == [1] and outcome.state == "x"
+
+
+def test_no_results_means_retry_with_nothing_applied() -> None:
+    result = batch_result(state="ignored")
+    result.failureDetails.errorType = "Crash"
+    result.failureDetails.errorMessage = "worker exploded"
+    outcome = apply_batch_result(ENTITY, "old", [signal("c", seq=1)], result, NOW)
+    assert outcome.retry and outcome.state == "old" and outcome.consumed == []
+    assert "Crash: worker exploded" in outcome.retry_reason
+
+
+def test_signals_and_new_orchestrations_from_operations() -> None:
+    later = NOW + timedelta(minutes=5)
+    actions = [
+        pb.OperationAction(sendSignal=pb.SendSignalAction(instanceId="@Other@k", name="ping")),
+        pb.OperationAction(sendSignal=pb.SendSignalAction(instanceId="@other@k", name="later",
+                                                          scheduledTime=to_timestamp(later))),
+        pb.OperationAction(startNewOrchestration=pb.StartNewOrchestrationAction(instanceId="job-1", name="job")),
+        pb.OperationAction(startNewOrchestration=pb.StartNewOrchestrationAction(
+            name="job", scheduledTime=to_timestamp(later))),
+    ]
+    actions[0].sendSignal.input.value = '"hi"'
+    actions[2].startNewOrchestration.input.value = "42"
+    outcome = apply_batch_result(ENTITY, None, [signal("c", seq=1)], batch_result(success(), actions=actions), NOW)
+    now_signal, late_signal = outcome.signals
+    assert now_signal.target == "@other@k" and now_signal.sender == ENTITY and now_signal.visible_at is None
+    body = now_signal.event.entityOperationSignaled
+    assert body.operation == "ping" and body.input.value == '"hi"' and body.requestId
+    assert body.targetInstanceId.value == "@other@k"
+    assert late_signal.visible_at == later
+    job, scheduled = outcome.orchestrations
+    assert job.instance.instance_id == "job-1" and job.instance.name == "job" and job.instance.input == "42"
+    assert job.instance.status == pb.ORCHESTRATION_STATUS_PENDING and job.visible_at == NOW
+    assert job.start_event.executionStarted.orchestrationInstance.instanceId == "job-1"
+    assert job.start_event.executionStarted.input.value == "42"
+    assert scheduled.instance.instance_id and scheduled.instance.instance_id != "job-1"
+    assert scheduled.visible_at == later and scheduled.instance.scheduled_start_at == later
+
+
+@pytest.mark.parametrize(
+    ("result", "words"),
+    [
+        (batch_result(success(), success()), "2 operation results, but the batch had 1 operations"),
+        (batch_result(pb.OperationResult()), "results[0] has neither success nor failure"),
+        (batch_result(success(), actions=[pb.OperationAction()]), "actions[0] has no action kind"),
+        (batch_result(success(), actions=[pb.OperationAction(sendSignal=pb.SendSignalAction(instanceId="nope", name="x"))]),
+         "entity instance ID 'nope' is invalid"),
+        (batch_result(success(), actions=[pb.OperationAction(sendSignal=pb.SendSignalAction(instanceId="@a@b"))]),
+         "has no operation name"),
+        (batch_result(success(), actions=[pb.OperationAction(
+            startNewOrchestration=pb.StartNewOrchestrationAction(instanceId="x"))]), "has no orchestration name"),
+        (batch_result(success(), actions=[pb.OperationAction(
+            startNewOrchestration=pb.StartNewOrchestrationAction(instanceId="@a@b", name="o"))]), "reserved for entities"),
+        (batch_result(success(), actions=[pb.OperationAction(
+            startNewOrchestration=pb.StartNewOrchestrationAction(instanceId="x" * 300, name="o"))]), "at most 256"),
+    ],
+)
+def test_invalid_results_are_rejected_naming_the_problem(result: pb.EntityBatchResult, words: str) -> None:
+    with pytest.raises(InvalidBatchResultError) as err:
+        apply_batch_result(ENTITY, None, [signal("c", seq=1)], result, NOW)
+    assert words in str(err.value) and ENTITY in str(err.value)
+
+
+def test_state_over_the_limit_is_rejected_naming_the_limit() -> None:
+    with pytest.raises(InvalidBatchResultError) as err:
+        apply_batch_result(ENTITY, None, [signal("c", seq=1)], batch_result(success(), state="x" * 101), NOW,
+                           max_state_size=100)
+    assert "101 bytes" in str(err.value) and "limit of 100 bytes" in str(err.value)
+    outcome = apply_batch_result(ENTITY, None, [signal("c", seq=1)], batch_result(success(), state="x" * 100), NOW,
+                                 max_state_size=100)
+    assert outcome.state == "x" * 100
