@@ -366,11 +366,15 @@ class SqliteEntityStore:
         """
         with self._tx() as (db, changes):
             for entity_id in [r[0] for r in db.execute(sql, [now_us, now_us, now_us, *name_params])]:
-                settle(db, entity_id, now, changes)
+                queue = _load_queue(db, entity_id, now)
+                if any(m.kind not in sched.OPERATION_KINDS for m in queue):
+                    # Locks and unlocks are settled when they arrive; settling again here is a safety net.
+                    settle(db, entity_id, now, changes)
+                    queue = _load_queue(db, entity_id, now)
                 row = _entity_row(db, entity_id)
                 if row is None:
                     continue
-                batch = sched.select_batch(_holder(row), _load_queue(db, entity_id, now), max_operations, max_bytes)
+                batch = sched.select_batch(_holder(row), queue, max_operations, max_bytes)
                 if not batch:
                     continue
                 token = uuid.uuid4().hex
