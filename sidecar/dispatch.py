@@ -58,6 +58,9 @@ class DispatchOptions:
     # Largest entity state, and largest sum of operation sizes in one batch (bytes); the
     # server sets half its maximum message size, so that both fit in one work item.
     entity_payload_limit: int | None = None
+    # A stream that handed an orchestration turn back (a worker rejecting its version) is
+    # not offered that instance again for this long, so that another worker can take it.
+    reject_memory: float = 10.0
 
 
 @dataclass(eq=False)
@@ -73,6 +76,9 @@ class WorkStream:
     worker_id: str = ""
     max_entities: int = 0
     entity_names: frozenset[str] | None = None
+    # name -> the only versions this stream takes (names not listed here: any version).
+    orchestration_versions: dict[str, frozenset[str]] = field(default_factory=dict)
+    activity_versions: dict[str, frozenset[str]] = field(default_factory=dict)
     queue: queue.SimpleQueue[pb.WorkItem | None] = field(default_factory=queue.SimpleQueue)
     outstanding: dict[str, str] = field(default_factory=dict)
     closed: bool = False
@@ -85,6 +91,25 @@ class WorkStream:
 
 def _names(filters: list[pb.OrchestrationFilter] | list[pb.ActivityFilter]) -> frozenset[str] | None:
     return frozenset(f.name for f in filters) if filters else None
+
+
+def _declared_names(
+    request: pb.GetWorkItemsRequest, filters: list[pb.OrchestrationFilter] | list[pb.ActivityFilter]
+) -> frozenset[str] | None:
+    """None (all work) without filters; with filters, the names declared (an empty list: none of this kind)."""
+    return frozenset(f.name for f in filters) if request.HasField("workItemFilters") else None
+
+
+def _declared_versions(filters: list[pb.OrchestrationFilter] | list[pb.ActivityFilter]) -> dict[str, frozenset[str]]:
+    """name -> accepted versions, for names whose filters all list versions (one without: any version)."""
+    accepted: dict[str, set[str]] = {}
+    unrestricted: set[str] = set()
+    for f in filters:
+        if f.versions:
+            accepted.setdefault(f.name, set()).update(f.versions)
+        else:
+            unrestricted.add(f.name)
+    return {name: frozenset(v) for name, v in accepted.items() if name not in unrestricted}
 
 
 class Dispatcher:
@@ -102,6 +127,9 @@ class Dispatcher:
         self._streams: dict[int, WorkStream] = {}
         self._tokens: dict[str, tuple[WorkStream, str]] = {}
         self._releases: list[tuple[float, str, str]] = []
+        self._token_instances: dict[str, str] = {}  # orchestration token -> instance ID
+        self._rejected: dict[str, dict[int, float]] = {}  # instance ID -> stream ID -> until (monotonic)
+        self._rejected_work: dict[str, tuple[str, str | None]] = {}  # instance ID -> (name, version)
         self._ids = itertools.count(1)
         self._last_renew = time.monotonic()
         self._thread: threading.Thread | None = None
@@ -142,12 +170,14 @@ class Dispatcher:
             id=next(self._ids),
             max_orchestrations=request.maxConcurrentOrchestrationWorkItems or self.options.default_max_orchestrations,
             max_activities=request.maxConcurrentActivityWorkItems or self.options.default_max_activities,
-            orchestration_names=_names(list(filters.orchestrations)),
-            activity_names=_names(list(filters.activities)),
+            orchestration_names=_declared_names(request, list(filters.orchestrations)),
+            activity_names=_declared_names(request, list(filters.activities)),
             capabilities=frozenset(request.capabilities),
             worker_id=request.worker_instance_id,
             max_entities=request.maxConcurrentEntityWorkItems or self.options.default_max_entities,
             entity_names=_entity_names(request),
+            orchestration_versions=_declared_versions(list(filters.orchestrations)),
+            activity_versions=_declared_versions(list(filters.activities)),
         )
         with self._lock:
             if self._stopped:
@@ -167,6 +197,8 @@ class Dispatcher:
                 return
             stream.closed = True
             self._streams.pop(stream.id, None)
+            for by_stream in self._rejected.values():
+                by_stream.pop(stream.id, None)
             due = time.monotonic() + self.options.stream_grace
             for token, kind in stream.outstanding.items():
                 self._releases.append((due, token, kind))
@@ -194,11 +226,15 @@ class Dispatcher:
 
     # --- completions ------------------------------------------------------------------------
 
-    def _settled(self, token: str) -> None:
+    def _settled(self, token: str, completed: bool = False) -> None:
         with self._lock:
             owner = self._tokens.pop(token, None)
             if owner is not None:
                 owner[0].outstanding.pop(token, None)
+            instance_id = self._token_instances.pop(token, None)
+            if completed and instance_id is not None:
+                self._rejected.pop(instance_id, None)
+                self._rejected_work.pop(instance_id, None)
             self._wake = True
             self._lock.notify_all()
 
@@ -207,7 +243,7 @@ class Dispatcher:
         try:
             self.store.complete_orchestration(response.completionToken, response, self.clock())
         finally:
-            self._settled(response.completionToken)
+            self._settled(response.completionToken, completed=True)
 
     def complete_activity(self, response: pb.ActivityResponse) -> None:
         """Commit an activity result. Raises LeaseNotFoundError for a stale token."""
@@ -217,6 +253,13 @@ class Dispatcher:
             self._settled(response.completionToken)
 
     def abandon_orchestration(self, token: str) -> None:
+        # Remembered before the store commits: the commit wakes the dispatch loop.
+        with self._lock:
+            owner = self._tokens.get(token)
+            instance_id = self._token_instances.get(token)
+            if owner is not None and instance_id is not None:
+                until = time.monotonic() + self.options.reject_memory
+                self._rejected.setdefault(instance_id, {})[owner[0].id] = until
         try:
             self.store.abandon_orchestration(token, self.clock())
         finally:
@@ -282,6 +325,8 @@ class Dispatcher:
             due = [r for r in self._releases if r[0] <= now]
             self._releases = [r for r in self._releases if r[0] > now]
             expired = [(token, kind) for _, token, kind in due if self._tokens.pop(token, None) is not None]
+            for _, token, _ in due:
+                self._token_instances.pop(token, None)
         for token, kind in expired:
             if self._release(token, kind):
                 log.info("re-queued %s work item %s of a closed stream", kind, token)
@@ -329,9 +374,17 @@ class Dispatcher:
                 self.options.entity_payload_limit,
             )
         elif kind == ORCHESTRATION:
-            item = self.store.lease_orchestration(now, self.options.orchestration_lease, stream.orchestration_names)
+            item = self.store.lease_orchestration(
+                now,
+                self.options.orchestration_lease,
+                stream.orchestration_names,
+                versions=stream.orchestration_versions,
+                exclude=self._rejected_by(stream),
+            )
         else:
-            item = self.store.lease_activity(now, self.options.activity_lease, stream.activity_names)
+            item = self.store.lease_activity(
+                now, self.options.activity_lease, stream.activity_names, versions=stream.activity_versions
+            )
         if item is None:
             return False
         work = _to_work_item(item)
@@ -339,6 +392,9 @@ class Dispatcher:
             if not stream.closed:
                 stream.outstanding[item.token] = kind
                 self._tokens[item.token] = (stream, kind)
+                if isinstance(item, OrchestrationWorkItem):
+                    self._token_instances[item.token] = item.instance.instance_id
+                    self._rejected_work[item.instance.instance_id] = (item.instance.name, item.instance.version)
                 stream.queue.put(work)
                 return True
         # The stream closed meanwhile: hand the lease straight back.
@@ -353,11 +409,49 @@ class Dispatcher:
         return self.store.release_entity(token)
 
 
+    def _rejected_by(self, stream: WorkStream) -> list[str]:
+        """Instances this stream handed back recently and another open stream could take instead.
+
+        When no other stream could, the rejecting one is offered the instance again after the
+        store's back-off (a worker that handed a turn back for another reason retries it).
+        """
+        now = time.monotonic()
+        with self._lock:
+            excluded: list[str] = []
+            for instance_id, by_stream in list(self._rejected.items()):
+                for stream_id, until in list(by_stream.items()):
+                    if until <= now:
+                        del by_stream[stream_id]
+                if not by_stream:
+                    del self._rejected[instance_id]
+                    self._rejected_work.pop(instance_id, None)
+                    continue
+                if stream.id not in by_stream:
+                    continue
+                name, version = self._rejected_work.get(instance_id, ("", None))
+                if any(
+                    other.id not in by_stream and not other.closed and _takes(other, name, version)
+                    for other in self._streams.values()
+                ):
+                    excluded.append(instance_id)
+            return excluded
+
+
 def _entity_names(request: pb.GetWorkItemsRequest) -> frozenset[str] | None:
     """Entity names a stream asked for (lower-cased): None without filters, else the names declared."""
     if not request.HasField("workItemFilters"):
         return None
     return frozenset(f.name.lower() for f in request.workItemFilters.entities)
+
+
+def _takes(stream: WorkStream, name: str, version: str | None) -> bool:
+    """Whether a stream's filters let it take a turn of orchestration ``name`` at ``version``."""
+    if stream.orchestration_names is None:
+        return True
+    if name not in stream.orchestration_names:
+        return False
+    versions = stream.orchestration_versions.get(name)
+    return not versions or (version or "") in versions
 
 
 def _to_work_item(item: OrchestrationWorkItem | ActivityWorkItem | EntityWorkItem) -> pb.WorkItem:

@@ -29,6 +29,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
 from sidecar import engine_events
 from sidecar.dispatch import Dispatcher, DispatchOptions, utcnow
+from sidecar.engine_rewind import rewound_event
 from sidecar.model import TERMINAL_STATUSES, InstanceSnapshot
 from sidecar.notify import InstanceWatcher
 from sidecar.servicer_entities import EntityServicerMixin
@@ -42,6 +43,7 @@ from sidecar.servicer_util import (
     mapped_errors,
     optional_string,
     optional_time,
+    query_versions,
     status_code_for,
     to_state,
 )
@@ -277,6 +279,7 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
             created_from=optional_time(q, "createdTimeFrom"),
             created_to=optional_time(q, "createdTimeTo"),
             instance_id_prefix=optional_string(q, "instanceIdPrefix"),
+            versions=query_versions(context.invocation_metadata()),
         )
         page_size = check_page_size(q.maxInstanceCount, "query.maxInstanceCount", DEFAULT_PAGE_SIZE)
         items, token = self.store.query_instances(query, page_size, optional_string(q, "continuationToken"))
@@ -350,7 +353,10 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
 
     @mapped_errors
     def RewindInstance(self, request: pb.RewindInstanceRequest, context: grpc.ServicerContext) -> Any:
-        raise _unimplemented("RewindInstance")
+        instance_id = check_instance_id(request.instanceId)
+        now = self.clock()
+        self.store.rewind_instance(instance_id, rewound_event(now, optional_string(request, "reason")), now)
+        return pb.RewindInstanceResponse()
 
     @mapped_errors
     def SkipGracefulOrchestrationTerminations(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -9,7 +9,7 @@ listeners with a :class:`ChangeSet`, which drives wake-ups of waiters and dispat
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -102,6 +102,8 @@ class InstanceFilter:
     created_from: datetime | None = None
     created_to: datetime | None = None
     instance_id_prefix: str | None = None
+    # Only instances with one of these versions ("" matches an instance without a version).
+    versions: Collection[str] = ()
 
 
 @dataclass
@@ -148,6 +150,10 @@ class EntityQueryFilter:
 
 
 ChangeListener = Callable[[ChangeSet], None]
+
+# Work-item filters by version: name -> the versions accepted (empty: any version).
+# "" stands for "no version".
+VersionFilter = Mapping[str, Collection[str]]
 
 
 class Store(ABC):
@@ -228,6 +234,14 @@ class Store(ABC):
         """Mark RUNNING and queue ``event`` (executionResumed). False if it was not suspended."""
 
     @abstractmethod
+    def rewind_instance(self, instance_id: str, event: pb.HistoryEvent, now: datetime) -> None:
+        """Make a FAILED instance runnable again with ``event`` (executionRewound) in its inbox.
+
+        Raises InstanceNotFoundError, or InvalidStateError when the instance is not FAILED.
+        The worker answers the next turn with the rewritten history (rewindOrchestration).
+        """
+
+    @abstractmethod
     def query_instances(
         self, query: InstanceFilter, page_size: int, continuation: str | None
     ) -> tuple[list[InstanceSnapshot], str | None]:
@@ -251,9 +265,19 @@ class Store(ABC):
 
     @abstractmethod
     def lease_orchestration(
-        self, now: datetime, lease_for: timedelta, names: Collection[str] | None = None
+        self,
+        now: datetime,
+        lease_for: timedelta,
+        names: Collection[str] | None = None,
+        *,
+        versions: VersionFilter | None = None,
+        exclude: Collection[str] = (),
     ) -> OrchestrationWorkItem | None:
-        """Lease one instance that has deliverable inbox events (optionally only these names)."""
+        """Lease one instance that has deliverable inbox events.
+
+        Optionally only instances of these ``names`` (and, for a name listed in ``versions``
+        with a non-empty set, only those versions), and none of the ``exclude``d instance IDs.
+        """
 
     @abstractmethod
     def complete_orchestration(self, token: str, response: pb.OrchestratorResponse, now: datetime) -> None:
@@ -269,9 +293,14 @@ class Store(ABC):
 
     @abstractmethod
     def lease_activity(
-        self, now: datetime, lease_for: timedelta, names: Collection[str] | None = None
+        self,
+        now: datetime,
+        lease_for: timedelta,
+        names: Collection[str] | None = None,
+        *,
+        versions: VersionFilter | None = None,
     ) -> ActivityWorkItem | None:
-        """Lease one visible activity task (optionally only these names)."""
+        """Lease one visible activity task (optionally only these names and versions, as above)."""
 
     @abstractmethod
     def complete_activity(self, token: str, response: pb.ActivityResponse, now: datetime) -> None:

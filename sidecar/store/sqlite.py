@@ -21,6 +21,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar import engine, engine_events
 from sidecar.model import TERMINAL_STATUSES, InstanceSnapshot, InvalidTurnError, OutboundMessage, TurnInput
 from sidecar.store import sqlite_commit as commit
+from sidecar.store import sqlite_rewind
 from sidecar.store.base import (
     ActivityWorkItem,
     ChangeSet,
@@ -33,6 +34,7 @@ from sidecar.store.base import (
     OrchestrationWorkItem,
     Store,
     StoreLockedError,
+    VersionFilter,
     abandon_delay,
 )
 from sidecar.store.sqlite_entities import SqliteEntityStore
@@ -79,6 +81,26 @@ class _FileLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _name_version_match(
+    name_col: str, version_col: str, names: Collection[str], versions: VersionFilter | None
+) -> tuple[str, list[Any]]:
+    """SQL matching rows whose name is in ``names`` and, where ``versions`` lists some, whose version is one of them."""
+    any_version: list[str] = []
+    parts: list[str] = []
+    params: list[Any] = []
+    for name in sorted(set(names)):
+        wanted = sorted(set(versions.get(name, ()))) if versions else []
+        if not wanted:
+            any_version.append(name)
+            continue
+        parts.append(f"({name_col} = ? AND COALESCE({version_col}, '') IN ({','.join('?' for _ in wanted)}))")
+        params.extend([name, *wanted])
+    if any_version:
+        parts.insert(0, f"{name_col} IN ({','.join('?' for _ in any_version)})")
+        params[:0] = any_version
+    return f"({' OR '.join(parts)})", params
 
 
 class SqliteStore(SqliteEntityStore, Store):
@@ -241,6 +263,13 @@ class SqliteStore(SqliteEntityStore, Store):
     def suspend_instance(self, instance_id: str, event: pb.HistoryEvent, now: datetime) -> bool:
         return self._set_suspension(instance_id, event, now, True)
 
+    def rewind_instance(self, instance_id: str, event: pb.HistoryEvent, now: datetime) -> None:
+        with self._tx() as (db, changes):
+            inst = commit.load_instance(db, instance_id)
+            if inst is None:
+                raise InstanceNotFoundError(instance_id)
+            sqlite_rewind.begin_rewind(db, inst, event, now, changes)
+
     def resume_instance(self, instance_id: str, event: pb.HistoryEvent, now: datetime) -> bool:
         return self._set_suspension(instance_id, event, now, False)
 
@@ -261,6 +290,10 @@ class SqliteStore(SqliteEntityStore, Store):
         if query.instance_id_prefix:
             where.append("substr(instance_id, 1, ?) = ?")
             params.extend([len(query.instance_id_prefix), query.instance_id_prefix])
+        if query.versions:
+            versions = sorted(set(query.versions))
+            where.append(f"COALESCE(version, '') IN ({','.join('?' for _ in versions)})")
+            params.extend(versions)
         return where, params
 
     def query_instances(
@@ -331,15 +364,26 @@ class SqliteStore(SqliteEntityStore, Store):
     # --- orchestration work items ------------------------------------------------------
 
     def lease_orchestration(
-        self, now: datetime, lease_for: timedelta, names: Collection[str] | None = None
+        self,
+        now: datetime,
+        lease_for: timedelta,
+        names: Collection[str] | None = None,
+        *,
+        versions: VersionFilter | None = None,
+        exclude: Collection[str] = (),
     ) -> OrchestrationWorkItem | None:
         if names is not None and not names:
             return None
         now_us = to_us(now)
-        name_clause, name_params = "", []
+        name_clause = ""
+        name_params: list[Any] = []
         if names is not None:
-            name_clause = f"AND i.name IN ({','.join('?' for _ in names)})"
-            name_params = list(names)
+            match, name_params = _name_version_match("i.name", "i.version", names, versions)
+            name_clause = f"AND {match}"
+        if exclude:
+            excluded = sorted(set(exclude))
+            name_clause += f" AND i.instance_id NOT IN ({','.join('?' for _ in excluded)})"
+            name_params = [*name_params, *excluded]
         sql = f"""
             SELECT m.instance_id, MIN(m.ord) AS first FROM inbox m JOIN instances i ON i.instance_id = m.instance_id
             WHERE m.visible_at <= ? AND i.status NOT IN {TERMINAL_SQL}
@@ -381,8 +425,13 @@ class SqliteStore(SqliteEntityStore, Store):
             db.executemany("DELETE FROM inbox WHERE seq = ?", [(rows[i]["seq"],) for i in drop])
         if not deliver:
             return None
+        # A rewind request is answered in a turn of its own; later events wait for the next turn.
+        deliver = next(([i] for i in deliver if inbox[i].HasField("executionRewound")), deliver)
         token = uuid.uuid4().hex
-        new_events = [engine_events.new_orchestrator_started(now)] + [inbox[i] for i in deliver]
+        new_events = [inbox[i] for i in deliver]
+        # A wake-up orchestratorStarted already at the front (after a rewind) is the turn's own.
+        if not new_events[0].HasField("orchestratorStarted"):
+            new_events.insert(0, engine_events.new_orchestrator_started(now))
         consumed = [rows[i]["seq"] for i in deliver] + [rows[i]["seq"] for i in drop]
         db.execute(
             "UPDATE instances SET lease_token = ?, lease_expires_at = ?, lease_inbox = ?, lease_new_events = ?"
@@ -420,6 +469,8 @@ class SqliteStore(SqliteEntityStore, Store):
             else:
                 consumed = json.loads(row["lease_inbox"] or "[]")
                 commit.apply_result(db, result, now, changes, row_status=row["status"], consumed_inbox=consumed)
+                if result.rewind is not None:
+                    sqlite_rewind.rewind_children(db, iid, result.rewind, now, changes)
         if failure is not None:
             raise failure
 
@@ -453,7 +504,12 @@ class SqliteStore(SqliteEntityStore, Store):
     # --- activity work items -------------------------------------------------------------
 
     def lease_activity(
-        self, now: datetime, lease_for: timedelta, names: Collection[str] | None = None
+        self,
+        now: datetime,
+        lease_for: timedelta,
+        names: Collection[str] | None = None,
+        *,
+        versions: VersionFilter | None = None,
     ) -> ActivityWorkItem | None:
         if names is not None and not names:
             return None
@@ -461,8 +517,9 @@ class SqliteStore(SqliteEntityStore, Store):
         name_clause = ""
         params: list[Any] = [now_us, now_us]
         if names is not None:
-            name_clause = f"AND name IN ({','.join('?' for _ in names)})"
-            params.extend(names)
+            match, name_params = _name_version_match("name", "version", names, versions)
+            name_clause = f"AND {match}"
+            params.extend(name_params)
         with self._tx() as (db, _):
             row = db.execute(
                 "SELECT * FROM activity_tasks WHERE visible_at <= ? AND (lease_token IS NULL OR lease_expires_at <= ?)"

@@ -155,7 +155,6 @@ def test_invalid_turn_is_rejected_and_changes_nothing(env) -> None:
 def test_unimplemented_rpcs_say_so(env) -> None:
     stub, _ = env
     for call in (
-        lambda: stub.RewindInstance(pb.RewindInstanceRequest(instanceId="a")),
         lambda: stub.SkipGracefulOrchestrationTerminations(pb.SkipGracefulOrchestrationTerminationsRequest()),
     ):
         fails(call, Code.UNIMPLEMENTED, "not implemented")

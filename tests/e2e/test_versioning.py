@@ -245,11 +245,13 @@ def test_reject_leaves_the_instance_pending_without_hammering_the_worker(
         with running_worker(sidecar.address, "v1", rules, logger=logger):
             iid = client.schedule_new_orchestration("greeter", input="x", version="2.0")
             assert_not_started(client, iid, within=1.5)
-            assert 1 <= counter.count <= 2  # handed back, then not offered to it again at once
+            # Offered again only after a growing delay (0.1 s, 0.2 s, 0.4 s, ...): a handful of times.
+            assert 1 <= counter.count <= 6
             with running_worker(sidecar.address, "v2", VersioningOptions("2.0", match_strategy=STRICT)):
+                seen = counter.count
                 out = output_of(client, iid)
                 assert (out["version"], out["orchestrator"]) == ("2.0", "v2")
-            assert counter.count <= 2
+            assert counter.count <= seen + 1  # once a v2 worker is there, v1 is not offered it again
     finally:
         logger.removeHandler(counter)
 
