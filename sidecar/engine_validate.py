@@ -101,8 +101,12 @@ def _validate_entity_message(message: pb.SendEntityMessageAction, prefix: str) -
             raise InvalidTurnError(
                 f"{prefix}: entityLockRequested position {lock.position} is outside its lockSet"
             )
+        seen: set[str] = set()
         for entity_id in lock.lockSet:
-            _check_entity_id(entity_id, f"{prefix}: entityLockRequested lockSet")
+            canonical = _check_entity_id(entity_id, f"{prefix}: entityLockRequested lockSet")
+            if canonical in seen:
+                raise InvalidTurnError(f"{prefix}: entityLockRequested lockSet lists '{entity_id}' more than once")
+            seen.add(canonical)
         return
     event = getattr(message, kind)
     if not event.targetInstanceId.value:
@@ -117,8 +121,8 @@ def _validate_entity_message(message: pb.SendEntityMessageAction, prefix: str) -
         raise InvalidTurnError(f"{prefix}: {kind} has no criticalSectionId")
 
 
-def _check_entity_id(entity_id: str, prefix: str) -> None:
+def _check_entity_id(entity_id: str, prefix: str) -> str:
     try:
-        parse_entity_id(entity_id)
+        return str(parse_entity_id(entity_id))
     except EntityIdError as exc:
         raise InvalidTurnError(f"{prefix}: {exc}") from None

@@ -145,4 +145,7 @@ def test_orchestration_messages_to_bad_entity_ids_fail_the_turn(env) -> None:
     turn = worker.next("orchestratorRequest", timeout=5)  # the turn is offered again
     expect_status(lambda: worker.complete(turn, lock_action(1, "orch", "cs", ["@ok@1", "@bad"])),
                   Code.INVALID_ARGUMENT, "'@bad'", "lockSet")
+    turn = worker.next("orchestratorRequest", timeout=5)
+    expect_status(lambda: worker.complete(turn, lock_action(1, "orch", "cs", ["@ok@1", "@OK@1"])),
+                  Code.INVALID_ARGUMENT, "'@OK@1' more than once")
     assert nothing_stored(stub)
