@@ -89,10 +89,6 @@ class WorkStream:
         return limit - used
 
 
-def _names(filters: list[pb.OrchestrationFilter] | list[pb.ActivityFilter]) -> frozenset[str] | None:
-    return frozenset(f.name for f in filters) if filters else None
-
-
 def _declared_names(
     request: pb.GetWorkItemsRequest, filters: list[pb.OrchestrationFilter] | list[pb.ActivityFilter]
 ) -> frozenset[str] | None:
