@@ -138,7 +138,6 @@ def test_rewritten_history_runs_to_completion_with_the_kept_result() -> None:
 
 def test_execution_started_gets_a_fresh_execution_id_and_the_parents_new_one() -> None:
     inst = Instance(executor(), "chain", parent_instance_id="p")
-    inst.history = []
     inst.start()
     inst.history[1].executionStarted.orchestrationInstance.executionId.value = "old"
     inst.history[1].executionStarted.parentInstance.orchestrationInstance.executionId.value = "parent-old"
