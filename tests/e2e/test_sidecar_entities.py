@@ -12,7 +12,7 @@ from google.protobuf.wrappers_pb2 import Int32Value, StringValue
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
 from sidecar.dispatch import DispatchOptions
-from tests.e2e.conftest import FAST, RawWorker, complete, fast_sidecar, free_port, kinds, start
+from tests.e2e.conftest import RawWorker, complete, fast_sidecar, free_port, kinds, start
 from tests.e2e.entity_wire import (
     ENTITY_ITEM,
     call_action,
@@ -350,29 +350,6 @@ def test_batch_of_a_closed_stream_goes_to_another_worker() -> None:
             finish(second, again, ok(), state="1")
         finally:
             second.close()
-
-
-def test_expired_batch_lease_is_redispatched_and_applied_once() -> None:
-    options = DispatchOptions(entity_lease=timedelta(seconds=1), stream_grace=FAST.stream_grace,
-                              health_ping_interval=FAST.health_ping_interval, safety_poll=FAST.safety_poll)
-    with fast_sidecar(options) as (server, address):
-        w = RawWorker(address)
-        try:
-            signal(w.stub, "@counter@a", "add", "1")
-            item = w.next(ENTITY_ITEM)
-            # Make the stream forget the item so that nothing renews its lease, as after a lost worker.
-            with server.dispatcher._lock:
-                server.dispatcher._tokens.pop(item.completionToken, None)
-                for stream in server.dispatcher._streams.values():
-                    stream.outstanding.pop(item.completionToken, None)
-            again = w.next(ENTITY_ITEM, timeout=10)
-            assert again.completionToken != item.completionToken
-            expect_status(lambda: finish(w, item, ok(), state="1"), Code.NOT_FOUND, "stale")
-            finish(w, again, ok(), state="1")
-            expect_status(lambda: finish(w, again, ok(), state="2"), Code.NOT_FOUND)
-            assert get_entity(w.stub, "@counter@a").serializedState.value == "1"  # type: ignore[union-attr]
-        finally:
-            w.close()
 
 
 def test_history_of_the_calling_orchestration_keeps_entity_events(env) -> None:
