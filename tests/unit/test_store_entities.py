@@ -103,9 +103,9 @@ def unlock_action(action_id: int, target: str, section: str) -> pb.OrchestratorA
     return entity_action(action_id, entityUnlockSent=unlock)
 
 
-def complete_action(action_id: int) -> pb.OrchestratorAction:
+def complete_action(action_id: int, status: int = S.ORCHESTRATION_STATUS_COMPLETED) -> pb.OrchestratorAction:
     return pb.OrchestratorAction(id=action_id, completeOrchestration=pb.CompleteOrchestrationAction(
-        orchestrationStatus=S.ORCHESTRATION_STATUS_COMPLETED))
+        orchestrationStatus=status))  # type: ignore[arg-type]
 
 
 def inbox_kinds(store: SqliteStore, iid: str) -> list[str]:
@@ -361,6 +361,19 @@ def test_locks_are_released_when_the_holder_completes_or_is_terminated(store: Sq
     assert store.get_entity("@acct@b", T0) is None
     assert store.get_entity("@acct@c", T0).locked_by == "z"  # type: ignore[union-attr]
     assert inbox_kinds(store, "z") == ["entityLockGranted"]
+
+
+@pytest.mark.parametrize("status", [S.ORCHESTRATION_STATUS_FAILED, S.ORCHESTRATION_STATUS_TERMINATED])
+def test_locks_are_released_when_the_holder_ends_failed_or_terminated_by_itself(store: SqliteStore, status: int) -> None:
+    start(store, "x")
+    turn(store, "x", [lock_action(1, "x", "cs", ["@acct@a", "@acct@b"])])
+    signal(store, "@acct@b", "waiting")
+    turn(store, "x", [complete_action(2, status)])
+    assert store.get_instance("x").status == status  # type: ignore[union-attr]
+    assert store.get_entity("@acct@a", T0) is None
+    assert store.get_entity("@acct@b", T0).locked_by is None  # type: ignore[union-attr]
+    item = store.lease_entity(T0, LEASE)
+    assert item is not None and operations(item) == ["waiting"]
 
 
 def test_terminating_a_waiting_requester_drops_its_request(store: SqliteStore) -> None:
