@@ -98,8 +98,9 @@ def test_wait_for_start_and_timeouts(env) -> None:
         stub.WaitForInstanceStart(pb.GetInstanceRequest(instanceId="ws"), timeout=0.3)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     with pytest.raises(grpc.RpcError) as err:
-        stub.WaitForInstanceCompletion(pb.GetInstanceRequest(instanceId="missing"), timeout=5)
-    assert err.value.code() == grpc.StatusCode.NOT_FOUND and "missing" in (err.value.details() or "")
+        stub.WaitForInstanceCompletion(pb.GetInstanceRequest(instanceId="missing"), timeout=0.3)
+    # An unknown instance is waited for (it may be about to be created), up to the deadline.
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     w = worker()
     item = w.next("orchestratorRequest")
     w.complete(item)
