@@ -13,7 +13,7 @@ from datetime import datetime
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar import engine
-from sidecar.entities import is_entity_id
+from sidecar.entities import message_kind
 from sidecar.model import (
     TERMINAL_STATUSES,
     ActivityTaskSpec,
@@ -199,7 +199,7 @@ def apply_result(
         changes.work_available = True
 
     for msg in result.messages:
-        if is_entity_id(msg.target_instance_id):
+        if message_kind(msg.event) is not None:  # a signal, call, lock request or unlock for an entity
             entity_store.deliver(db, msg.target_instance_id, iid, msg.event, msg.visible_at, now, changes)
         else:
             deliver_message(db, msg, now, changes)

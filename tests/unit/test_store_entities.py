@@ -458,3 +458,14 @@ def test_reset_removes_entities(store: SqliteStore) -> None:
     signal(store, "@e@k", "op")
     store.reset()
     assert store.get_entity("@e@k", T0) is None and store.lease_entity(T0, LEASE) is None
+
+
+def test_orchestrations_with_at_sign_ids_still_get_their_own_messages(store: SqliteStore) -> None:
+    # Messages are routed to entities by kind, not by the target's leading '@'.
+    start(store, "@odd@id")
+    timer = pb.OrchestratorAction(id=1, createTimer=pb.CreateTimerAction(fireAt=engine_events.to_timestamp(T0)))
+    send = pb.OrchestratorAction(id=2, sendEvent=pb.SendEventAction(
+        instance=pb.OrchestrationInstance(instanceId="@odd@id"), name="ping"))
+    turn(store, "@odd@id", [timer, send])
+    assert sorted(inbox_kinds(store, "@odd@id")) == ["eventRaised", "timerFired"]
+    assert store.get_entity("@odd@id", T0) is None
