@@ -48,7 +48,7 @@ from durabletask.task import FailureDetails
 
 logger = logging.getLogger("durabletask.scheduled")
 
-_TRANSITION_TEXT = re.compile(r"from '(\w+)' to '(\w+)'")
+_TRANSITION_TEXT = re.compile(r"from '([\w.]+)' to '([\w.]+)'")
 
 
 class _RejectedOptionsError(ScheduleClientValidationError, RuntimeError):
@@ -100,8 +100,8 @@ def _error_from_failure(schedule_id: str, operation: str, failure: FailureDetail
             return ScheduleNotFoundError(schedule_id)
         if kind == "ScheduleInvalidTransitionError":
             found = _TRANSITION_TEXT.findall(item.message)
-            from_status: object = found[-1][0] if found else "?"
-            to_status: object = found[-1][1] if found else "?"
+            from_status = found[-1][0] if found else "?"
+            to_status = found[-1][1] if found else "?"
             return ScheduleInvalidTransitionError(
                 schedule_id, _as_status(from_status), _as_status(to_status), operation
             )
@@ -112,11 +112,12 @@ def _error_from_failure(schedule_id: str, operation: str, failure: FailureDetail
     return None
 
 
-def _as_status(text: object) -> object:
-    try:
-        return ScheduleStatus(text)
-    except ValueError:
-        return text
+def _as_status(text: str) -> object:
+    """A status named in an error message: by value ('Paused') or by member ('ScheduleStatus.PAUSED')."""
+    for status in ScheduleStatus:
+        if text in (status.value, status.name, f"ScheduleStatus.{status.name}"):
+            return status
+    return text
 
 
 def _raise_unless_completed(schedule_id: str, operation: str, state: OrchestrationState | None) -> None:

@@ -325,3 +325,16 @@ def test_other_failures_are_runtime_errors_naming_the_operation() -> None:
         schedule_client._raise_unless_completed("s1", "pause_schedule",
                                                 _failed_state(None, OrchestrationStatus.TERMINATED))
     schedule_client._raise_unless_completed("s1", "pause_schedule", _failed_state(None, OrchestrationStatus.COMPLETED))
+
+
+def test_transition_errors_written_by_the_official_worker_are_read_too() -> None:
+    official = _failure(
+        "durabletask.task.TaskFailedError", "failed",
+        _failure("durabletask.scheduled.exceptions.ScheduleInvalidTransitionError",
+                 "Invalid state transition for schedule '': operation 'pause_schedule' cannot transition "
+                 "from 'ScheduleStatus.UNINITIALIZED' to 'ScheduleStatus.PAUSED'."),
+    )
+    with pytest.raises(ScheduleInvalidTransitionError) as info:
+        schedule_client._raise_unless_completed("s1", "pause_schedule", _failed_state(official))
+    assert info.value.from_status is ScheduleStatus.UNINITIALIZED and info.value.to_status is ScheduleStatus.PAUSED
+    assert info.value.schedule_id == "s1"
