@@ -45,9 +45,10 @@ class ScheduleCreationOptions:
     Exactly one of ``interval`` (at least one second) and ``cron`` (a 5-field
     expression in UTC; beyond the official SDK) says when it recurs. Runs start at
     ``start_at`` (default: when the schedule is created) and stop after ``end_at``.
-    ``start_immediately_if_late``: when the first due time has already passed
-    (``start_at`` in the past), run once at once instead of waiting for the next
-    due time. Invalid values raise ScheduleClientValidationError (a ValueError).
+    ``start_immediately_if_late``: a schedule that has never run and whose start
+    (``start_at``, else the creation time) has passed runs at once instead of
+    waiting for the next due time. Invalid values raise
+    ScheduleClientValidationError (a ValueError).
     """
 
     schedule_id: str

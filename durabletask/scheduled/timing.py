@@ -10,9 +10,9 @@ Catch-up policy (runs that fell due while no sidecar or worker was up): when the
 entity wakes up after one or more due times have passed, it starts exactly one
 run, for the earliest missed due time, and then waits for the first due time
 after now; the other missed due times are skipped. ``start_immediately_if_late``
-only concerns a schedule that has never run: when its first due time has already
-passed (``start_at`` in the past, or creation without ``start_at``), it runs at
-once instead of waiting for the next due time.
+only concerns a schedule that has never run: when its start (``start_at``, else
+the creation time) has passed, it runs at once instead of waiting for the next
+due time.
 """
 
 from __future__ import annotations
