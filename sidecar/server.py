@@ -37,6 +37,8 @@ from sidecar.servicer_util import (
     BadRequest,
     RpcFailure,
     check_instance_id,
+    check_name,
+    check_orchestration_id,
     check_page_size,
     check_statuses,
     check_token,
@@ -103,9 +105,8 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
 
     @mapped_errors
     def StartInstance(self, request: pb.CreateInstanceRequest, context: grpc.ServicerContext) -> Any:
-        if not request.name.strip():
-            raise BadRequest("name is required: the orchestrator to run")
-        instance_id = check_instance_id(request.instanceId)
+        check_name(request.name, "name", "the orchestrator to run")
+        instance_id = check_orchestration_id(request.instanceId)
         execution_id = optional_string(request, "executionId") or uuid.uuid4().hex
         now = self.clock()
         start_at = optional_time(request, "scheduledStartTimestamp")
@@ -205,8 +206,7 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
     @mapped_errors
     def RaiseEvent(self, request: pb.RaiseEventRequest, context: grpc.ServicerContext) -> Any:
         instance_id = check_instance_id(request.instanceId)
-        if not request.name:
-            raise BadRequest("name is required: the event name")
+        check_name(request.name, "name", "the event name")
         now = self.clock()
         event = engine_events.new_event(now)
         event.eventRaised.name = request.name

@@ -29,6 +29,7 @@ from sidecar.entities import EntityIdError, normalize_entity_id, normalize_prefi
 from sidecar.servicer_util import (
     BadRequest,
     check_instance_id,
+    check_name,
     check_token,
     mapped_errors,
     optional_string,
@@ -72,8 +73,7 @@ class EntityServicerMixin:
     @mapped_errors
     def SignalEntity(self, request: pb.SignalEntityRequest, context: grpc.ServicerContext) -> Any:
         entity_id = check_entity_id(request.instanceId)
-        if not request.name:
-            raise BadRequest("name is required: the operation to signal")
+        check_name(request.name, "name", "the operation to signal")
         now = self.clock()
         event = new_event(now)
         signaled = event.entityOperationSignaled

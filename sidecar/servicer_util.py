@@ -86,6 +86,31 @@ def check_instance_id(instance_id: str, field: str = "instanceId") -> str:
     return instance_id
 
 
+MAX_NAME_LENGTH = 256
+
+
+def check_name(name: str, field: str, what: str) -> str:
+    """A name (orchestrator, event, operation) must be non-blank, at most 256 characters, no control characters."""
+    if not name.strip():
+        raise BadRequest(f"{field} is required: {what}")
+    if len(name) > MAX_NAME_LENGTH:
+        raise BadRequest(f"{field} is {len(name)} characters long; at most {MAX_NAME_LENGTH} are allowed")
+    for ch in name:
+        if ord(ch) < 32 or ord(ch) == 127:
+            raise BadRequest(f"{field} contains a control character ({ord(ch):#04x})")
+    return name
+
+
+def check_orchestration_id(instance_id: str) -> str:
+    """An ID for a new orchestration: a valid instance ID outside the entity namespace ('@name@key')."""
+    check_instance_id(instance_id)
+    if instance_id.startswith("@"):
+        raise BadRequest(
+            f"instanceId '{instance_id}' starts with '@', which is reserved for entity IDs (@name@key)"
+        )
+    return instance_id
+
+
 def check_token(token: str) -> str:
     if not token:
         raise BadRequest("completionToken is required")

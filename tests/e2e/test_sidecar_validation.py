@@ -50,6 +50,15 @@ def test_start_instance_validation(env) -> None:
     fails(lambda: stub.StartInstance(create(instanceId="", name="o")), Code.INVALID_ARGUMENT, "instanceId")
     fails(lambda: stub.StartInstance(create(instanceId="x" * 257, name="o")), Code.INVALID_ARGUMENT, "instanceId", "256")
     fails(lambda: stub.StartInstance(create(instanceId="a\nb", name="o")), Code.INVALID_ARGUMENT, "control")
+    fails(lambda: stub.StartInstance(create(instanceId="a", name="n" * 257)), Code.INVALID_ARGUMENT, "name", "256")
+    fails(lambda: stub.StartInstance(create(instanceId="a", name="o\x00")), Code.INVALID_ARGUMENT, "control")
+    fails(lambda: stub.StartInstance(create(instanceId="@counter@k", name="o")), Code.INVALID_ARGUMENT, "entity")
+    fails(lambda: stub.RaiseEvent(pb.RaiseEventRequest(instanceId="a", name="e" * 257)), Code.INVALID_ARGUMENT, "256")
+    fails(
+        lambda: stub.SignalEntity(pb.SignalEntityRequest(instanceId="@c@k", name="o" * 257, requestId="r")),
+        Code.INVALID_ARGUMENT,
+        "256",
+    )
     assert all_ids(stub) == []
     stub.StartInstance(create(instanceId="x" * 256, name="o"))
     assert all_ids(stub) == ["x" * 256]
