@@ -14,7 +14,6 @@ otherwise both must. Seconds are not supported: every match is on a whole minute
 
 from __future__ import annotations
 
-import calendar
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -29,7 +28,10 @@ _BOUNDS = {
     "month": (1, 12),
     "day-of-week": (0, 7),
 }
-_MONTH_NAMES = {name.upper(): number for number, name in enumerate(calendar.month_abbr) if name}
+_MONTH_NAMES = {
+    name: number
+    for number, name in enumerate(("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1)
+}
 _DAY_NAMES = {"SUN": 0, "MON": 1, "TUE": 2, "WED": 3, "THU": 4, "FRI": 5, "SAT": 6}
 _SHORTHANDS = {
     "@yearly": "0 0 1 1 *",
