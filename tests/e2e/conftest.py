@@ -10,7 +10,7 @@ Backend switch (``make compat``): with ``DURABLETASK_E2E_BACKEND=official`` and
 Microsoft's official in-memory test backend (``compat/official_backend.py``, one process per test)
 instead of ours. Tests that cannot run against it are skipped with the reason: tests marked
 ``our_sidecar``, tests that do not use the ``sidecar`` fixture (they start their own server or
-need none), and tests that touch ``sidecar.server``.
+need none), and tests that touch ``sidecar.server`` or open a ``RawWorker``.
 """
 
 from __future__ import annotations
@@ -304,6 +304,8 @@ class RawWorker:
     """Opens a GetWorkItems stream and collects its items (health pings counted apart)."""
 
     def __init__(self, address: str, request: pb.GetWorkItemsRequest | None = None) -> None:
+        if official_backend_mode():
+            pytest.skip("official backend: a raw-protocol test (RawWorker) of this repository's sidecar")
         self.channel = grpc.insecure_channel(address)
         self.stub = pb_grpc.TaskHubSidecarServiceStub(self.channel)
         self.items: queue.Queue[pb.WorkItem] = queue.Queue()

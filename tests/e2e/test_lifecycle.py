@@ -61,6 +61,7 @@ def refused(call: Any, code: grpc.StatusCode, *fragments: str) -> None:
         assert fragment in info.value.details(), info.value.details()  # type: ignore[attr-defined]
 
 
+@pytest.mark.our_sidecar("the official test backend does not return an instance's version or tags")
 def test_restart_with_the_same_id_runs_again_with_name_input_version_and_tags(client: TaskHubGrpcClient) -> None:
     iid = client.schedule_new_orchestration(job, input={"n": 1}, instance_id="rs-same", version="1.2",
                                             tags={"team": "red"})
@@ -77,6 +78,7 @@ def test_restart_with_the_same_id_runs_again_with_name_input_version_and_tags(cl
     assert sum(isinstance(e, history.ExecutionStartedEvent) for e in events) == 1  # a fresh history
 
 
+@pytest.mark.our_sidecar("the official test backend does not return an instance's version or tags")
 def test_restart_with_a_new_id_leaves_the_original_alone(client: TaskHubGrpcClient) -> None:
     iid = client.schedule_new_orchestration(job, input="x", instance_id="rs-new", version="3", tags={"k": "v"})
     original = finished(client, iid)
@@ -111,6 +113,7 @@ def test_a_terminated_instance_can_be_restarted(client: TaskHubGrpcClient) -> No
     assert state.runtime_status is OrchestrationStatus.COMPLETED and state.get_output() == "released"
 
 
+@pytest.mark.our_sidecar("status messages of this repository's sidecar")
 def test_restarting_a_live_instance_is_refused_and_changes_nothing(client: TaskHubGrpcClient) -> None:
     iid = client.schedule_new_orchestration(held, instance_id="rs-live")
     client.wait_for_orchestration_start(iid, timeout=WAIT)
@@ -127,6 +130,7 @@ def test_restarting_a_live_instance_is_refused_and_changes_nothing(client: TaskH
     assert [s.instance_id for s in client.get_all_orchestration_states()] == [iid]  # no copy was made
 
 
+@pytest.mark.our_sidecar("status codes of this repository's sidecar")
 def test_restarting_unknown_or_unnamed_instances(client: TaskHubGrpcClient) -> None:
     refused(lambda: client.restart_orchestration("rs-ghost"), grpc.StatusCode.NOT_FOUND, "rs-ghost")
     refused(lambda: client.restart_orchestration("rs-ghost", restart_with_new_instance_id=True),

@@ -168,6 +168,7 @@ def test_rewind_keeps_successful_results_and_reruns_the_failed_activity(env: Tas
     assert not any(isinstance(e, history.TaskFailedEvent) for e in events)
 
 
+@pytest.mark.our_sidecar('the official test backend keeps completed_at and the failure details on a rewound, running instance')
 def test_the_instance_is_running_again_once_the_rewind_is_accepted(env: TaskHubGrpcClient) -> None:
     run_until_failed(env, gated, "r-state")
     before = env.get_orchestration_state("r-state")
@@ -205,6 +206,7 @@ def test_failed_sub_orchestrations_are_rewound_recursively(env: TaskHubGrpcClien
     assert any(isinstance(e, history.ExecutionRewoundEvent) for e in kid_history)
 
 
+@pytest.mark.our_sidecar('the official test backend records no parent for a child (parent_instance_id is None)')
 def test_a_purged_child_is_run_again_from_the_start(env: TaskHubGrpcClient) -> None:
     run_until_failed(env, parent, "r-purged")
     assert env.purge_orchestration("r-purged-kid", recursive=False).deleted_instance_count == 1
@@ -225,6 +227,7 @@ def test_a_call_whose_retries_were_exhausted_gets_its_attempts_again(env: TaskHu
     assert calls == {"step": 1, "flaky": 3}
 
 
+@pytest.mark.our_sidecar('the official test backend does not dispatch again work that was in flight when the instance failed')
 def test_work_in_flight_when_the_instance_failed_is_dispatched_again(env: TaskHubGrpcClient) -> None:
     run_until_failed(env, racing, "r-race")
     release.set()  # the first ``slow`` now finishes, but its instance had failed: its result is dropped
@@ -262,6 +265,7 @@ def expect_error(call: Any, code: grpc.StatusCode, *fragments: str) -> None:
         assert fragment in info.value.details(), info.value.details()  # type: ignore[attr-defined]
 
 
+@pytest.mark.our_sidecar("status messages of this repository's sidecar")
 def test_rewinding_a_completed_running_or_unknown_instance_is_refused_and_changes_nothing(
     env: TaskHubGrpcClient,
 ) -> None:
@@ -286,6 +290,7 @@ def test_rewinding_a_completed_running_or_unknown_instance_is_refused_and_change
     assert env.get_orchestration_state("r-ghost") is None
 
 
+@pytest.mark.our_sidecar("status messages of this repository's sidecar")
 def test_terminated_instances_cannot_be_rewound(env: TaskHubGrpcClient) -> None:
     fixed.set()
     env.schedule_new_orchestration(racing, instance_id="r-term")

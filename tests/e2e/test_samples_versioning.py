@@ -15,6 +15,8 @@ from durabletask.worker import TaskHubGrpcWorker
 from samples import versioning
 from tests.e2e.conftest import InProcessSidecar
 
+pytestmark = pytest.mark.our_sidecar("the official test backend queues an activity without its orchestration's version, so a STRICT worker's version filter never matches it (the official SDK hangs the same way there)")
+
 EXPECTED = {
     "1.0": {"version": "1.0", "greetings": ["Hello, Ada!"]},
     "2.0": {"version": "2.0", "greetings": ["Hello, Ada!", "Goodbye, Ada!"]},

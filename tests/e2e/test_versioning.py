@@ -140,6 +140,7 @@ def assert_not_started(client: TaskHubGrpcClient, instance_id: str, within: floa
 # --- versions stored, returned and carried ------------------------------------------------------
 
 
+@pytest.mark.our_sidecar("the official test backend does not return an instance's version or tags")
 def test_version_and_tags_are_stored_returned_and_seen_by_the_orchestrator(
     sidecar: InProcessSidecar, client: TaskHubGrpcClient
 ) -> None:
@@ -152,6 +153,7 @@ def test_version_and_tags_are_stored_returned_and_seen_by_the_orchestrator(
     assert (queried.version, queried.tags) == ("2.0", {"team": "blue"})
 
 
+@pytest.mark.our_sidecar("the official test backend does not return an instance's version or tags")
 def test_client_default_version_applies_unless_a_version_is_given(sidecar: InProcessSidecar) -> None:
     with TaskHubGrpcClient(host_address=sidecar.address, default_version="1.5") as client:
         defaulted = client.schedule_new_orchestration("greeter", input="x")
@@ -160,6 +162,7 @@ def test_client_default_version_applies_unless_a_version_is_given(sidecar: InPro
         assert client.get_orchestration_state(explicit).version == "3.0"  # type: ignore[union-attr]
 
 
+@pytest.mark.our_sidecar("the official test backend does not return an instance's version or tags")
 def test_sub_orchestrations_get_their_own_version_or_the_workers_default(
     sidecar: InProcessSidecar, client: TaskHubGrpcClient
 ) -> None:
@@ -178,6 +181,7 @@ def test_without_a_default_a_sub_orchestration_has_no_version(
         assert output_of(client, iid) == ["1.0", "9", None]
 
 
+@pytest.mark.our_sidecar("the official test backend does not return an instance's version or tags")
 def test_continue_as_new_keeps_the_version_or_carries_a_new_one(
     sidecar: InProcessSidecar, client: TaskHubGrpcClient
 ) -> None:
@@ -238,6 +242,7 @@ def test_match_strategy_none_runs_every_version(sidecar: InProcessSidecar, clien
         assert [output_of(client, iid)["orchestrator"] for iid in ids] == ["w", "w", "w"]
 
 
+@pytest.mark.our_sidecar("the official test backend offers a handed-back turn again at once; the back-off is this sidecar's")
 def test_reject_leaves_the_instance_pending_without_hammering_the_worker(
     sidecar: InProcessSidecar, client: TaskHubGrpcClient
 ) -> None:
@@ -284,6 +289,7 @@ def test_two_rejecting_workers_side_by_side_each_get_their_version(
 # --- work-item filters ------------------------------------------------------------------------------
 
 
+@pytest.mark.our_sidecar("the official test backend queues an activity without its orchestration's version, so a STRICT worker's version filter never matches it (the official SDK hangs the same way there)")
 def test_filtered_workers_v1_and_v2_side_by_side(sidecar: InProcessSidecar, client: TaskHubGrpcClient) -> None:
     with ExitStack() as stack:
         for version in ("1", "2"):
@@ -344,6 +350,7 @@ def test_a_worker_filtering_orchestrations_only_gets_no_activities(
 # --- queries by version -----------------------------------------------------------------------------
 
 
+@pytest.mark.our_sidecar("the official test backend does not return an instance's version or tags")
 def test_query_by_version(sidecar: InProcessSidecar, client: TaskHubGrpcClient) -> None:
     ids = {v: client.schedule_new_orchestration("greeter", input="x", version=v) for v in ("1.0", "2.0", "3.0")}
     plain = client.schedule_new_orchestration("greeter", input="x")
@@ -360,6 +367,7 @@ def test_query_by_version(sidecar: InProcessSidecar, client: TaskHubGrpcClient) 
     assert [s.instance_id for s in client.get_all_orchestration_states(small_pages)] == [ids["2.0"]]
 
 
+@pytest.mark.our_sidecar("the official test backend does not return an instance's version or tags")
 def test_async_client_query_by_version(sidecar: InProcessSidecar) -> None:
     async def scenario() -> None:
         async with AsyncTaskHubGrpcClient(host_address=sidecar.address) as client:
@@ -371,6 +379,7 @@ def test_async_client_query_by_version(sidecar: InProcessSidecar) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.our_sidecar("the version query header is this sidecar's extension")
 def test_the_sidecar_filters_queries_by_the_version_header(sidecar: InProcessSidecar, client: TaskHubGrpcClient) -> None:
     one = client.schedule_new_orchestration("greeter", input="x", version="1.0")
     client.schedule_new_orchestration("greeter", input="x", version="2.0")
