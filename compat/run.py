@@ -1,16 +1,24 @@
-"""Runs Microsoft's official Python SDK against our sidecar: the ``make compat`` job.
+"""Runs Microsoft's official Python SDK against our sidecar, and ours against its backend: ``make compat``.
 
-Steps:
+Steps (``--only`` picks some of them; by default all run, in this order):
 
-1. Check the committed snapshot of the official protobuf descriptor
-   (``tests/unit/data/official_descriptor.json``) against the installed official
-   package (``--update-snapshot`` rewrites it instead).
-2. Start our sidecar with this interpreter (the main environment) as a subprocess,
-   on a SQLite file in a temporary directory and a port the OS picks.
-3. Run ``compat/scenarios`` with the compatibility environment's interpreter, where
-   ``durabletask`` is the official package, pointed at that sidecar.
+``snapshot``
+    Check the committed snapshot of the official protobuf descriptor
+    (``tests/unit/data/official_descriptor.json``) against the installed official package
+    (``--update-snapshot`` rewrites it instead).
+``scenarios``
+    Start our sidecar with this interpreter (the main environment) as a subprocess, on a SQLite
+    file in a temporary directory and a port the OS picks, and run ``compat/scenarios`` with the
+    compatibility environment's interpreter, where ``durabletask`` is the official package.
+``mixed``
+    ``tests/e2e/test_compat_mixed.py``: on one of our sidecars, the official client with our worker,
+    and our client with the official worker.
+``reverse``
+    ``tests/e2e`` with ``DURABLETASK_E2E_BACKEND=official``: our SDK's end-to-end tests against the
+    official package's in-memory test backend (tests it cannot serve are skipped with the reason).
 
-Usage: ``python compat/run.py --compat-python .venv-compat/bin/python [pytest args...]``
+Usage: ``python compat/run.py --compat-python .venv-compat/bin/python [--only scenarios,mixed] [pytest args...]``
+(pytest arguments go to every pytest step).
 """
 
 from __future__ import annotations
@@ -18,29 +26,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
-import re
 import subprocess
 import sys
 import tempfile
-import threading
+import time
 from pathlib import Path
-from typing import IO
+
+from compat_sidecar import SIDECAR_PYTHON_VARIABLE, OurSidecar, isolated_env
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPAT = ROOT / "compat"
 SNAPSHOT = ROOT / "tests" / "unit" / "data" / "official_descriptor.json"
 ADDRESS_VARIABLE = "DURABLETASK_COMPAT_ADDRESS"
-LISTENING = re.compile(r"listening on (\S+)")
 START_TIMEOUT = 60.0
-
-
-def _isolated_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for child interpreters: no PYTHONPATH, no cwd on sys.path."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    env["PYTHONSAFEPATH"] = "1"
-    env.update(extra or {})
-    return env
+STEPS = ("snapshot", "scenarios", "mixed", "reverse")
 
 
 def check_snapshot(compat_python: str, update: bool) -> bool:
@@ -50,7 +49,7 @@ def check_snapshot(compat_python: str, update: bool) -> bool:
         capture_output=True,
         text=True,
         timeout=120,
-        env=_isolated_env(),
+        env=isolated_env(),
         cwd=tempfile.gettempdir(),
     )
     if proc.returncode != 0:
@@ -73,65 +72,8 @@ def check_snapshot(compat_python: str, update: bool) -> bool:
     return True
 
 
-def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
-
-
-class Sidecar:
-    """Our sidecar as a subprocess on a SQLite file in ``workdir``."""
-
-    def __init__(self, workdir: Path, python: str) -> None:
-        self.log_path = workdir / "sidecar.log"
-        self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            [python, "-m", "sidecar", "--store", str(workdir / "compat.db"), "--port", "0", "--log-level", "WARNING"],
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-            cwd=ROOT,
-            env=_isolated_env(),
-        )
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        assert self.proc.stdout is not None
-        threading.Thread(target=_pump, args=(self.proc.stdout, self._lines), daemon=True).start()
-
-    def wait_address(self, timeout: float) -> str:
-        """Returns the ``host:port`` the sidecar announces; raises if it exits or stays silent."""
-        while True:
-            try:
-                line = self._lines.get(timeout=timeout)
-            except queue.Empty:
-                raise RuntimeError(f"sidecar did not report its address within {timeout}s") from None
-            if line is None:
-                raise RuntimeError(f"sidecar exited early (code {self.proc.wait()}): {self.log_tail()}")
-            print(f"sidecar: {line.rstrip()}")
-            match = LISTENING.search(line)
-            if match:
-                return match.group(1)
-
-    def log_tail(self, chars: int = 4000) -> str:
-        """The end of the sidecar's log."""
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text()[-chars:]
-
-    def stop(self) -> int:
-        """Stops the sidecar gracefully (SIGTERM), killing it if it hangs; returns its exit code."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-
-def run_scenarios(compat_python: str, address: str, pytest_args: list[str]) -> int:
-    """Runs the scenarios with the official SDK; returns pytest's exit code."""
+def run_scenarios(compat_python: str, sidecar_python: str, pytest_args: list[str]) -> int:
+    """Runs the scenarios with the official SDK against a fresh sidecar; returns pytest's exit code."""
     scenarios = COMPAT / "scenarios"
     command = [
         compat_python,
@@ -143,29 +85,13 @@ def run_scenarios(compat_python: str, address: str, pytest_args: list[str]) -> i
         str(scenarios),
         *pytest_args,
     ]
-    return subprocess.call(command, env=_isolated_env({ADDRESS_VARIABLE: address}), cwd=scenarios)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; unknown arguments go to pytest."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--compat-python", default=str(ROOT / ".venv-compat" / "bin" / "python"))
-    parser.add_argument("--sidecar-python", default=sys.executable)
-    parser.add_argument("--update-snapshot", action="store_true", help="rewrite the descriptor snapshot")
-    parser.add_argument("--skip-snapshot", action="store_true", help="do not check the descriptor snapshot")
-    args, pytest_args = parser.parse_known_args(argv)
-    # abspath, not resolve(): following the venv's symlink would leave the venv.
-    args.compat_python = os.path.abspath(args.compat_python)
-    if not Path(args.compat_python).exists():
-        print(f"compat: {args.compat_python} not found (run `make compat`)", file=sys.stderr)
-        return 2
-    if not args.skip_snapshot and not check_snapshot(args.compat_python, args.update_snapshot):
-        return 1
     with tempfile.TemporaryDirectory(prefix="dt-compat-") as tmp:
-        sidecar = Sidecar(Path(tmp), args.sidecar_python)
+        sidecar = OurSidecar(sidecar_python, Path(tmp) / "compat.db", Path(tmp) / "sidecar.log")
         try:
             address = sidecar.wait_address(START_TIMEOUT)
-            code = run_scenarios(args.compat_python, address, pytest_args)
+            print(f"compat: our sidecar listens on {address}")
+            env = isolated_env({ADDRESS_VARIABLE: address, SIDECAR_PYTHON_VARIABLE: sidecar_python})
+            code = subprocess.call(command, env=env, cwd=scenarios)
         finally:
             stopped = sidecar.stop()
             if stopped not in (0, -15):
@@ -173,6 +99,52 @@ def main(argv: list[str] | None = None) -> int:
         if code != 0:
             print(f"compat: sidecar log tail:\n{sidecar.log_tail()}", file=sys.stderr)
     return code
+
+
+def run_our_tests(compat_python: str, targets: list[str], extra_env: dict[str, str], pytest_args: list[str]) -> int:
+    """Runs our own pytest ``targets`` with this interpreter; returns pytest's exit code."""
+    env = dict(os.environ, DURABLETASK_COMPAT_PYTHON=compat_python, **extra_env)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", *targets, *pytest_args]
+    return subprocess.call(command, env=env, cwd=ROOT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; unknown arguments go to pytest."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--compat-python", default=str(ROOT / ".venv-compat" / "bin" / "python"))
+    parser.add_argument("--sidecar-python", default=sys.executable)
+    parser.add_argument("--only", default=",".join(STEPS), help=f"comma-separated steps out of {', '.join(STEPS)}")
+    parser.add_argument("--update-snapshot", action="store_true", help="rewrite the descriptor snapshot")
+    parser.add_argument("--skip-snapshot", action="store_true", help="do not check the descriptor snapshot")
+    args, pytest_args = parser.parse_known_args(argv)
+    steps = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        parser.error(f"unknown step(s) {', '.join(unknown)}; choose from {', '.join(STEPS)}")
+    if args.skip_snapshot and "snapshot" in steps:
+        steps.remove("snapshot")
+    # abspath, not resolve(): following the venv's symlink would leave the venv.
+    args.compat_python = os.path.abspath(args.compat_python)
+    if not Path(args.compat_python).exists():
+        print(f"compat: {args.compat_python} not found (run `make compat`)", file=sys.stderr)
+        return 2
+    results: dict[str, int] = {}
+    for step in steps:
+        began = time.monotonic()
+        print(f"compat: --- {step} ---", flush=True)
+        if step == "snapshot":
+            code = 0 if check_snapshot(args.compat_python, args.update_snapshot) else 1
+        elif step == "scenarios":
+            code = run_scenarios(args.compat_python, args.sidecar_python, pytest_args)
+        elif step == "mixed":
+            code = run_our_tests(args.compat_python, ["tests/e2e/test_compat_mixed.py"], {}, pytest_args)
+        else:
+            code = run_our_tests(args.compat_python, ["tests/e2e"], {"DURABLETASK_E2E_BACKEND": "official"}, pytest_args)
+        results[step] = code
+        print(f"compat: {step}: {'ok' if code == 0 else f'FAILED (exit {code})'} in {time.monotonic() - began:.1f}s")
+    failed = [step for step, code in results.items() if code != 0]
+    print(f"compat: {'all steps passed' if not failed else 'failed: ' + ', '.join(failed)}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

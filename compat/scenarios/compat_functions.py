@@ -190,6 +190,29 @@ def with_status(ctx: Ctx, _: Any) -> Gen:
     return value
 
 
+def measure(ctx: task.ActivityContext, payload: str) -> int:
+    """Returns the length of ``payload``."""
+    return len(payload)
+
+
+def repeat(ctx: task.ActivityContext, spec: dict[str, Any]) -> str:
+    """Returns ``spec["char"]`` repeated ``spec["count"]`` times."""
+    return str(spec["char"]) * int(spec["count"])
+
+
+def sized(ctx: Ctx, payload: str) -> Gen:
+    """Sends ``payload`` to an activity, returns it reversed with its measured length."""
+    length = yield ctx.call_activity(measure, input=payload)
+    return {"length": length, "reversed": payload[::-1]}
+
+
+def big_round_trip(ctx: Ctx, payload: str) -> Gen:
+    """Measures ``payload``, has an activity build a string as long, and returns both lengths and that string."""
+    length = yield ctx.call_activity(measure, input=payload)
+    built = yield ctx.call_activity(repeat, input={"char": "z", "count": length})
+    return {"length": length, "built": built}
+
+
 ORCHESTRATORS: list[Callable[..., Any]] = [
     chain,
     fan_out,
@@ -212,8 +235,10 @@ ORCHESTRATORS: list[Callable[..., Any]] = [
     long_child,
     long_parent,
     with_status,
+    sized,
+    big_round_trip,
 ]
-ACTIVITIES: list[Callable[..., Any]] = [hello, square, flaky, always_fails]
+ACTIVITIES: list[Callable[..., Any]] = [hello, square, flaky, always_fails, measure, repeat]
 
 
 def register(worker: TaskHubGrpcWorker) -> None:

@@ -4,13 +4,19 @@ These scenarios run Microsoft's official ``durabletask`` package (its client and
 our sidecar; ``compat/run.py`` starts the sidecar and passes its address in
 ``DURABLETASK_COMPAT_ADDRESS``.
 
-Pending, to be added with the features in later issues: rewind, restart, orchestration
-versioning, work-item filters, durable entities, schedules (``durabletask.scheduled``).
+Scenarios that need a sidecar of their own (to kill and restart it, or to connect only workers
+with raised message limits) start one with ``private_sidecar`` (``compat/compat_sidecar.py``, run
+with the main environment's interpreter, given in ``DURABLETASK_COMPAT_SIDECAR_PYTHON``).
+
+Pending, to be added with the features in later issues: rewind, orchestration versioning,
+work-item filters, durable entities, schedules (``durabletask.scheduled``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import sys
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -24,6 +30,11 @@ from durabletask.worker import TaskHubGrpcWorker
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OFFICIAL_VERSION = "1.12.0"
+sys.path.insert(0, str(REPO_ROOT / "compat"))
+
+from compat_sidecar import SIDECAR_PYTHON_VARIABLE, OurSidecar  # noqa: E402 - needs the path above
+
+START_TIMEOUT = 60.0
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -58,3 +69,22 @@ def hub(address: str, worker: TaskHubGrpcWorker) -> Iterator[TaskHubGrpcClient]:
     c = TaskHubGrpcClient(host_address=address)
     yield c
     c.close()
+
+
+@pytest.fixture
+def private_sidecar(tmp_path: Path) -> Iterator[Callable[..., OurSidecar]]:
+    """Starts sidecars of this test's own: ``start(db_name="own.db", port=0)``; all stopped at teardown."""
+    python = os.environ.get(SIDECAR_PYTHON_VARIABLE)
+    if not python:
+        raise RuntimeError(f"{SIDECAR_PYTHON_VARIABLE} is not set: run the scenarios through compat/run.py")
+    started: list[OurSidecar] = []
+
+    def start(db_name: str = "own.db", port: int = 0) -> OurSidecar:
+        sidecar = OurSidecar(python, tmp_path / db_name, tmp_path / "sidecar.log", port=port)
+        started.append(sidecar)
+        sidecar.wait_address(START_TIMEOUT)
+        return sidecar
+
+    yield start
+    for sidecar in started:
+        sidecar.stop()
