@@ -66,8 +66,7 @@ HISTORY_CHUNK_SIZE = 100
 _PENDING = pb.ORCHESTRATION_STATUS_PENDING
 
 
-def _unimplemented(what: str) -> RpcFailure:
-    return RpcFailure(grpc.StatusCode.UNIMPLEMENTED, f"{what} is not implemented by this sidecar yet")
+MAX_TERMINATION_BATCH = 1000
 
 
 class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer):
@@ -359,8 +358,28 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
         return pb.RewindInstanceResponse()
 
     @mapped_errors
-    def SkipGracefulOrchestrationTerminations(self, request: Any, context: grpc.ServicerContext) -> Any:
-        raise _unimplemented("SkipGracefulOrchestrationTerminations")
+    def SkipGracefulOrchestrationTerminations(
+        self, request: pb.SkipGracefulOrchestrationTerminationsRequest, context: grpc.ServicerContext
+    ) -> Any:
+        # Our terminations never wait for a graceful turn, so this is a batch of plain
+        # (non-recursive) terminations; the answer lists the IDs that were not terminated:
+        # unknown instances and instances that had already finished.
+        ids = list(request.instanceBatch.instanceIds)
+        if not ids:
+            raise BadRequest("instanceBatch.instanceIds is required: at least one instance ID")
+        if len(ids) > MAX_TERMINATION_BATCH:
+            raise BadRequest(f"instanceBatch holds {len(ids)} IDs; at most {MAX_TERMINATION_BATCH} are allowed")
+        for instance_id in ids:
+            check_instance_id(instance_id, "instanceBatch.instanceIds")
+        reason = optional_string(request, "reason")
+        not_terminated: list[str] = []
+        for instance_id in dict.fromkeys(ids):
+            try:
+                if not self.store.terminate_instance(instance_id, reason, False, self.clock()):
+                    not_terminated.append(instance_id)
+            except InstanceNotFoundError:
+                not_terminated.append(instance_id)
+        return pb.SkipGracefulOrchestrationTerminationsResponse(unterminatedInstanceIds=not_terminated)
 
     # --- work items -------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import wrappers_pb2
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
@@ -161,12 +162,20 @@ def test_invalid_turn_is_rejected_and_changes_nothing(env) -> None:
         worker.close()
 
 
-def test_unimplemented_rpcs_say_so(env) -> None:
-    stub, _ = env
-    for call in (
-        lambda: stub.SkipGracefulOrchestrationTerminations(pb.SkipGracefulOrchestrationTerminationsRequest()),
-    ):
-        fails(call, Code.UNIMPLEMENTED, "not implemented")
+def test_skip_graceful_terminations(env) -> None:
+    stub, address = env
+    request = pb.SkipGracefulOrchestrationTerminationsRequest
+    fails(lambda: stub.SkipGracefulOrchestrationTerminations(request()), Code.INVALID_ARGUMENT, "instanceIds")
+    too_many = pb.InstanceBatch(instanceIds=[f"i{n}" for n in range(1001)])
+    fails(lambda: stub.SkipGracefulOrchestrationTerminations(request(instanceBatch=too_many)),
+          Code.INVALID_ARGUMENT, "1000")
+    start(stub, "live")
+    finished(stub, address, "over")
+    batch = pb.InstanceBatch(instanceIds=["live", "over", "ghost"])
+    answer = stub.SkipGracefulOrchestrationTerminations(request(instanceBatch=batch, reason=wrappers_pb2.StringValue(value='"stop"')))
+    assert list(answer.unterminatedInstanceIds) == ["over", "ghost"]
+    state = stub.GetInstance(pb.GetInstanceRequest(instanceId="live", getInputsAndOutputs=True)).orchestrationState
+    assert state.orchestrationStatus == pb.ORCHESTRATION_STATUS_TERMINATED and state.output.value == '"stop"'
 
 
 def test_metadata_headers_are_ignored(env) -> None:
