@@ -119,7 +119,9 @@ def test_timer_fires_near_fire_at(env) -> None:
     arrived = now()
     assert kinds(fired.orchestratorRequest.newEvents) == ["orchestratorStarted", "timerFired"]
     assert fired.orchestratorRequest.newEvents[1].timerFired.timerId == 1
-    assert fire_at <= arrived <= fire_at + timedelta(seconds=1), (fire_at, arrived)
+    # Never early; late by far less than this bound (bench/latency.py measures the real figure:
+    # well under 100 ms on an idle machine). The bound leaves room for a loaded CI machine.
+    assert fire_at <= arrived <= fire_at + timedelta(seconds=0.5), (fire_at, arrived)
 
 
 def test_scheduled_start_is_honoured(env) -> None:
@@ -130,7 +132,7 @@ def test_scheduled_start_is_honoured(env) -> None:
     assert get(stub, "later").orchestrationStatus == pb.ORCHESTRATION_STATUS_PENDING
     item = w.next("orchestratorRequest", timeout=10)
     arrived = now()
-    assert start_at <= arrived <= start_at + timedelta(seconds=1), (start_at, arrived)
+    assert start_at <= arrived <= start_at + timedelta(seconds=0.5), (start_at, arrived)
     assert get(stub, "later").scheduledStartTimestamp.ToDatetime(tzinfo=timezone.utc) == start_at
     assert item.orchestratorRequest.instanceId == "later"
 
