@@ -411,9 +411,14 @@ class TaskHubGrpcWorker:
         self.add_orchestrator(execute_schedule_operation_orchestrator)
         self.add_capability(pb.WORKER_CAPABILITY_SCHEDULED_TASKS)
 
-    def use_versioning(self, version: VersioningOptions) -> None:
-        """Set the worker's versioning rules (applied to each orchestration turn)."""
+    def use_versioning(self, version: VersioningOptions | None) -> None:
+        """Set the worker's versioning rules (applied to each orchestration turn); None clears them."""
         self._ensure_stopped("Versioning")
+        if version is not None and not isinstance(version, VersioningOptions):
+            raise TypeError(
+                f"use_versioning() takes a VersioningOptions (or None), not {type(version).__name__} {version!r}; "
+                "for example VersioningOptions(version=...)"
+            )
         self._versioning = version
 
     @overload

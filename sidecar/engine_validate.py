@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from google.protobuf.message import Message
+
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.engine_events import status_name
 from sidecar.entities import EntityIdError, parse_entity_id
@@ -17,6 +19,28 @@ VALID_COMPLETION_STATUSES: frozenset[int] = frozenset({
     pb.ORCHESTRATION_STATUS_TERMINATED,
     pb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW,
 })
+
+# Names, instance IDs and versions: at most this many characters.
+MAX_TEXT_LENGTH = 256
+
+
+def text_problem(value: str, field: str, max_length: int = MAX_TEXT_LENGTH) -> str | None:
+    """What makes ``value`` unacceptable as a name, ID or version (too long, a control character), or None."""
+    if len(value) > max_length:
+        return f"{field} is {len(value)} characters long; at most {max_length} are allowed"
+    for ch in value:
+        if ord(ch) < 32 or ord(ch) == 127:
+            return f"{field} contains a control character ({ord(ch):#04x})"
+    return None
+
+
+def check_version(message: Message, field: str, prefix: str) -> None:
+    """Raise InvalidTurnError when the optional version field ``field`` of ``message`` is set and unacceptable."""
+    if not message.HasField(field):
+        return
+    problem = text_problem(getattr(message, field).value, field)
+    if problem is not None:
+        raise InvalidTurnError(f"{prefix}: {problem}")
 
 
 def is_rewind_response(response: pb.OrchestratorResponse) -> bool:
@@ -62,9 +86,11 @@ def _validate_action_fields(action: pb.OrchestratorAction, kind: str) -> None:
     if kind == "scheduleTask":
         if not action.scheduleTask.name:
             raise InvalidTurnError(f"{prefix}: scheduleTask has no name")
+        check_version(action.scheduleTask, "version", prefix)
     elif kind == "createSubOrchestration":
         if not action.createSubOrchestration.name:
             raise InvalidTurnError(f"{prefix}: createSubOrchestration has no name")
+        check_version(action.createSubOrchestration, "version", prefix)
     elif kind == "createTimer":
         if not action.createTimer.HasField("fireAt"):
             raise InvalidTurnError(f"{prefix}: createTimer has no fireAt")
@@ -83,6 +109,7 @@ def _validate_action_fields(action: pb.OrchestratorAction, kind: str) -> None:
             raise InvalidTurnError(
                 f"{prefix}: completeOrchestration has invalid status {status_name(status)}"
             )
+        check_version(action.completeOrchestration, "newVersion", prefix)
     elif kind == "sendEntityMessage":
         _validate_entity_message(action.sendEntityMessage, prefix)
 

@@ -4,7 +4,8 @@ The store commits the returned :class:`BatchOutcome` in one transaction: the new
 the consumed queue entries, replies to calling orchestrations, signals to entities and new
 orchestrations. Results line up with the operations sent (``results[i]`` answers the
 i-th operation). A worker that returns fewer results than operations ran only those; the
-rest stay queued for the next batch.
+rest stay queued for the next batch. A new state over the sidecar's limit fails the
+operations that ran (state and outgoing actions are dropped) rather than the whole result.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from datetime import datetime
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.engine import new_execution_id
 from sidecar.engine_events import from_timestamp, new_event, new_execution_started, optional_str
+from sidecar.engine_validate import MAX_TEXT_LENGTH, text_problem
 from sidecar.entities import CALL, SIGNAL, EntityIdError, QueuedMessage, is_entity_id, normalize_entity_id
 from sidecar.model import InstanceSnapshot, InvalidTurnError, OutboundMessage
 
-MAX_INSTANCE_ID_LENGTH = 256
+MAX_INSTANCE_ID_LENGTH = MAX_TEXT_LENGTH
+
+# errorType of the failure an operation gets when the state it leaves is over the sidecar's limit.
+STATE_TOO_LARGE_ERROR = "EntityStateTooLargeError"
 
 
 class InvalidBatchResultError(InvalidTurnError):
@@ -73,8 +78,10 @@ def apply_batch_result(
     """Validate ``result`` against the ``batch`` that was sent and compute its change set.
 
     Raises InvalidBatchResultError naming the problem when the result cannot be applied.
+    A new state over ``max_state_size`` bytes is not an invalid result: the operations that
+    ran fail (see :func:`_state_too_large`).
     """
-    _validate(entity_id, batch, result, max_state_size)
+    _validate(entity_id, batch, result)
     ran = len(result.results)
     if ran == 0:
         reason = "the worker returned no operation results"
@@ -82,6 +89,10 @@ def apply_batch_result(
             failure = result.failureDetails
             reason = f"the batch failed: {failure.errorType}: {failure.errorMessage}"
         return BatchOutcome(state=state_before, retry=True, retry_reason=reason)
+    if max_state_size is not None and result.HasField("entityState"):
+        size = len(result.entityState.value.encode("utf-8"))
+        if size > max_state_size:
+            return _state_too_large(entity_id, state_before, batch[:ran], size, max_state_size, now)
 
     new_state = optional_str(result, "entityState") or None
     outcome = BatchOutcome(state=new_state)
@@ -100,9 +111,29 @@ def apply_batch_result(
     return outcome
 
 
-def _validate(
-    entity_id: str, batch: Sequence[QueuedMessage], result: pb.EntityBatchResult, max_state_size: int | None
-) -> None:
+def _state_too_large(
+    entity_id: str, state_before: str | None, ran: Sequence[QueuedMessage], size: int, limit: int, now: datetime
+) -> BatchOutcome:
+    """The operations that ran all fail; the state stays as it was and their actions are dropped."""
+    failure = pb.TaskFailureDetails(
+        errorType=STATE_TOO_LARGE_ERROR,
+        errorMessage=(
+            f"the new state of entity '{entity_id}' is {size} bytes, over the sidecar's limit of {limit} bytes "
+            "(half its maximum message size); the operation's changes were not kept"
+        ),
+    )
+    failed = pb.OperationResult(failure=pb.OperationResultFailure(failureDetails=failure))
+    outcome = BatchOutcome(state=state_before)
+    for message in ran:
+        outcome.consumed.append(message.seq)
+        if message.kind == CALL:
+            outcome.replies.append(_reply(message, failed, now))
+        elif message.kind == SIGNAL:
+            outcome.failed_signals.append(_describe_failure(entity_id, message, failure))
+    return outcome
+
+
+def _validate(entity_id: str, batch: Sequence[QueuedMessage], result: pb.EntityBatchResult) -> None:
     if len(result.results) > len(batch):
         raise InvalidBatchResultError(
             f"entity batch result for '{entity_id}' has {len(result.results)} operation results, "
@@ -112,14 +143,6 @@ def _validate(
         if op_result.WhichOneof("resultType") is None:
             raise InvalidBatchResultError(
                 f"entity batch result for '{entity_id}': results[{index}] has neither success nor failure"
-            )
-    if max_state_size is not None and result.HasField("entityState"):
-        size = len(result.entityState.value.encode("utf-8"))
-        if size > max_state_size:
-            raise InvalidBatchResultError(
-                f"entity state of '{entity_id}' is {size} bytes, over the limit of {max_state_size} bytes "
-                "(half the sidecar's maximum message size, so that state and operations fit in one work item); "
-                "the batch was not applied"
             )
     for index, action in enumerate(result.actions):
         prefix = f"entity batch result for '{entity_id}': actions[{index}]"
@@ -139,20 +162,20 @@ def _validate(
             if not start.name.strip():
                 raise InvalidBatchResultError(f"{prefix} (startNewOrchestration) has no orchestration name")
             _check_instance_id(start.instanceId, f"{prefix} (startNewOrchestration)")
+            if start.HasField("version"):
+                problem = text_problem(start.version.value, "version")
+                if problem is not None:
+                    raise InvalidBatchResultError(f"{prefix} (startNewOrchestration): {problem}")
 
 
 def _check_instance_id(instance_id: str, prefix: str) -> None:
-    if len(instance_id) > MAX_INSTANCE_ID_LENGTH:
-        raise InvalidBatchResultError(
-            f"{prefix}: instanceId is {len(instance_id)} characters long; at most {MAX_INSTANCE_ID_LENGTH} are allowed"
-        )
+    problem = text_problem(instance_id, "instanceId", MAX_INSTANCE_ID_LENGTH)
+    if problem is not None:
+        raise InvalidBatchResultError(f"{prefix}: {problem}")
     if is_entity_id(instance_id):
         raise InvalidBatchResultError(
             f"{prefix}: instanceId '{instance_id}' starts with '@', which is reserved for entities"
         )
-    for ch in instance_id:
-        if ord(ch) < 32 or ord(ch) == 127:
-            raise InvalidBatchResultError(f"{prefix}: instanceId contains a control character ({ord(ch):#04x})")
 
 
 def _reply(message: QueuedMessage, op_result: pb.OperationResult, now: datetime) -> OutboundMessage:

@@ -42,6 +42,7 @@ from sidecar.servicer_util import (
     check_page_size,
     check_statuses,
     check_token,
+    check_version,
     mapped_errors,
     optional_string,
     optional_time,
@@ -106,6 +107,7 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
     def StartInstance(self, request: pb.CreateInstanceRequest, context: grpc.ServicerContext) -> Any:
         check_name(request.name, "name", "the orchestrator to run")
         instance_id = check_orchestration_id(request.instanceId)
+        version = check_version(request)
         execution_id = optional_string(request, "executionId") or uuid.uuid4().hex
         now = self.clock()
         start_at = optional_time(request, "scheduledStartTimestamp")
@@ -118,7 +120,7 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
             instance_id=instance_id,
             execution_id=execution_id,
             name=request.name,
-            version=optional_string(request, "version"),
+            version=version,
             input=optional_string(request, "input"),
             tags=dict(request.tags),
             start_at=start_at,

@@ -13,6 +13,7 @@ import grpc
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.engine_events import from_timestamp, to_timestamp
+from sidecar.engine_validate import MAX_TEXT_LENGTH, text_problem
 from sidecar.model import InstanceSnapshot, InvalidTurnError
 from sidecar.store.base import (
     InstanceExistsError,
@@ -24,7 +25,7 @@ from sidecar.store.base import (
 
 log = logging.getLogger("durabletask-sidecar")
 
-MAX_INSTANCE_ID_LENGTH = 256
+MAX_INSTANCE_ID_LENGTH = MAX_TEXT_LENGTH
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -76,29 +77,34 @@ def check_instance_id(instance_id: str, field: str = "instanceId") -> str:
     """An instance ID must be non-empty, at most 256 characters, without control characters."""
     if not instance_id:
         raise BadRequest(f"{field} is required")
-    if len(instance_id) > MAX_INSTANCE_ID_LENGTH:
-        raise BadRequest(
-            f"{field} is {len(instance_id)} characters long; at most {MAX_INSTANCE_ID_LENGTH} are allowed"
-        )
-    for ch in instance_id:
-        if ord(ch) < 32 or ord(ch) == 127:
-            raise BadRequest(f"{field} contains a control character ({ord(ch):#04x})")
+    _check_text(instance_id, field, MAX_INSTANCE_ID_LENGTH)
     return instance_id
 
 
-MAX_NAME_LENGTH = 256
+MAX_NAME_LENGTH = MAX_TEXT_LENGTH
 
 
 def check_name(name: str, field: str, what: str) -> str:
     """A name (orchestrator, event, operation) must be non-blank, at most 256 characters, no control characters."""
     if not name.strip():
         raise BadRequest(f"{field} is required: {what}")
-    if len(name) > MAX_NAME_LENGTH:
-        raise BadRequest(f"{field} is {len(name)} characters long; at most {MAX_NAME_LENGTH} are allowed")
-    for ch in name:
-        if ord(ch) < 32 or ord(ch) == 127:
-            raise BadRequest(f"{field} contains a control character ({ord(ch):#04x})")
+    _check_text(name, field, MAX_NAME_LENGTH)
     return name
+
+
+def check_version(message: Any, field: str = "version") -> str | None:
+    """An optional version field: None when unset; else at most 256 characters, no control characters."""
+    if not message.HasField(field):
+        return None
+    version: str = getattr(message, field).value
+    _check_text(version, field, MAX_NAME_LENGTH)
+    return version
+
+
+def _check_text(value: str, field: str, max_length: int) -> None:
+    problem = text_problem(value, field, max_length)
+    if problem is not None:
+        raise BadRequest(problem)
 
 
 def check_orchestration_id(instance_id: str) -> str:

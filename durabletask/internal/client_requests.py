@@ -117,7 +117,12 @@ def query_versions(query: OrchestrationQuery) -> list[str] | None:
     version = getattr(query, "version", None)
     if version is None:
         return None
-    versions = [version] if isinstance(version, str) else list(version)
+    if isinstance(version, str):
+        versions = [version]
+    elif isinstance(version, (list, tuple, set, frozenset)):
+        versions = list(version)
+    else:
+        versions = [version]
     for v in versions:
         if not isinstance(v, str):
             raise TypeError(f"OrchestrationQuery.version takes a string or a list of strings, not {v!r}")

@@ -121,17 +121,19 @@ def test_invalid_batch_result_changes_nothing_and_the_batch_runs_again(env, buil
     assert [e.WhichOneof("eventType") for e in turn.orchestratorRequest.newEvents][1:] == ["entityOperationCompleted"]
 
 
-def test_state_over_the_message_limit_is_rejected(env) -> None:
+def test_state_over_the_message_limit_fails_the_operations(env) -> None:
     stub, worker, server = env
     limit = server.dispatcher.options.entity_payload_limit
     assert limit == 32 * 1024  # half of the 64 KiB message limit of this sidecar
     signal(stub, "@big@a", "set", "1")
     item = worker.next(ENTITY_ITEM)
-    expect_status(lambda: finish(worker, item, ok(), state="x" * (limit + 1)), Code.INVALID_ARGUMENT,
-                  f"limit of {limit} bytes", "@big@a")
-    entity = get_entity(stub, "@big@a")
-    assert entity is not None and not entity.HasField("serializedState") and entity.backlogQueueSize == 1
+    finish(worker, item, ok(), state="x" * (limit + 1))  # accepted: the operation fails, nothing is retried
+    entity = get_entity(stub, "@big@a", include_state=False)
+    assert entity is None or entity.backlogQueueSize == 0
+    worker.expect_nothing(0.3)
+    signal(stub, "@big@a", "set", "2")
     again = worker.next(ENTITY_ITEM, timeout=5)
+    assert operations(again) == [("entityOperationSignaled", "set")]
     finish(worker, again, ok(), state="x" * limit)
     assert len(get_entity(stub, "@big@a").serializedState.value) == limit  # type: ignore[union-attr]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from google.protobuf.wrappers_pb2 import StringValue
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.engine_events import to_timestamp
@@ -127,6 +128,10 @@ def test_signals_and_new_orchestrations_from_operations() -> None:
             startNewOrchestration=pb.StartNewOrchestrationAction(instanceId="@a@b", name="o"))]), "reserved for entities"),
         (batch_result(success(), actions=[pb.OperationAction(
             startNewOrchestration=pb.StartNewOrchestrationAction(instanceId="x" * 300, name="o"))]), "at most 256"),
+        (batch_result(success(), actions=[pb.OperationAction(startNewOrchestration=pb.StartNewOrchestrationAction(
+            instanceId="x", name="o", version=StringValue(value="v" * 5000)))]), "version is 5000 characters long"),
+        (batch_result(success(), actions=[pb.OperationAction(startNewOrchestration=pb.StartNewOrchestrationAction(
+            instanceId="x", name="o", version=StringValue(value="1\x00")))]), "version contains a control character"),
     ],
 )
 def test_invalid_results_are_rejected_naming_the_problem(result: pb.EntityBatchResult, words: str) -> None:
@@ -135,11 +140,43 @@ def test_invalid_results_are_rejected_naming_the_problem(result: pb.EntityBatchR
     assert words in str(err.value) and ENTITY in str(err.value)
 
 
-def test_state_over_the_limit_is_rejected_naming_the_limit() -> None:
-    with pytest.raises(InvalidBatchResultError) as err:
-        apply_batch_result(ENTITY, None, [signal("c", seq=1)], batch_result(success(), state="x" * 101), NOW,
-                           max_state_size=100)
-    assert "101 bytes" in str(err.value) and "limit of 100 bytes" in str(err.value)
-    outcome = apply_batch_result(ENTITY, None, [signal("c", seq=1)], batch_result(success(), state="x" * 100), NOW,
+def test_state_over_the_limit_fails_the_operations_that_ran_and_keeps_the_old_state() -> None:
+    batch = [call("orch-1", "set", request_id="r1", seq=1), signal("c", "set", seq=2), call("orch-2", "get", seq=3)]
+    start = pb.OperationAction(startNewOrchestration=pb.StartNewOrchestrationAction(instanceId="o", name="orch"))
+    send = pb.OperationAction(sendSignal=pb.SendSignalAction(instanceId="@other@k", name="ping"))
+    result = batch_result(success(), success(), state="x" * 101, actions=[start, send])
+    outcome = apply_batch_result(ENTITY, "old", batch, result, NOW, max_state_size=100)
+    assert outcome.state == "old" and outcome.consumed == [1, 2] and not outcome.retry
+    assert outcome.signals == [] and outcome.orchestrations == []
+    (reply,) = outcome.replies
+    assert reply.target_instance_id == "orch-1"
+    details = reply.event.entityOperationFailed.failureDetails
+    assert reply.event.entityOperationFailed.requestId == "r1"
+    assert details.errorType == "EntityStateTooLargeError"
+    assert "101 bytes" in details.errorMessage and "limit of 100 bytes" in details.errorMessage
+    assert ENTITY in details.errorMessage
+    (line,) = outcome.failed_signals
+    assert "EntityStateTooLargeError" in line and "limit of 100 bytes" in line
+    exact = apply_batch_result(ENTITY, None, [signal("c", seq=1)], batch_result(success(), state="x" * 100), NOW,
+                               max_state_size=100)
+    assert exact.state == "x" * 100 and exact.failed_signals == []
+
+
+def test_state_over_the_limit_counts_utf8_bytes() -> None:
+    outcome = apply_batch_result(ENTITY, None, [call("o", "set", request_id="r", seq=1)],
+                                 batch_result(success(), state="\u00e9" * 51), NOW, max_state_size=100)
+    assert outcome.state is None
+    assert "102 bytes" in outcome.replies[0].event.entityOperationFailed.failureDetails.errorMessage
+
+
+def test_an_otherwise_invalid_result_over_the_limit_is_still_rejected() -> None:
+    bad = pb.OperationAction(sendSignal=pb.SendSignalAction(instanceId="nope", name="x"))
+    with pytest.raises(InvalidBatchResultError, match="'nope'"):
+        apply_batch_result(ENTITY, None, [signal("c", seq=1)], batch_result(success(), state="x" * 101, actions=[bad]),
+                           NOW, max_state_size=100)
+
+
+def test_state_over_the_limit_with_no_results_is_retried() -> None:
+    outcome = apply_batch_result(ENTITY, "old", [signal("c", seq=1)], batch_result(state="x" * 101), NOW,
                                  max_state_size=100)
-    assert outcome.state == "x" * 100
+    assert outcome.retry and outcome.state == "old" and outcome.consumed == []

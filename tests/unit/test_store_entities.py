@@ -226,13 +226,32 @@ def test_invalid_batch_result_changes_nothing_and_retries_later(store: SqliteSto
     assert again is not None and operations(again) == ["get"]
 
 
-def test_state_over_the_limit_is_rejected(store: SqliteStore) -> None:
-    signal(store, "@e@k", "grow")
+def test_state_over_the_limit_fails_the_operations_in_one_commit(store: SqliteStore) -> None:
+    start(store, "caller")
+    signal(store, "@e@k", "set", "1")
     item = store.lease_entity(T0, LEASE)
     assert item is not None
-    with pytest.raises(InvalidBatchResultError, match="limit of 10 bytes"):
-        store.complete_entity(item.token, result(item.token, ok(), state="x" * 11), T0, max_state_size=10)
-    assert store.get_entity("@e@k", T0).state is None  # type: ignore[union-attr]
+    store.complete_entity(item.token, result(item.token, ok(), state="1"), T0)
+    turn(store, "caller", [call_action(1, "@e@k", "grow", "r1")])
+    signal(store, "@e@k", "grow")
+    item = store.lease_entity(T0, LEASE)
+    assert item is not None and operations(item) == ["grow", "grow"]
+    job = pb.OperationAction(startNewOrchestration=pb.StartNewOrchestrationAction(instanceId="job", name="job"))
+    store.complete_entity(item.token, result(item.token, ok(), ok(), state="x" * 11, actions=[job]), T0,
+                          max_state_size=10)
+    entity = store.get_entity("@e@k", T0)
+    assert entity is not None and entity.state == "1" and entity.backlog == 0
+    assert store.entity_queue("@e@k") == [] and store.get_instance("job") is None
+    assert inbox_kinds(store, "caller") == ["entityOperationFailed"]
+    failure = store.pending_events("caller")[0][0].entityOperationFailed
+    assert failure.requestId == "r1" and failure.failureDetails.errorType == "EntityStateTooLargeError"
+    assert "limit of 10 bytes" in failure.failureDetails.errorMessage
+    # The lease is settled: the token is spent and the entity takes new work at once.
+    with pytest.raises(LeaseNotFoundError):
+        store.complete_entity(item.token, result(item.token, ok()), T0)
+    signal(store, "@e@k", "get")
+    again = store.lease_entity(T0, LEASE)
+    assert again is not None and operations(again) == ["get"] and again.state == "1"
 
 
 def test_batch_redispatched_after_lease_expiry_is_applied_once(store: SqliteStore) -> None:
