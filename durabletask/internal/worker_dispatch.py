@@ -3,7 +3,9 @@
 Orchestration turns, entity batches and synchronous activities run on a thread pool;
 ``async def`` activities are awaited on one event loop owned by the worker. Concurrency
 caps are enforced here (never by blocking the stream reader), and two turns of the same
-orchestration instance (or two batches of the same entity) never run at once.
+orchestration instance (or two batches of the same entity) never run at once. Results go
+out through :class:`~durabletask.internal.worker_completions.CompletionSender` (retries,
+refused results replaced by failures, hand-backs).
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import grpc
-
 from durabletask import serialization
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal.activity_executor import ActivityExecutor
@@ -27,9 +27,16 @@ from durabletask.internal.entity_executor import DEFAULT_MAXIMUM_ENTITY_STATE_SI
 from durabletask.internal.registry import Registry
 from durabletask.internal.replay import OrchestrationExecutor
 from durabletask.internal.rewind import is_rewind_request
+from durabletask.internal.worker_completions import (
+    CompletionSender,
+    failed_activity_response,
+    failed_batch_result,
+    failed_turn_response,
+)
 from durabletask.internal.worker_limits import KeyedSequencer, Pending, WorkLimiter
 
-# Handing work back is best effort: the sidecar re-dispatches on lease expiry anyway.
+# Handing work back is best effort: the sidecar offers the item again when its lease runs
+# out or this worker's stream closes.
 _ABANDON_TIMEOUT = 5.0
 
 # Returns the stub to send completions on (the current connection), or None when there is none.
@@ -106,6 +113,14 @@ def _next_action_id(req: pb.OrchestratorRequest) -> int:
     return 1 + max((e.eventId for e in (*req.pastEvents, *req.newEvents)), default=0)
 
 
+def _failure_action_id(req: pb.OrchestratorRequest, response: pb.OrchestratorResponse) -> int:
+    """The id for a completion that replaces ``response``: its own completion's, else one used nowhere."""
+    for action in response.actions:
+        if action.HasField("completeOrchestration"):
+            return action.id
+    return max([_next_action_id(req), *(a.id + 1 for a in response.actions)])
+
+
 def _instance_version(req: pb.OrchestratorRequest) -> str | None:
     for event in (*req.pastEvents, *req.newEvents):
         if event.HasField("executionStarted"):
@@ -133,14 +148,19 @@ class WorkItemDispatcher:
         maximum_entity_state_size: int | None = DEFAULT_MAXIMUM_ENTITY_STATE_SIZE,
     ) -> None:
         self._registry = registry
-        self._stub_provider = stub_provider
         self._logger = logger
         self._converter = data_converter
         self._maximum_timer_interval = maximum_timer_interval
-        self._metadata = tuple(metadata) if metadata else None
         self._version_gate = version_gate
         self._default_version = default_version
-        self._call_timeout = call_timeout
+        self._stopping = threading.Event()
+        self._sender = CompletionSender(
+            stub_provider,
+            logger,
+            metadata=tuple(metadata) if metadata else None,
+            call_timeout=call_timeout,
+            stopping=self._stopping,
+        )
         self._activities = ActivityExecutor(registry, data_converter, logger)
         self._entities = EntityExecutor(
             registry, data_converter, logger, maximum_state_size=maximum_entity_state_size
@@ -185,6 +205,7 @@ class WorkItemDispatcher:
         """
         with self._state:
             self._closing = True
+        self._stopping.set()
         for job in (
             *self._sequencer.drain(),
             *self._orchestration_limit.drain(),
@@ -307,7 +328,14 @@ class WorkItemDispatcher:
             response.actions.extend(results.actions)
             if results.custom_status is not None:
                 response.customStatus.value = results.custom_status
-        self._call("CompleteOrchestratorTask", response)
+        action_id = _failure_action_id(req, response)
+        self._sender.deliver(
+            "CompleteOrchestratorTask",
+            response,
+            subject=f"the turn of orchestration '{instance_id}'",
+            replacement=lambda refusal: failed_turn_response(response, action_id, refusal),
+            abandon=lambda: self._abandon_orchestration(instance_id, token),
+        )
 
     def _new_orchestration_executor(self) -> OrchestrationExecutor:
         return OrchestrationExecutor(
@@ -355,7 +383,7 @@ class WorkItemDispatcher:
                     self._abandon_activity(token)
                     return
                 response = self._activities.run(req, token, await_result=self._loop.run)
-                self._call("CompleteActivityTask", response)
+                self._complete_activity(req, response)
             finally:
                 finish()
 
@@ -377,7 +405,7 @@ class WorkItemDispatcher:
                     await asyncio.to_thread(self._abandon_activity, token)
                     return
                 response = await self._activities.run_async(req, token)
-                await asyncio.to_thread(self._call, "CompleteActivityTask", response)
+                await asyncio.to_thread(self._complete_activity, req, response)
             except asyncio.CancelledError:
                 self._abandon_activity(token)
                 raise
@@ -392,6 +420,15 @@ class WorkItemDispatcher:
                 abandon()
 
         return start
+
+    def _complete_activity(self, req: pb.ActivityRequest, response: pb.ActivityResponse) -> None:
+        self._sender.deliver(
+            "CompleteActivityTask",
+            response,
+            subject=f"the result of activity '{req.name}' (task {req.taskId} of '{response.instanceId}')",
+            replacement=lambda refusal: failed_activity_response(req, response, refusal),
+            abandon=lambda: self._abandon_activity(response.completionToken),
+        )
 
     def _abandon_activity(self, token: str) -> None:
         self._call("AbandonTaskActivityWorkItem", pb.AbandonActivityTaskRequest(completionToken=token), _ABANDON_TIMEOUT)
@@ -415,7 +452,13 @@ class WorkItemDispatcher:
                     self._abandon_entity(req.instanceId, token)
                 else:
                     result = self._entities.run_batch(req, token, await_result=self._loop.run)
-                    self._call("CompleteEntityTask", result)
+                    self._sender.deliver(
+                        "CompleteEntityTask",
+                        result,
+                        subject=f"the operation batch of entity '{key}'",
+                        replacement=lambda refusal: failed_batch_result(req, result, refusal),
+                        abandon=lambda: self._abandon_entity(key, token),
+                    )
             except Exception:
                 self._logger.exception("the entity executor failed on '%s'; abandoning the batch", key)
                 self._abandon_entity(req.instanceId, token)
@@ -453,18 +496,14 @@ class WorkItemDispatcher:
             return self._closing
 
     def _call(self, method: str, request: Any, timeout: float | None = None) -> None:
-        """Send a completion or abandon call; failures are logged, never raised."""
-        stub = self._stub_provider()
-        if stub is None:
-            self._logger.warning("not connected: could not send %s (the sidecar will re-dispatch)", method)
-            return
-        try:
-            getattr(stub, method)(request, timeout=timeout or self._call_timeout, metadata=self._metadata)
-        except grpc.RpcError as err:
-            code = err.code() if isinstance(err, grpc.Call) else None
-            self._logger.warning("%s failed (%s): the sidecar will re-dispatch after the lease expires", method, code)
-        except Exception:
-            self._logger.exception("%s failed", method)
+        """Send a hand-back (one attempt); a failure is logged, never raised."""
+        outcome = self._sender.call(method, request, timeout)
+        if not outcome.ok:
+            self._logger.warning(
+                "%s failed (%s: %s): the sidecar offers the work item again once its lease runs out "
+                "or this worker's stream closes",
+                method, outcome.code, outcome.details,
+            )
 
 
 class _Once:

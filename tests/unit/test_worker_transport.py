@@ -47,7 +47,8 @@ class ScriptedSidecar(pb_grpc.TaskHubSidecarServiceServicer):
         self.calls: list[tuple[str, Any]] = []
         self.stream_requests: list[pb.GetWorkItemsRequest] = []
         self.stream_metadata: list[dict[str, str]] = []
-        self.fail_next_completion = False
+        # (status, details) to answer the next completions with, in order.
+        self.completion_failures: list[tuple[grpc.StatusCode, str]] = []
         self.cond = threading.Condition()
         self.server: grpc.Server | None = None
         self.port = 0
@@ -124,10 +125,11 @@ class ScriptedSidecar(pb_grpc.TaskHubSidecarServiceServicer):
             yield item
 
     def _complete(self, name: str, request, context):
-        if self.fail_next_completion:
-            self.fail_next_completion = False
+        with self.cond:
+            failure = self.completion_failures.pop(0) if self.completion_failures else None
+        if failure is not None:
             self.record(name + ":rejected", request)
-            context.abort(grpc.StatusCode.UNAVAILABLE, "try again later")
+            context.abort(*failure)
         self.record(name, request)
         return pb.CompleteTaskResponse()
 
@@ -296,17 +298,22 @@ def test_async_activities_run_concurrently_on_the_worker_loop(sidecar, make_work
     assert threads == {"durabletask-worker-loop"}
 
 
-def test_failed_completion_is_logged_and_the_worker_goes_on(sidecar, make_worker) -> None:
+def test_a_completion_failing_with_a_transient_error_is_retried(sidecar, make_worker) -> None:
     worker = make_worker()
     worker.add_activity(double)
     worker.start()
     sidecar.wait_streams(1)
-    sidecar.fail_next_completion = True
-    sidecar.items.put(activity_item("double", 1, token="lost"))
-    sidecar.wait_calls("CompleteActivityTask:rejected", 1)
-    sidecar.items.put(activity_item("double", 2, token="kept"))
+    sidecar.completion_failures = [
+        (grpc.StatusCode.UNAVAILABLE, "try again later"),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "too slow"),
+    ]
+    sidecar.items.put(activity_item("double", 1, token="retried"))
     done = sidecar.wait_calls("CompleteActivityTask", 1)
-    assert [r.completionToken for r in done] == ["kept"]
+    assert [r.completionToken for r in done] == ["retried"] and json.loads(done[0].result.value) == 2
+    assert len(sidecar.named("CompleteActivityTask:rejected")) == 2
+    sidecar.items.put(activity_item("double", 2, token="next"))
+    assert [r.completionToken for r in sidecar.wait_calls("CompleteActivityTask", 2)] == ["retried", "next"]
+    assert sidecar.named("AbandonTaskActivityWorkItem") == []
 
 
 def test_reconnects_when_the_stream_ends(sidecar, make_worker) -> None:
