@@ -5,7 +5,14 @@ pushes it to their queues. It wakes at once when a commit creates work, otherwis
 the next moment work becomes visible (timers, delayed starts, back-offs, lease
 expiries), with a slow safety-net poll. The store owns every lease; the dispatcher only
 remembers which stream holds which token, to count capacity, renew leases while the
-stream lives and give the work back when the stream ends.
+stream lives (each kind by its own lease length, up to a maximum hold time, after which
+the lease runs out and the item goes out again: a completion lost on a live stream must
+not pin the item) and give the work back when the stream ends.
+
+A stream that hands an orchestration turn back (a worker rejecting its version) is
+remembered until it closes or the instance moves on: while another open stream could
+take the instance, the rejecting one is not offered it, and a stream that has not
+rejected it is offered it at once, without waiting for the store's back-off.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from datetime import datetime, timedelta, timezone
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.entities import DEFAULT_MAX_BATCH
+from sidecar.model import TERMINAL_STATUSES
 from sidecar.store.base import (
     ActivityWorkItem,
     ChangeSet,
@@ -58,9 +66,22 @@ class DispatchOptions:
     # Largest entity state, and largest sum of operation sizes in one batch (bytes); the
     # server sets half its maximum message size, so that both fit in one work item.
     entity_payload_limit: int | None = None
-    # A stream that handed an orchestration turn back (a worker rejecting its version) is
-    # not offered that instance again for this long, so that another worker can take it.
-    reject_memory: float = 10.0
+    # Longest a stream holds one work item: its lease is renewed while the stream lives, up
+    # to this long after it was handed out; then the lease runs out and the item goes to a
+    # worker again (its old token becomes stale once the item is leased again).
+    orchestration_max_hold: timedelta = timedelta(minutes=10)
+    activity_max_hold: timedelta = timedelta(hours=1)
+    entity_max_hold: timedelta = timedelta(minutes=10)
+
+    def lease_of(self, kind: str) -> timedelta:
+        """The lease length of a work item of ``kind``."""
+        return {ORCHESTRATION: self.orchestration_lease, ACTIVITY: self.activity_lease}.get(kind, self.entity_lease)
+
+    def max_hold_of(self, kind: str) -> timedelta:
+        """The maximum hold time of a work item of ``kind``."""
+        return {ORCHESTRATION: self.orchestration_max_hold, ACTIVITY: self.activity_max_hold}.get(
+            kind, self.entity_max_hold
+        )
 
 
 @dataclass(eq=False)
@@ -87,6 +108,35 @@ class WorkStream:
         used = sum(1 for k in self.outstanding.values() if k == kind)
         limit = {ORCHESTRATION: self.max_orchestrations, ACTIVITY: self.max_activities}.get(kind, self.max_entities)
         return limit - used
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """The orchestration a turn token belongs to."""
+
+    instance_id: str
+    name: str
+    version: str | None
+    execution_id: str
+
+
+@dataclass(eq=False)
+class _Held:
+    """A token handed to a stream: until when its lease may be renewed, and how far it is."""
+
+    stream: WorkStream
+    kind: str
+    deadline: datetime  # the clock time at which the stream's hold ends
+    renewed_until: datetime
+    turn: _Turn | None = None
+
+
+@dataclass(eq=False)
+class _Rejection:
+    """The open streams that handed a turn of an instance back (its execution, name and version)."""
+
+    turn: _Turn
+    streams: set[int] = field(default_factory=set)
 
 
 def _declared_names(
@@ -121,13 +171,12 @@ class Dispatcher:
         self._wake = False
         self._stopped = False
         self._streams: dict[int, WorkStream] = {}
-        self._tokens: dict[str, tuple[WorkStream, str]] = {}
+        self._tokens: dict[str, _Held] = {}
         self._releases: list[tuple[float, str, str]] = []
-        self._token_instances: dict[str, str] = {}  # orchestration token -> instance ID
-        self._rejected: dict[str, dict[int, float]] = {}  # instance ID -> stream ID -> until (monotonic)
-        self._rejected_work: dict[str, tuple[str, str | None]] = {}  # instance ID -> (name, version)
+        self._rejected: dict[str, _Rejection] = {}  # instance ID -> the streams that handed it back
         self._ids = itertools.count(1)
         self._last_renew = time.monotonic()
+        self._last_sweep = time.monotonic()
         self._thread: threading.Thread | None = None
         store.add_listener(self._on_change)
 
@@ -193,8 +242,10 @@ class Dispatcher:
                 return
             stream.closed = True
             self._streams.pop(stream.id, None)
-            for by_stream in self._rejected.values():
-                by_stream.pop(stream.id, None)
+            for instance_id, rejection in list(self._rejected.items()):
+                rejection.streams.discard(stream.id)
+                if not rejection.streams:
+                    del self._rejected[instance_id]
             due = time.monotonic() + self.options.stream_grace
             for token, kind in stream.outstanding.items():
                 self._releases.append((due, token, kind))
@@ -224,13 +275,11 @@ class Dispatcher:
 
     def _settled(self, token: str, completed: bool = False) -> None:
         with self._lock:
-            owner = self._tokens.pop(token, None)
-            if owner is not None:
-                owner[0].outstanding.pop(token, None)
-            instance_id = self._token_instances.pop(token, None)
-            if completed and instance_id is not None:
-                self._rejected.pop(instance_id, None)
-                self._rejected_work.pop(instance_id, None)
+            held = self._tokens.pop(token, None)
+            if held is not None:
+                held.stream.outstanding.pop(token, None)
+                if completed and held.turn is not None:
+                    self._rejected.pop(held.turn.instance_id, None)
             self._wake = True
             self._lock.notify_all()
 
@@ -249,13 +298,15 @@ class Dispatcher:
             self._settled(response.completionToken)
 
     def abandon_orchestration(self, token: str) -> None:
+        """Hand a turn back; its stream is remembered as one that rejected the instance."""
         # Remembered before the store commits: the commit wakes the dispatch loop.
         with self._lock:
-            owner = self._tokens.get(token)
-            instance_id = self._token_instances.get(token)
-            if owner is not None and instance_id is not None:
-                until = time.monotonic() + self.options.reject_memory
-                self._rejected.setdefault(instance_id, {})[owner[0].id] = until
+            held = self._tokens.get(token)
+            if held is not None and held.turn is not None and not held.stream.closed:
+                rejection = self._rejected.get(held.turn.instance_id)
+                if rejection is None or rejection.turn != held.turn:
+                    rejection = self._rejected[held.turn.instance_id] = _Rejection(held.turn)
+                rejection.streams.add(held.stream.id)
         try:
             self.store.abandon_orchestration(token, self.clock())
         finally:
@@ -300,9 +351,11 @@ class Dispatcher:
                     self._lock.wait(timeout)
 
     def _cycle(self) -> float:
-        """One pass: releases, renewals, leasing. Returns how long to sleep before the next."""
+        """One pass: releases, hold limits, renewals, leasing. Returns how long to sleep before the next."""
         self._process_releases()
+        self._end_expired_holds()
         self._renew_if_due()
+        self._forget_stale_rejections()
         if self._dispatch_all():
             return 0.0
         now = self.clock()
@@ -313,6 +366,11 @@ class Dispatcher:
         with self._lock:
             if self._releases:
                 timeout = min(timeout, max(0.0, min(r[0] for r in self._releases) - time.monotonic()))
+            if self._tokens:
+                deadline = min(held.deadline for held in self._tokens.values())
+                timeout = min(timeout, max(0.0, (deadline - now).total_seconds()))
+                next_renewal = self._last_renew + self._renew_interval() - time.monotonic()
+                timeout = min(timeout, max(0.0, next_renewal))
         return timeout
 
     def _process_releases(self) -> None:
@@ -321,23 +379,62 @@ class Dispatcher:
             due = [r for r in self._releases if r[0] <= now]
             self._releases = [r for r in self._releases if r[0] > now]
             expired = [(token, kind) for _, token, kind in due if self._tokens.pop(token, None) is not None]
-            for _, token, _ in due:
-                self._token_instances.pop(token, None)
         for token, kind in expired:
             if self._release(token, kind):
                 log.info("re-queued %s work item %s of a closed stream", kind, token)
 
-    def _renew_if_due(self) -> None:
+    def _end_expired_holds(self) -> None:
+        """Forget tokens held past their maximum hold time: their leases ran out, the items go out again."""
+        now = self.clock()
+        with self._lock:
+            expired = [(token, held) for token, held in self._tokens.items() if held.deadline <= now]
+            for token, held in expired:
+                del self._tokens[token]
+                held.stream.outstanding.pop(token, None)
+        for token, held in expired:
+            log.warning(
+                "%s work item %s was held by stream %d (worker %r) for %s without a completion: "
+                "its lease ran out and it will be dispatched again",
+                held.kind, token, held.stream.id, held.stream.worker_id, self.options.max_hold_of(held.kind),
+            )
+
+    def _renew_interval(self) -> float:
         leases = (self.options.orchestration_lease, self.options.activity_lease, self.options.entity_lease)
-        interval = min(leases).total_seconds() / 3
-        if time.monotonic() - self._last_renew < interval:
+        return min(leases).total_seconds() / 3
+
+    def _renew_if_due(self) -> None:
+        """Extend the leases of held items, each kind by its own lease, never past its hold deadline."""
+        if time.monotonic() - self._last_renew < self._renew_interval():
             return
         self._last_renew = time.monotonic()
+        now = self.clock()
+        batches: dict[datetime, list[str]] = {}
         with self._lock:
-            tokens = list(self._tokens)
-        if tokens:
-            lease = max(leases)
-            self.store.renew_leases(tokens, self.clock() + lease)
+            for token, held in self._tokens.items():
+                until = min(now + self.options.lease_of(held.kind), held.deadline)
+                if until > held.renewed_until:
+                    held.renewed_until = until
+                    batches.setdefault(until, []).append(token)
+        for until, tokens in batches.items():
+            self.store.renew_leases(tokens, until)
+
+    def _forget_stale_rejections(self) -> None:
+        """Drop rejections of instances that finished, vanished or started another execution."""
+        if time.monotonic() - self._last_sweep < self.options.safety_poll:
+            return
+        self._last_sweep = time.monotonic()
+        with self._lock:
+            rejections = list(self._rejected.items())
+        for instance_id, rejection in rejections:
+            instance = self.store.get_instance(instance_id)
+            if (
+                instance is None
+                or instance.status in TERMINAL_STATUSES
+                or instance.execution_id != rejection.turn.execution_id
+            ):
+                with self._lock:
+                    if self._rejected.get(instance_id) is rejection:
+                        del self._rejected[instance_id]
 
     def _dispatch_all(self) -> bool:
         """Lease work for every stream with free capacity, round-robin. True if anything was sent."""
@@ -360,37 +457,44 @@ class Dispatcher:
 
     def _lease_for(self, stream: WorkStream, kind: str) -> bool:
         now = self.clock()
+        lease_for = min(self.options.lease_of(kind), self.options.max_hold_of(kind))
         item: OrchestrationWorkItem | ActivityWorkItem | EntityWorkItem | None
+        turn: _Turn | None = None
         if kind == ENTITY:
             item = self.store.lease_entity(
                 now,
-                self.options.entity_lease,
+                lease_for,
                 stream.entity_names,
                 self.options.entity_batch_size,
                 self.options.entity_payload_limit,
             )
         elif kind == ORCHESTRATION:
+            exclude, skip_delay = self._rejections_for(stream)
             item = self.store.lease_orchestration(
                 now,
-                self.options.orchestration_lease,
+                lease_for,
                 stream.orchestration_names,
                 versions=stream.orchestration_versions,
-                exclude=self._rejected_by(stream),
+                exclude=exclude,
+                skip_delay=skip_delay,
             )
+            if item is not None:
+                inst = item.instance
+                turn = _Turn(inst.instance_id, inst.name, inst.version, inst.execution_id)
         else:
-            item = self.store.lease_activity(
-                now, self.options.activity_lease, stream.activity_names, versions=stream.activity_versions
-            )
+            item = self.store.lease_activity(now, lease_for, stream.activity_names, versions=stream.activity_versions)
         if item is None:
             return False
         work = _to_work_item(item)
         with self._lock:
+            if turn is not None:
+                rejection = self._rejected.get(turn.instance_id)
+                if rejection is not None and rejection.turn != turn:
+                    del self._rejected[turn.instance_id]  # rejections of an earlier execution
             if not stream.closed:
                 stream.outstanding[item.token] = kind
-                self._tokens[item.token] = (stream, kind)
-                if isinstance(item, OrchestrationWorkItem):
-                    self._token_instances[item.token] = item.instance.instance_id
-                    self._rejected_work[item.instance.instance_id] = (item.instance.name, item.instance.version)
+                deadline = now + self.options.max_hold_of(kind)
+                self._tokens[item.token] = _Held(stream, kind, deadline, now + lease_for, turn)
                 stream.queue.put(work)
                 return True
         # The stream closed meanwhile: hand the lease straight back.
@@ -404,33 +508,28 @@ class Dispatcher:
             return self.store.release_activity(token)
         return self.store.release_entity(token)
 
+    def _rejections_for(self, stream: WorkStream) -> tuple[list[str], list[str]]:
+        """(instances not to offer this stream, instances to offer it without waiting for their back-off).
 
-    def _rejected_by(self, stream: WorkStream) -> list[str]:
-        """Instances this stream handed back recently and another open stream could take instead.
-
-        When no other stream could, the rejecting one is offered the instance again after the
-        store's back-off (a worker that handed a turn back for another reason retries it).
+        A stream that handed an instance back is not offered it while another open stream that
+        has not could take it; when every open stream that could take it has handed it back,
+        they are all offered it again after the store's back-off (a worker may have handed it
+        back for a passing reason). A stream that has not handed it back is offered it at once.
         """
-        now = time.monotonic()
+        exclude: list[str] = []
+        skip_delay: list[str] = []
         with self._lock:
-            excluded: list[str] = []
-            for instance_id, by_stream in list(self._rejected.items()):
-                for stream_id, until in list(by_stream.items()):
-                    if until <= now:
-                        del by_stream[stream_id]
-                if not by_stream:
-                    del self._rejected[instance_id]
-                    self._rejected_work.pop(instance_id, None)
-                    continue
-                if stream.id not in by_stream:
-                    continue
-                name, version = self._rejected_work.get(instance_id, ("", None))
-                if any(
-                    other.id not in by_stream and not other.closed and _takes(other, name, version)
+            for instance_id, rejection in self._rejected.items():
+                name, version = rejection.turn.name, rejection.turn.version
+                if stream.id not in rejection.streams:
+                    if _takes(stream, name, version):
+                        skip_delay.append(instance_id)
+                elif any(
+                    other.id not in rejection.streams and not other.closed and _takes(other, name, version)
                     for other in self._streams.values()
                 ):
-                    excluded.append(instance_id)
-            return excluded
+                    exclude.append(instance_id)
+        return exclude, skip_delay
 
 
 def _entity_names(request: pb.GetWorkItemsRequest) -> frozenset[str] | None:

@@ -20,10 +20,21 @@ DEFAULT_PAGE_SIZE = 100
 MAX_ABANDON_DELAY = timedelta(seconds=30)
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """Delay before a handed-back work item is offered again: ``first``, doubling per hand-back, at most ``cap``."""
+
+    first: timedelta = timedelta(seconds=0.1)
+    cap: timedelta = MAX_ABANDON_DELAY
+
+    def delay(self, abandon_count: int) -> timedelta:
+        """The delay after the item was handed back ``abandon_count`` times before."""
+        return min(self.first * (2 ** min(abandon_count, 20)), self.cap)
+
+
 def abandon_delay(abandon_count: int) -> timedelta:
-    """Back-off before an abandoned work item is offered again: 0.1 s * 2^n, capped at 30 s."""
-    seconds = 0.1 * (2 ** min(abandon_count, 20))
-    return min(timedelta(seconds=seconds), MAX_ABANDON_DELAY)
+    """The default back-off: 0.1 s * 2^n, capped at 30 s."""
+    return Backoff().delay(abandon_count)
 
 
 class StoreError(Exception):
@@ -159,8 +170,9 @@ VersionFilter = Mapping[str, Collection[str]]
 class Store(ABC):
     """Durable state of the sidecar: instances, histories, inboxes, the activity queue, leases."""
 
-    def __init__(self) -> None:
+    def __init__(self, abandon_backoff: Backoff | None = None) -> None:
         self._listeners: list[ChangeListener] = []
+        self.abandon_backoff = abandon_backoff or Backoff()
 
     def add_listener(self, listener: ChangeListener) -> None:
         """Call ``listener`` after every committed transaction that changed something."""
@@ -272,11 +284,13 @@ class Store(ABC):
         *,
         versions: VersionFilter | None = None,
         exclude: Collection[str] = (),
+        skip_delay: Collection[str] = (),
     ) -> OrchestrationWorkItem | None:
         """Lease one instance that has deliverable inbox events.
 
         Optionally only instances of these ``names`` (and, for a name listed in ``versions``
         with a non-empty set, only those versions), and none of the ``exclude``d instance IDs.
+        The ``skip_delay`` instances are offered even while their hand-back delay runs.
         """
 
     @abstractmethod
@@ -285,7 +299,7 @@ class Store(ABC):
 
     @abstractmethod
     def abandon_orchestration(self, token: str, now: datetime) -> None:
-        """Release a turn lease; the instance is offered again after a growing delay."""
+        """Release a turn lease; the instance is offered again after a growing delay (``abandon_backoff``)."""
 
     @abstractmethod
     def release_orchestration(self, token: str) -> bool:

@@ -24,6 +24,7 @@ from sidecar.store import sqlite_commit as commit
 from sidecar.store import sqlite_rewind
 from sidecar.store.base import (
     ActivityWorkItem,
+    Backoff,
     ChangeSet,
     CompletedFilter,
     InstanceExistsError,
@@ -35,7 +36,6 @@ from sidecar.store.base import (
     Store,
     StoreLockedError,
     VersionFilter,
-    abandon_delay,
 )
 from sidecar.store.sqlite_entities import SqliteEntityStore
 from sidecar.store.sqlite_rows import (
@@ -106,8 +106,8 @@ def _name_version_match(
 class SqliteStore(SqliteEntityStore, Store):
     """SQLite implementation of :class:`Store`. ``path`` is a file path or ``"memory"``."""
 
-    def __init__(self, path: str | os.PathLike[str] = MEMORY) -> None:
-        super().__init__()
+    def __init__(self, path: str | os.PathLike[str] = MEMORY, *, abandon_backoff: Backoff | None = None) -> None:
+        super().__init__(abandon_backoff)
         self.path = str(path)
         self._lock = threading.RLock()
         self._file_lock: _FileLock | None = None
@@ -371,6 +371,7 @@ class SqliteStore(SqliteEntityStore, Store):
         *,
         versions: VersionFilter | None = None,
         exclude: Collection[str] = (),
+        skip_delay: Collection[str] = (),
     ) -> OrchestrationWorkItem | None:
         if names is not None and not names:
             return None
@@ -384,10 +385,16 @@ class SqliteStore(SqliteEntityStore, Store):
             excluded = sorted(set(exclude))
             name_clause += f" AND i.instance_id NOT IN ({','.join('?' for _ in excluded)})"
             name_params = [*name_params, *excluded]
+        available = "i.available_at <= ?"
+        available_params: list[Any] = [now_us]
+        if skip_delay:
+            early = sorted(set(skip_delay))
+            available = f"({available} OR i.instance_id IN ({','.join('?' for _ in early)}))"
+            available_params.extend(early)
         sql = f"""
             SELECT m.instance_id, MIN(m.ord) AS first FROM inbox m JOIN instances i ON i.instance_id = m.instance_id
             WHERE m.visible_at <= ? AND i.status NOT IN {TERMINAL_SQL}
-              AND (i.lease_token IS NULL OR i.lease_expires_at <= ?) AND i.available_at <= ?
+              AND (i.lease_token IS NULL OR i.lease_expires_at <= ?) AND {available}
               AND (m.execution_id IS NULL OR m.execution_id = i.execution_id)
               AND (i.status != {_SUSPENDED} OR m.kind IN ('executionResumed', 'executionTerminated'))
               AND (EXISTS (SELECT 1 FROM history h WHERE h.instance_id = i.instance_id)
@@ -399,7 +406,8 @@ class SqliteStore(SqliteEntityStore, Store):
         # A candidate whose visible events were all dropped as duplicates yields nothing; look again.
         for _ in range(4):
             with self._tx() as (db, changes):
-                candidates = [r[0] for r in db.execute(sql, [now_us, now_us, now_us, now_us, *name_params])]
+                params = [now_us, now_us, *available_params, now_us, *name_params]
+                candidates = [r[0] for r in db.execute(sql, params)]
                 if not candidates:
                     return None
                 for iid in candidates:
@@ -464,7 +472,7 @@ class SqliteStore(SqliteEntityStore, Store):
                 result = engine.apply_turn(turn)
             except InvalidTurnError as exc:
                 failure = exc
-                self._release(db, iid, now + abandon_delay(row["abandon_count"]), row["abandon_count"] + 1)
+                self._release(db, iid, now + self.abandon_backoff.delay(row["abandon_count"]), row["abandon_count"] + 1)
                 changes.work_available = True
             else:
                 consumed = json.loads(row["lease_inbox"] or "[]")
@@ -489,7 +497,7 @@ class SqliteStore(SqliteEntityStore, Store):
             if row is None:
                 raise LeaseNotFoundError(token)
             count = row["abandon_count"]
-            self._release(db, row["instance_id"], now + abandon_delay(count), count + 1)
+            self._release(db, row["instance_id"], now + self.abandon_backoff.delay(count), count + 1)
             changes.work_available = True
 
     def release_orchestration(self, token: str) -> bool:
@@ -555,7 +563,7 @@ class SqliteStore(SqliteEntityStore, Store):
             db.execute(
                 "UPDATE activity_tasks SET lease_token = NULL, lease_expires_at = NULL, visible_at = ?,"
                 " abandon_count = ? WHERE id = ?",
-                (to_us(now + abandon_delay(count)), count + 1, row["id"]),
+                (to_us(now + self.abandon_backoff.delay(count)), count + 1, row["id"]),
             )
             changes.work_available = True
 

@@ -28,12 +28,12 @@ from sidecar.entity_batch import BatchOutcome, InvalidBatchResultError, NewOrche
 from sidecar.model import OutboundMessage
 from sidecar.store import sqlite_commit as commit
 from sidecar.store.base import (
+    Backoff,
     ChangeSet,
     EntityQueryFilter,
     EntitySnapshot,
     EntityWorkItem,
     LeaseNotFoundError,
-    abandon_delay,
 )
 from sidecar.store.sqlite_rows import TERMINAL_SQL, from_us, to_us
 
@@ -275,6 +275,7 @@ class SqliteEntityStore:
     if TYPE_CHECKING:
         _lock: Any
         _db: sqlite3.Connection
+        abandon_backoff: Backoff
 
         def _tx(self) -> AbstractContextManager[tuple[sqlite3.Connection, ChangeSet]]: ...
 
@@ -408,13 +409,13 @@ class SqliteEntityStore:
                 outcome = apply_batch_result(entity_id, row["state"], batch, result, now, max_state_size)
             except InvalidBatchResultError as exc:
                 failure = exc
-                _release_lease(db, entity_id, now + abandon_delay(count), count + 1)
+                _release_lease(db, entity_id, now + self.abandon_backoff.delay(count), count + 1)
                 changes.work_available = True
             else:
                 if outcome.retry:
                     log.warning("entity '%s': batch not applied (%s); it will run again", entity_id,
                                 outcome.retry_reason)
-                    _release_lease(db, entity_id, now + abandon_delay(count), count + 1)
+                    _release_lease(db, entity_id, now + self.abandon_backoff.delay(count), count + 1)
                     changes.work_available = True
                 else:
                     _apply_outcome(db, entity_id, outcome, now, changes)
@@ -428,7 +429,7 @@ class SqliteEntityStore:
             if row is None:
                 raise LeaseNotFoundError(token)
             count = row["abandon_count"]
-            _release_lease(db, row["instance_id"], now + abandon_delay(count), count + 1)
+            _release_lease(db, row["instance_id"], now + self.abandon_backoff.delay(count), count + 1)
             changes.work_available = True
 
     def release_entity(self, token: str) -> bool:
