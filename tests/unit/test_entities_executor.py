@@ -41,7 +41,7 @@ def test_entity_id_lowercases_the_name_and_formats() -> None:
     assert hash(EntityInstanceId.parse("@counter@Key-1")) == hash(eid)
 
 
-def test_entity_id_parse_keeps_everything_after_the_second_at_as_the_key() -> None:
+def test_entity_id_parse_rejects_an_at_sign_in_the_key() -> None:
     # A key may not contain '@', so such a string is rejected rather than silently split.
     with pytest.raises(ValueError, match="'@'"):
         EntityInstanceId.parse("@a@b@c")
