@@ -15,6 +15,7 @@ Gen = Generator[task.Task[Any], Any, Any]
 
 _attempts: dict[str, int] = {}
 _attempts_lock = threading.Lock()
+_broken: set[str] = set()
 
 
 def hello(ctx: task.ActivityContext, name: str) -> str:
@@ -38,7 +39,8 @@ def flaky(ctx: task.ActivityContext, key: str) -> int:
 
 
 def attempts_of(key: str) -> int:
-    """How many times ``flaky`` or ``always_fails`` ran for ``key``."""
+    """How many times ``flaky`` or ``always_fails`` ran for ``key`` (``switchable``: ``switch:<key>``,
+    ``counted``: ``counted:<key>``)."""
     with _attempts_lock:
         return _attempts.get(key, 0)
 
@@ -48,6 +50,32 @@ def always_fails(ctx: task.ActivityContext, key: str) -> None:
     with _attempts_lock:
         _attempts[key] = _attempts.get(key, 0) + 1
     raise ValueError(f"boom {key}")
+
+
+def set_broken(key: str, broken: bool) -> None:
+    """Makes ``switchable`` fail (``broken``) or succeed for ``key``."""
+    with _attempts_lock:
+        if broken:
+            _broken.add(key)
+        else:
+            _broken.discard(key)
+
+
+def switchable(ctx: task.ActivityContext, key: str) -> str:
+    """Counts its runs under ``switch:<key>``; raises while ``key`` is broken."""
+    with _attempts_lock:
+        _attempts[f"switch:{key}"] = _attempts.get(f"switch:{key}", 0) + 1
+        broken = key in _broken
+    if broken:
+        raise ValueError(f"{key} is broken")
+    return f"repaired {key}"
+
+
+def counted(ctx: task.ActivityContext, key: str) -> str:
+    """Counts its runs under ``counted:<key>``; always succeeds."""
+    with _attempts_lock:
+        _attempts[f"counted:{key}"] = _attempts.get(f"counted:{key}", 0) + 1
+    return f"good {key}"
 
 
 def chain(ctx: Ctx, names: list[str]) -> Gen:
@@ -213,6 +241,25 @@ def big_round_trip(ctx: Ctx, payload: str) -> Gen:
     return {"length": length, "built": built}
 
 
+def rewindable(ctx: Ctx, key: str) -> Gen:
+    """A good activity, then one that fails while ``key`` is broken."""
+    first = yield ctx.call_activity(counted, input=key)
+    second = yield ctx.call_activity(switchable, input=key)
+    return [first, second]
+
+
+def rewindable_parent(ctx: Ctx, key: str) -> Gen:
+    """A good activity, then ``rewindable`` as the child ``<id>-child`` (failures not caught)."""
+    first = yield ctx.call_activity(counted, input=f"{key}-parent")
+    child = yield ctx.call_sub_orchestrator(rewindable, input=key, instance_id=f"{ctx.instance_id}-child")
+    return {"parent": first, "child": child}
+
+
+def echo(ctx: Ctx, value: Any) -> Any:
+    """Returns its input (the orchestration schedules start)."""
+    return value
+
+
 ORCHESTRATORS: list[Callable[..., Any]] = [
     chain,
     fan_out,
@@ -237,8 +284,11 @@ ORCHESTRATORS: list[Callable[..., Any]] = [
     with_status,
     sized,
     big_round_trip,
+    rewindable,
+    rewindable_parent,
+    echo,
 ]
-ACTIVITIES: list[Callable[..., Any]] = [hello, square, flaky, always_fails, measure, repeat]
+ACTIVITIES: list[Callable[..., Any]] = [hello, square, flaky, always_fails, measure, repeat, switchable, counted]
 
 
 def register(worker: TaskHubGrpcWorker) -> None:

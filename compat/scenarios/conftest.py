@@ -2,24 +2,31 @@
 
 These scenarios run Microsoft's official ``durabletask`` package (its client and worker) against
 our sidecar; ``compat/run.py`` starts the sidecar and passes its address in
-``DURABLETASK_COMPAT_ADDRESS``.
+``DURABLETASK_COMPAT_ADDRESS``. The session worker runs the functions of ``compat_functions`` and
+the entities of ``compat_entities``, with scheduled tasks configured (``durabletask.scheduled``).
 
-Scenarios that need a sidecar of their own (to kill and restart it, or to connect only workers
-with raised message limits) start one with ``private_sidecar`` (``compat/compat_sidecar.py``, run
-with the main environment's interpreter, given in ``DURABLETASK_COMPAT_SIDECAR_PYTHON``).
+Scenarios that need a sidecar of their own (to kill and restart it, to connect only workers
+with raised message limits, or to run workers with versioning or work-item filters that the
+unfiltered session worker would compete with) start one with ``private_sidecar``
+(``compat/compat_sidecar.py``, run with the main environment's interpreter, given in
+``DURABLETASK_COMPAT_SIDECAR_PYTHON``), and their own official workers with ``official_worker``.
 
-Pending, to be added with the features in later issues: rewind, orchestration versioning,
-work-item filters, durable entities, schedules (``durabletask.scheduled``).
+Nothing of issue 5's list is pending: rewind, versioning, work-item filters, entities and schedules
+have their scenarios (``test_rewind``, ``test_versioning``, ``test_work_item_filters``,
+``test_entities``, ``test_schedules``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
+import compat_entities
 import compat_functions
 import pytest
 from compat_support import sidecar_address
@@ -35,6 +42,7 @@ sys.path.insert(0, str(REPO_ROOT / "compat"))
 from compat_sidecar import SIDECAR_PYTHON_VARIABLE, OurSidecar  # noqa: E402 - needs the path above
 
 START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -58,6 +66,8 @@ def worker(address: str) -> Iterator[TaskHubGrpcWorker]:
     """One official worker for the whole session."""
     w = TaskHubGrpcWorker(host_address=address)
     compat_functions.register(w)
+    compat_entities.register(w)
+    w.configure_scheduled_tasks()
     w.start()
     yield w
     w.stop()
@@ -88,3 +98,26 @@ def private_sidecar(tmp_path: Path) -> Iterator[Callable[..., OurSidecar]]:
     yield start
     for sidecar in started:
         sidecar.stop()
+
+
+@pytest.fixture
+def official_worker() -> Iterator[Callable[..., TaskHubGrpcWorker]]:
+    """Starts official workers of this test's own: ``start(address, setup)`` creates a worker,
+    passes it to ``setup`` (to register functions, versioning, filters) and starts it; all are
+    stopped at teardown."""
+    started: list[TaskHubGrpcWorker] = []
+
+    def start(address: str, setup: Callable[[TaskHubGrpcWorker], None], **options: Any) -> TaskHubGrpcWorker:
+        w = TaskHubGrpcWorker(host_address=address, **options)
+        setup(w)
+        w.start()
+        started.append(w)
+        return w
+
+    yield start
+    # Each stop waits about a second for the worker's stream to wind down: stop them together.
+    stoppers = [threading.Thread(target=w.stop) for w in started]
+    for stopper in stoppers:
+        stopper.start()
+    for stopper in stoppers:
+        stopper.join(STOP_TIMEOUT)
