@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import time
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -84,17 +84,35 @@ def test_call_setting_a_state_over_the_sidecar_limit_fails_clearly(small_hub) ->
     assert meta is not None and meta.get_typed_state(str) == "x" * 1000
 
 
+class LineWatcher(logging.Handler):
+    """Signals the first log line containing ``needle``."""
+
+    def __init__(self, needle: str) -> None:
+        super().__init__(logging.WARNING)
+        self.needle = needle
+        self.line = ""
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if self.needle in message and not self.seen.is_set():
+            self.line = message
+            self.seen.set()
+
+
 def test_signal_setting_a_state_over_the_sidecar_limit_is_logged_and_dropped(small_hub, caplog) -> None:
     client, server = small_hub
     limit = server.dispatcher.options.entity_payload_limit
     target = EntityInstanceId("blob", uuid.uuid4().hex[:8])
     caplog.set_level(logging.WARNING, logger="durabletask-sidecar")
-    client.signal_entity(target, "set", 700_000)
-    deadline = time.monotonic() + WAIT
-    while not any("EntityStateTooLargeError" in r.getMessage() for r in caplog.records):
-        assert time.monotonic() < deadline, "the failed signal was never logged"
-        time.sleep(0.05)
-    line = next(r.getMessage() for r in caplog.records if "EntityStateTooLargeError" in r.getMessage())
+    logged = LineWatcher("EntityStateTooLargeError")
+    logging.getLogger("durabletask-sidecar").addHandler(logged)
+    try:
+        client.signal_entity(target, "set", 700_000)
+        assert logged.seen.wait(WAIT), "the failed signal was never logged"
+    finally:
+        logging.getLogger("durabletask-sidecar").removeHandler(logged)
+    line = logged.line
     assert str(target) in line and f"limit of {limit} bytes" in line and "'set'" in line
     assert run(client, {"id": str(target), "op": "get"}) == {"result": 0}
 
