@@ -8,8 +8,10 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
+from sidecar.dispatch import DispatchOptions
 from sidecar.server import DEFAULT_MAX_MESSAGE_SIZE, SidecarServer
 from sidecar.store import MEMORY, SqliteStore, StoreError
 
@@ -35,6 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"largest gRPC message accepted or sent, in bytes (default: {DEFAULT_MAX_MESSAGE_SIZE})",
     )
     parser.add_argument(
+        "--turn-max-hold",
+        type=float,
+        default=DispatchOptions.orchestration_max_hold.total_seconds(),
+        metavar="SECONDS",
+        help="how long a worker may hold an orchestration turn or entity batch without completing it "
+        "before it is handed out again (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--activity-max-hold",
+        type=float,
+        default=DispatchOptions.activity_max_hold.total_seconds(),
+        metavar="SECONDS",
+        help="how long a worker may hold an activity without completing it before it is handed out "
+        "again; longer-running activities run twice (default: %(default)g)",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -50,12 +68,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_message_size <= 0:
         print("error: --max-message-size must be positive", file=sys.stderr)
         return 2
+    for flag, value in (("--turn-max-hold", args.turn_max_hold), ("--activity-max-hold", args.activity_max_hold)):
+        if not value > 0:
+            print(f"error: {flag} must be a positive number of seconds", file=sys.stderr)
+            return 2
+    turn_hold = timedelta(seconds=args.turn_max_hold)
+    options = DispatchOptions(
+        orchestration_max_hold=turn_hold,
+        entity_max_hold=turn_hold,
+        activity_max_hold=timedelta(seconds=args.activity_max_hold),
+    )
     try:
         store = SqliteStore(args.store)
     except (StoreError, OSError) as exc:
         print(f"error: cannot open store '{args.store}': {exc}", file=sys.stderr)
         return 1
-    server = SidecarServer(store, host=args.host, max_message_size=args.max_message_size, owns_store=True)
+    server = SidecarServer(
+        store,
+        host=args.host,
+        max_message_size=args.max_message_size,
+        dispatch_options=options,
+        owns_store=True,
+    )
     try:
         server.start(args.port)
     except OSError as exc:

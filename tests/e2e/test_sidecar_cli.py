@@ -128,3 +128,34 @@ def test_create_test_backend_serves_resets_and_stops() -> None:
         with pytest.raises(grpc.RpcError) as err:
             stub.GetInstance(pb.GetInstanceRequest(instanceId="tb"), timeout=1)
         assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def test_cli_max_hold_flags_hand_held_work_out_again(tmp_path, sidecar_process) -> None:
+    handle = sidecar_process.start(tmp_path / "hold.db", free_port(), "--turn-max-hold", "1", "--activity-max-hold", "1")
+    with grpc.insecure_channel(handle.address) as channel:
+        stub = pb_grpc.TaskHubSidecarServiceStub(channel)
+        worker = RawWorker(handle.address)
+        try:
+            start(stub, "held")
+            lost_turn = worker.next("orchestratorRequest")  # held on a live stream, never completed
+            turn = worker.next("orchestratorRequest", timeout=20)
+            assert turn.orchestratorRequest.instanceId == "held" and turn.completionToken != lost_turn.completionToken
+            worker.complete(turn, schedule(1, "step"))
+            lost_activity = worker.next("activityRequest")
+            activity = worker.next("activityRequest", timeout=20)
+            assert activity.activityRequest.taskId == 1 and activity.completionToken != lost_activity.completionToken
+        finally:
+            worker.close()
+
+
+@pytest.mark.parametrize("flag", ["--turn-max-hold", "--activity-max-hold"])
+def test_cli_rejects_a_non_positive_max_hold(flag: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "sidecar", "--store", "memory", "--port", "0", flag, "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(REPO_ROOT),
+    )
+    assert proc.returncode == 2
+    assert f"{flag} must be a positive number of seconds" in proc.stderr
