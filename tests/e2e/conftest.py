@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -294,6 +294,25 @@ def fast_sidecar(options: DispatchOptions = FAST, **kwargs: object) -> Iterator[
         yield server, f"localhost:{port}"
     finally:
         server.stop(grace=0.2)
+
+
+@pytest.fixture
+def raw_env() -> Iterator[tuple[pb_grpc.TaskHubSidecarServiceStub, Callable[..., RawWorker], SidecarServer]]:
+    """A fast in-process sidecar with a raw stub and a factory of raw workers, all closed at the end."""
+    with fast_sidecar() as (server, address):
+        channel = grpc.insecure_channel(address)
+        stub = pb_grpc.TaskHubSidecarServiceStub(channel)
+        workers: list[RawWorker] = []
+
+        def worker(request: pb.GetWorkItemsRequest | None = None) -> RawWorker:
+            w = RawWorker(address, request)
+            workers.append(w)
+            return w
+
+        yield stub, worker, server
+        for w in workers:
+            w.close()
+        channel.close()
 
 
 def kinds(events: object) -> list[str]:

@@ -10,7 +10,6 @@ import pytest
 from google.protobuf.wrappers_pb2 import Int32Value, StringValue
 
 from durabletask.internal import orchestrator_service_pb2 as pb
-from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
 from sidecar.dispatch import DispatchOptions
 from tests.e2e.conftest import RawWorker, complete, fast_sidecar, free_port, kinds, start
 from tests.e2e.entity_wire import (
@@ -35,29 +34,11 @@ pytestmark = pytest.mark.our_sidecar("entity scheduling details of this reposito
 Code = grpc.StatusCode
 
 
-@pytest.fixture
-def env():
-    with fast_sidecar() as (server, address):
-        channel = grpc.insecure_channel(address)
-        stub = pb_grpc.TaskHubSidecarServiceStub(channel)
-        workers: list[RawWorker] = []
-
-        def worker(request: pb.GetWorkItemsRequest | None = None) -> RawWorker:
-            w = RawWorker(address, request)
-            workers.append(w)
-            return w
-
-        yield stub, worker, server
-        for w in workers:
-            w.close()
-        channel.close()
-
-
 # --- signals and state -----------------------------------------------------------------------------
 
 
-def test_signals_become_one_batch_and_the_state_is_kept(env) -> None:
-    stub, worker, _ = env
+def test_signals_become_one_batch_and_the_state_is_kept(raw_env) -> None:
+    stub, worker, _ = raw_env
     assert get_entity(stub, "@counter@a") is None
     for i in range(3):
         signal(stub, "@Counter@a", "add", str(i), request_id=f"r{i}")
@@ -85,8 +66,8 @@ def test_signals_become_one_batch_and_the_state_is_kept(env) -> None:
     assert get_entity(stub, "@counter@a") is None
 
 
-def test_delayed_signal_waits_for_its_time(env) -> None:
-    stub, worker, _ = env
+def test_delayed_signal_waits_for_its_time(raw_env) -> None:
+    stub, worker, _ = raw_env
     w = worker()
     due = now() + timedelta(seconds=1.5)
     signal(stub, "@timer@k", "later", at=due)
@@ -100,8 +81,8 @@ def test_delayed_signal_waits_for_its_time(env) -> None:
     finish(w, item, ok(), state="1")
 
 
-def test_failed_signal_is_logged_and_changes_nothing(env, caplog: pytest.LogCaptureFixture) -> None:
-    stub, worker, _ = env
+def test_failed_signal_is_logged_and_changes_nothing(raw_env, caplog: pytest.LogCaptureFixture) -> None:
+    stub, worker, _ = raw_env
     w = worker()
     signal(stub, "@counter@b", "set", "1")
     finish(w, w.next(ENTITY_ITEM), ok(), state="1")
@@ -116,8 +97,8 @@ def test_failed_signal_is_logged_and_changes_nothing(env, caplog: pytest.LogCapt
 # --- orchestrations calling, signalling and locking ----------------------------------------------------
 
 
-def test_call_from_an_orchestration_returns_the_result_by_request_id(env) -> None:
-    stub, worker, _ = env
+def test_call_from_an_orchestration_returns_the_result_by_request_id(raw_env) -> None:
+    stub, worker, _ = raw_env
     w = worker()
     start(stub, "caller")
     turn = w.next("orchestratorRequest")
@@ -147,8 +128,8 @@ def test_call_from_an_orchestration_returns_the_result_by_request_id(env) -> Non
     w.complete(turn, complete(3))
 
 
-def test_orchestration_signal_is_one_way_and_may_be_delayed(env) -> None:
-    stub, worker, _ = env
+def test_orchestration_signal_is_one_way_and_may_be_delayed(raw_env) -> None:
+    stub, worker, _ = raw_env
     w = worker()
     start(stub, "sender")
     turn = w.next("orchestratorRequest")
@@ -163,8 +144,8 @@ def test_orchestration_signal_is_one_way_and_may_be_delayed(env) -> None:
     finish(w, item, ok())
 
 
-def test_critical_section_runs_only_the_holder_and_releases_on_unlock(env) -> None:
-    stub, worker, _ = env
+def test_critical_section_runs_only_the_holder_and_releases_on_unlock(raw_env) -> None:
+    stub, worker, _ = raw_env
     w = worker()
     start(stub, "holder")
     turn = w.next("orchestratorRequest")
@@ -191,8 +172,8 @@ def test_critical_section_runs_only_the_holder_and_releases_on_unlock(env) -> No
     finish(w, item, ok(), state="9")
 
 
-def test_waiting_critical_section_gets_the_locks_when_the_holder_is_terminated(env) -> None:
-    stub, worker, _ = env
+def test_waiting_critical_section_gets_the_locks_when_the_holder_is_terminated(raw_env) -> None:
+    stub, worker, _ = raw_env
     w = worker()
     start(stub, "first")
     w.complete(w.next("orchestratorRequest"), lock_action(1, "first", "cs-a", ["@acct@a", "@acct@b"]))
@@ -219,8 +200,8 @@ def test_waiting_critical_section_gets_the_locks_when_the_holder_is_terminated(e
 # --- entity actions -------------------------------------------------------------------------------------
 
 
-def test_entity_signals_another_entity_and_starts_an_orchestration(env) -> None:
-    stub, worker, _ = env
+def test_entity_signals_another_entity_and_starts_an_orchestration(raw_env) -> None:
+    stub, worker, _ = raw_env
     w = worker()
     signal(stub, "@source@1", "fan")
     item = w.next(ENTITY_ITEM)
@@ -240,8 +221,8 @@ def test_entity_signals_another_entity_and_starts_an_orchestration(env) -> None:
 # --- queries and cleaning --------------------------------------------------------------------------------
 
 
-def test_query_entities_prefix_state_transient_and_paging(env) -> None:
-    stub, worker, _ = env
+def test_query_entities_prefix_state_transient_and_paging(raw_env) -> None:
+    stub, worker, _ = raw_env
     w = worker(pb.GetWorkItemsRequest(maxConcurrentEntityWorkItems=1))
     for i in range(5):
         signal(stub, f"@counter@{i}", "set", str(i))
@@ -276,8 +257,8 @@ def test_query_entities_prefix_state_transient_and_paging(env) -> None:
     assert seen == sorted(seen) and len(seen) == 7
 
 
-def test_clean_entity_storage_counts(env) -> None:
-    stub, worker, server = env
+def test_clean_entity_storage_counts(raw_env) -> None:
+    stub, worker, server = raw_env
     w = worker()
     signal(stub, "@kept@1", "set")
     finish(w, w.next(ENTITY_ITEM), ok(), state="1")
@@ -304,8 +285,8 @@ def test_clean_entity_storage_counts(env) -> None:
 # --- dispatch: capacity, filters, leases -------------------------------------------------------------------
 
 
-def test_entity_capacity_and_name_filters_per_stream(env) -> None:
-    stub, worker, _ = env
+def test_entity_capacity_and_name_filters_per_stream(raw_env) -> None:
+    stub, worker, _ = raw_env
     filtered = worker(pb.GetWorkItemsRequest(
         maxConcurrentEntityWorkItems=1,
         workItemFilters=pb.WorkItemFilters(entities=[pb.EntityFilter(name="Counter")]),
@@ -324,8 +305,8 @@ def test_entity_capacity_and_name_filters_per_stream(env) -> None:
     assert unfiltered.next(ENTITY_ITEM).entityRequestV2.instanceId == "@other@a"
 
 
-def test_abandoned_batch_comes_back_with_a_new_token(env) -> None:
-    stub, worker, _ = env
+def test_abandoned_batch_comes_back_with_a_new_token(raw_env) -> None:
+    stub, worker, _ = raw_env
     w = worker()
     signal(stub, "@e@k", "op")
     item = w.next(ENTITY_ITEM)
@@ -352,8 +333,8 @@ def test_batch_of_a_closed_stream_goes_to_another_worker() -> None:
             second.close()
 
 
-def test_history_of_the_calling_orchestration_keeps_entity_events(env) -> None:
-    stub, worker, _ = env
+def test_history_of_the_calling_orchestration_keeps_entity_events(raw_env) -> None:
+    stub, worker, _ = raw_env
     w = worker()
     start(stub, "hist")
     w.complete(w.next("orchestratorRequest"), lock_action(1, "hist", "cs", ["@e@1"]))

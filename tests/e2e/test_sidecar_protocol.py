@@ -14,29 +14,11 @@ from google.protobuf.wrappers_pb2 import StringValue
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
 from sidecar.engine_events import to_timestamp
-from tests.e2e.conftest import FAST, RawWorker, complete, fast_sidecar, kinds, schedule, start, timer
+from tests.e2e.conftest import FAST, complete, fast_sidecar, kinds, schedule, start, timer
 
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-@pytest.fixture
-def env():
-    with fast_sidecar() as (server, address):
-        channel = grpc.insecure_channel(address)
-        stub = pb_grpc.TaskHubSidecarServiceStub(channel)
-        workers: list[RawWorker] = []
-
-        def worker(request: pb.GetWorkItemsRequest | None = None) -> RawWorker:
-            w = RawWorker(address, request)
-            workers.append(w)
-            return w
-
-        yield stub, worker, server
-        for w in workers:
-            w.close()
-        channel.close()
 
 
 def get(stub, iid: str) -> pb.OrchestrationState:
@@ -45,8 +27,8 @@ def get(stub, iid: str) -> pb.OrchestrationState:
     return res.orchestrationState
 
 
-def test_activity_round_trip_and_wait_for_completion(env) -> None:
-    stub, worker, _ = env
+def test_activity_round_trip_and_wait_for_completion(raw_env) -> None:
+    stub, worker, _ = raw_env
     w = worker()
     start(stub, "rt", input=StringValue(value='"in"'))
     waited: dict[str, object] = {}
@@ -91,8 +73,8 @@ def test_activity_round_trip_and_wait_for_completion(env) -> None:
     assert float(waited["at"]) - completed_at < 1.0, "the long poll answers as soon as the state changes"  # type: ignore[arg-type]
 
 
-def test_wait_for_start_and_timeouts(env) -> None:
-    stub, worker, _ = env
+def test_wait_for_start_and_timeouts(raw_env) -> None:
+    stub, worker, _ = raw_env
     start(stub, "ws")
     with pytest.raises(grpc.RpcError) as err:
         stub.WaitForInstanceStart(pb.GetInstanceRequest(instanceId="ws"), timeout=0.3)
@@ -108,8 +90,8 @@ def test_wait_for_start_and_timeouts(env) -> None:
     assert res.orchestrationState.orchestrationStatus == pb.ORCHESTRATION_STATUS_RUNNING
 
 
-def test_timer_fires_near_fire_at(env) -> None:
-    stub, worker, _ = env
+def test_timer_fires_near_fire_at(raw_env) -> None:
+    stub, worker, _ = raw_env
     w = worker()
     start(stub, "tm")
     item = w.next("orchestratorRequest")
@@ -124,8 +106,8 @@ def test_timer_fires_near_fire_at(env) -> None:
     assert fire_at <= arrived <= fire_at + timedelta(seconds=0.5), (fire_at, arrived)
 
 
-def test_scheduled_start_is_honoured(env) -> None:
-    stub, worker, _ = env
+def test_scheduled_start_is_honoured(raw_env) -> None:
+    stub, worker, _ = raw_env
     w = worker()
     start_at = now() + timedelta(seconds=0.7)
     start(stub, "later", scheduledStartTimestamp=to_timestamp(start_at))
@@ -137,8 +119,8 @@ def test_scheduled_start_is_honoured(env) -> None:
     assert item.orchestratorRequest.instanceId == "later"
 
 
-def test_stale_and_duplicate_tokens_are_rejected_and_change_nothing(env) -> None:
-    stub, worker, _ = env
+def test_stale_and_duplicate_tokens_are_rejected_and_change_nothing(raw_env) -> None:
+    stub, worker, _ = raw_env
     w = worker()
     start(stub, "tok")
     item = w.next("orchestratorRequest")
@@ -162,8 +144,8 @@ def test_stale_and_duplicate_tokens_are_rejected_and_change_nothing(env) -> None
     assert turn.orchestratorRequest.newEvents[1].taskCompleted.result.value == '"1"'
 
 
-def test_stream_loss_requeues_after_grace_and_late_completion_is_accepted(env) -> None:
-    stub, worker, _ = env
+def test_stream_loss_requeues_after_grace_and_late_completion_is_accepted(raw_env) -> None:
+    stub, worker, _ = raw_env
     first = worker()
     start(stub, "lost")
     item = first.next("orchestratorRequest")
@@ -191,8 +173,8 @@ def test_stream_loss_requeues_after_grace_and_late_completion_is_accepted(env) -
     assert res.orchestrationState.orchestrationStatus == pb.ORCHESTRATION_STATUS_COMPLETED
 
 
-def test_abandon_requeues_with_a_new_token(env) -> None:
-    stub, worker, _ = env
+def test_abandon_requeues_with_a_new_token(raw_env) -> None:
+    stub, worker, _ = raw_env
     w = worker()
     start(stub, "ab")
     item = w.next("orchestratorRequest")
@@ -210,8 +192,8 @@ def test_abandon_requeues_with_a_new_token(env) -> None:
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_concurrency_limit_and_name_filter(env) -> None:
-    stub, worker, _ = env
+def test_concurrency_limit_and_name_filter(raw_env) -> None:
+    stub, worker, _ = raw_env
     filt = pb.WorkItemFilters(orchestrations=[pb.OrchestrationFilter(name="other")])
     picky = worker(pb.GetWorkItemsRequest(workItemFilters=filt))
     limited = worker(pb.GetWorkItemsRequest(maxConcurrentOrchestrationWorkItems=1))
@@ -227,15 +209,15 @@ def test_concurrency_limit_and_name_filter(env) -> None:
     assert picky.next("orchestratorRequest").orchestratorRequest.instanceId == "o1"
 
 
-def test_health_pings_while_idle(env) -> None:
-    _, worker, _ = env
+def test_health_pings_while_idle(raw_env) -> None:
+    _, worker, _ = raw_env
     w = worker()
     w.expect_nothing(FAST.health_ping_interval * 3.5)
     assert w.pings >= 3
 
 
-def test_terminate_cancels_the_running_turn(env) -> None:
-    stub, worker, _ = env
+def test_terminate_cancels_the_running_turn(raw_env) -> None:
+    stub, worker, _ = raw_env
     w = worker()
     start(stub, "term")
     item = w.next("orchestratorRequest")
@@ -249,8 +231,8 @@ def test_terminate_cancels_the_running_turn(env) -> None:
     stub.TerminateInstance(pb.TerminateRequest(instanceId="term"))  # already terminal: no-op
 
 
-def test_suspend_resume_and_raise_event(env) -> None:
-    stub, worker, _ = env
+def test_suspend_resume_and_raise_event(raw_env) -> None:
+    stub, worker, _ = raw_env
     w = worker()
     start(stub, "sr")
     w.complete(w.next("orchestratorRequest"))
@@ -268,8 +250,8 @@ def test_suspend_resume_and_raise_event(env) -> None:
     stub.RaiseEvent(pb.RaiseEventRequest(instanceId="sr", name="after"))  # finished: dropped, no error
 
 
-def test_query_list_history_purge_restart(env) -> None:
-    stub, worker, _ = env
+def test_query_list_history_purge_restart(raw_env) -> None:
+    stub, worker, _ = raw_env
     w = worker()
     for i in range(3):
         start(stub, f"q{i}", input=StringValue(value=f'"{i}"'))
@@ -316,8 +298,8 @@ def test_query_list_history_purge_restart(env) -> None:
     assert purged.deletedInstanceCount == 3
 
 
-def test_long_history_streams_in_chunks(env) -> None:
-    stub, worker, _ = env
+def test_long_history_streams_in_chunks(raw_env) -> None:
+    stub, worker, _ = raw_env
     w = worker()
     start(stub, "long")
     item = w.next("orchestratorRequest")
@@ -344,8 +326,8 @@ def test_oversize_message_is_rejected_with_resource_exhausted() -> None:
             stub.StartInstance(small)
 
 
-def test_client_keepalive_pings_are_permitted(env) -> None:
-    stub, worker, server = env
+def test_client_keepalive_pings_are_permitted(raw_env) -> None:
+    stub, worker, server = raw_env
     options = [
         ("grpc.keepalive_time_ms", 200),
         ("grpc.keepalive_timeout_ms", 1000),
