@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -13,7 +14,8 @@ from pathlib import Path
 
 from sidecar.dispatch import DispatchOptions
 from sidecar.server import DEFAULT_MAX_MESSAGE_SIZE, SidecarServer
-from sidecar.store import MEMORY, SqliteStore, StoreError
+from sidecar.store import MEMORY, STORE_VARIABLE, SqliteStore, StoreError, open_store
+from sidecar.store.urls import redact
 
 DEFAULT_STORE = str(Path(".durabletask") / "sidecar.db")
 
@@ -27,8 +29,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=4001, help="port to listen on (default: 4001)")
     parser.add_argument(
         "--store",
-        default=DEFAULT_STORE,
-        help=f"'{MEMORY}' or the path of a SQLite file, created as needed (default: {DEFAULT_STORE})",
+        default=os.environ.get(STORE_VARIABLE) or DEFAULT_STORE,
+        help=f"'{MEMORY}', the path of a SQLite file (created as needed), or a postgresql://user@host:port/db URL "
+        f"shared by several sidecars (default: ${STORE_VARIABLE}, else {DEFAULT_STORE})",
+    )
+    parser.add_argument(
+        "--lease",
+        type=float,
+        default=DispatchOptions.orchestration_lease.total_seconds(),
+        metavar="SECONDS",
+        help="how long a work item handed to a worker stays leased without renewal; the sidecar renews it "
+        "while the worker's stream lives, and after a crash another sidecar takes it over once it runs "
+        "out (default: %(default)g)",
     )
     parser.add_argument(
         "--max-message-size",
@@ -68,20 +80,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_message_size <= 0:
         print("error: --max-message-size must be positive", file=sys.stderr)
         return 2
-    for flag, value in (("--turn-max-hold", args.turn_max_hold), ("--activity-max-hold", args.activity_max_hold)):
+    for flag, value in (
+        ("--turn-max-hold", args.turn_max_hold),
+        ("--activity-max-hold", args.activity_max_hold),
+        ("--lease", args.lease),
+    ):
         if not value > 0:
             print(f"error: {flag} must be a positive number of seconds", file=sys.stderr)
             return 2
     turn_hold = timedelta(seconds=args.turn_max_hold)
+    lease = timedelta(seconds=args.lease)
     options = DispatchOptions(
+        orchestration_lease=lease,
+        activity_lease=lease,
+        entity_lease=lease,
         orchestration_max_hold=turn_hold,
         entity_max_hold=turn_hold,
         activity_max_hold=timedelta(seconds=args.activity_max_hold),
     )
     try:
-        store = SqliteStore(args.store)
-    except (StoreError, OSError) as exc:
-        print(f"error: cannot open store '{args.store}': {exc}", file=sys.stderr)
+        store = open_store(args.store)
+    except (StoreError, OSError, ImportError) as exc:
+        print(f"error: cannot open store '{redact(args.store)}': {exc}", file=sys.stderr)
         return 1
     server = SidecarServer(
         store,
@@ -104,9 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    where = "in memory (lost on exit)" if args.store == MEMORY else f"SQLite file {Path(args.store).resolve()}"
     print(f"durabletask sidecar listening on {server.address}", flush=True)
-    print(f"store: {where}", flush=True)
+    print(f"store: {store.describe()}", flush=True)
     if isinstance(store, SqliteStore) and store.cleared_leases:
         print(f"released {store.cleared_leases} leases left by a previous run", flush=True)
     while not stop.wait(1.0):

@@ -25,24 +25,33 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from enum import Enum
 
 from durabletask.internal import orchestrator_service_pb2 as pb
-from sidecar.entities import DEFAULT_MAX_BATCH
+from sidecar.entity_scheduler import DEFAULT_MAX_BATCH
+from sidecar.hub import TaskHub
 from sidecar.model import TERMINAL_STATUSES
 from sidecar.store.base import (
     ActivityWorkItem,
-    ChangeSet,
+    CommitNotice,
     EntityWorkItem,
     LeaseNotFoundError,
     OrchestrationWorkItem,
-    Store,
 )
 
 log = logging.getLogger("durabletask-sidecar.dispatch")
 
-ORCHESTRATION = "orchestration"
-ACTIVITY = "activity"
-ENTITY = "entity"
+class WorkKind(str, Enum):
+    """The three kinds of work item a stream receives."""
+
+    ORCHESTRATION = "orchestration"
+    ACTIVITY = "activity"
+    ENTITY = "entity"
+
+
+ORCHESTRATION = WorkKind.ORCHESTRATION
+ACTIVITY = WorkKind.ACTIVITY
+ENTITY = WorkKind.ENTITY
 
 
 def utcnow() -> datetime:
@@ -53,14 +62,14 @@ def utcnow() -> datetime:
 class DispatchOptions:
     """Timing and capacity knobs of the dispatcher (tests shorten them)."""
 
-    orchestration_lease: timedelta = timedelta(minutes=5)
-    activity_lease: timedelta = timedelta(minutes=5)
+    orchestration_lease: timedelta = timedelta(seconds=30)
+    activity_lease: timedelta = timedelta(seconds=30)
     health_ping_interval: float = 30.0
     stream_grace: float = 2.0
     safety_poll: float = 1.0
     default_max_orchestrations: int = 100
     default_max_activities: int = 100
-    entity_lease: timedelta = timedelta(minutes=5)
+    entity_lease: timedelta = timedelta(seconds=30)
     default_max_entities: int = 100
     entity_batch_size: int = DEFAULT_MAX_BATCH
     # Largest entity state, and largest sum of operation sizes in one batch (bytes); the
@@ -73,15 +82,21 @@ class DispatchOptions:
     activity_max_hold: timedelta = timedelta(hours=1)
     entity_max_hold: timedelta = timedelta(minutes=10)
 
-    def lease_of(self, kind: str) -> timedelta:
+    def lease_of(self, kind: WorkKind) -> timedelta:
         """The lease length of a work item of ``kind``."""
-        return {ORCHESTRATION: self.orchestration_lease, ACTIVITY: self.activity_lease}.get(kind, self.entity_lease)
+        return {
+            WorkKind.ORCHESTRATION: self.orchestration_lease,
+            WorkKind.ACTIVITY: self.activity_lease,
+            WorkKind.ENTITY: self.entity_lease,
+        }[kind]
 
-    def max_hold_of(self, kind: str) -> timedelta:
+    def max_hold_of(self, kind: WorkKind) -> timedelta:
         """The maximum hold time of a work item of ``kind``."""
-        return {ORCHESTRATION: self.orchestration_max_hold, ACTIVITY: self.activity_max_hold}.get(
-            kind, self.entity_max_hold
-        )
+        return {
+            WorkKind.ORCHESTRATION: self.orchestration_max_hold,
+            WorkKind.ACTIVITY: self.activity_max_hold,
+            WorkKind.ENTITY: self.entity_max_hold,
+        }[kind]
 
 
 @dataclass(eq=False)
@@ -101,17 +116,21 @@ class WorkStream:
     orchestration_versions: dict[str, frozenset[str]] = field(default_factory=dict)
     activity_versions: dict[str, frozenset[str]] = field(default_factory=dict)
     queue: queue.SimpleQueue[pb.WorkItem | None] = field(default_factory=queue.SimpleQueue)
-    outstanding: dict[str, str] = field(default_factory=dict)
+    outstanding: dict[str, WorkKind] = field(default_factory=dict)
     closed: bool = False
 
-    def free(self, kind: str) -> int:
+    def free(self, kind: WorkKind) -> int:
         used = sum(1 for k in self.outstanding.values() if k == kind)
-        limit = {ORCHESTRATION: self.max_orchestrations, ACTIVITY: self.max_activities}.get(kind, self.max_entities)
+        limit = {
+            WorkKind.ORCHESTRATION: self.max_orchestrations,
+            WorkKind.ACTIVITY: self.max_activities,
+            WorkKind.ENTITY: self.max_entities,
+        }[kind]
         return limit - used
 
 
 @dataclass(frozen=True)
-class _Turn:
+class _HeldTurn:
     """The orchestration a turn token belongs to."""
 
     instance_id: str
@@ -125,17 +144,17 @@ class _Held:
     """A token handed to a stream: until when its lease may be renewed, and how far it is."""
 
     stream: WorkStream
-    kind: str
+    kind: WorkKind
     deadline: datetime  # the clock time at which the stream's hold ends
     renewed_until: datetime
-    turn: _Turn | None = None
+    turn: _HeldTurn | None = None
 
 
 @dataclass(eq=False)
 class _Rejection:
     """The open streams that handed a turn of an instance back (its execution, name and version)."""
 
-    turn: _Turn
+    turn: _HeldTurn
     streams: set[int] = field(default_factory=set)
 
 
@@ -162,9 +181,9 @@ class Dispatcher:
     """Pushes leased work items to open streams and settles completions by token."""
 
     def __init__(
-        self, store: Store, options: DispatchOptions | None = None, clock: Callable[[], datetime] = utcnow
+        self, hub: TaskHub, options: DispatchOptions | None = None, clock: Callable[[], datetime] = utcnow
     ) -> None:
-        self.store = store
+        self.hub = hub
         self.options = options or DispatchOptions()
         self.clock = clock
         self._lock = threading.Condition()
@@ -172,13 +191,13 @@ class Dispatcher:
         self._stopped = False
         self._streams: dict[int, WorkStream] = {}
         self._tokens: dict[str, _Held] = {}
-        self._releases: list[tuple[float, str, str]] = []
+        self._releases: list[tuple[float, str, WorkKind]] = []
         self._rejected: dict[str, _Rejection] = {}  # instance ID -> the streams that handed it back
         self._ids = itertools.count(1)
         self._last_renew = time.monotonic()
         self._last_sweep = time.monotonic()
         self._thread: threading.Thread | None = None
-        store.add_listener(self._on_change)
+        hub.add_listener(self._on_change)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -191,7 +210,7 @@ class Dispatcher:
             self._stopped = True
             streams = list(self._streams.values())
             self._lock.notify_all()
-        self.store.remove_listener(self._on_change)
+        self.hub.remove_listener(self._on_change)
         for stream in streams:
             stream.queue.put(None)
         if self._thread is not None:
@@ -202,8 +221,8 @@ class Dispatcher:
             self._wake = True
             self._lock.notify_all()
 
-    def _on_change(self, changes: ChangeSet) -> None:
-        if changes.work_available or changes.reset:
+    def _on_change(self, notice: CommitNotice) -> None:
+        if notice.work_available or notice.reset or notice.resync:
             self.wake()
 
     # --- streams ----------------------------------------------------------------------------
@@ -286,14 +305,14 @@ class Dispatcher:
     def complete_orchestration(self, response: pb.OrchestratorResponse) -> None:
         """Commit a turn. Raises LeaseNotFoundError (stale token) or InvalidTurnError (bad actions)."""
         try:
-            self.store.complete_orchestration(response.completionToken, response, self.clock())
+            self.hub.complete_orchestration(response.completionToken, response, self.clock())
         finally:
             self._settled(response.completionToken, completed=True)
 
     def complete_activity(self, response: pb.ActivityResponse) -> None:
         """Commit an activity result. Raises LeaseNotFoundError for a stale token."""
         try:
-            self.store.complete_activity(response.completionToken, response, self.clock())
+            self.hub.complete_activity(response.completionToken, response, self.clock())
         finally:
             self._settled(response.completionToken)
 
@@ -308,14 +327,14 @@ class Dispatcher:
                     rejection = self._rejected[held.turn.instance_id] = _Rejection(held.turn)
                 rejection.streams.add(held.stream.id)
         try:
-            self.store.abandon_orchestration(token, self.clock())
+            self.hub.abandon_orchestration(token, self.clock())
         finally:
             self._settled(token)
 
     def complete_entity(self, result: pb.EntityBatchResult) -> None:
         """Commit an entity batch. Raises LeaseNotFoundError (stale token) or InvalidBatchResultError."""
         try:
-            self.store.complete_entity(
+            self.hub.complete_entity(
                 result.completionToken, result, self.clock(), self.options.entity_payload_limit
             )
         finally:
@@ -323,13 +342,13 @@ class Dispatcher:
 
     def abandon_entity(self, token: str) -> None:
         try:
-            self.store.abandon_entity(token, self.clock())
+            self.hub.abandon_entity(token, self.clock())
         finally:
             self._settled(token)
 
     def abandon_activity(self, token: str) -> None:
         try:
-            self.store.abandon_activity(token, self.clock())
+            self.hub.abandon_activity(token, self.clock())
         finally:
             self._settled(token)
 
@@ -360,7 +379,7 @@ class Dispatcher:
             return 0.0
         now = self.clock()
         timeout = self.options.safety_poll
-        due = self.store.next_due_at(now)
+        due = self.hub.next_due_at(now)
         if due is not None:
             timeout = min(timeout, max(0.0, (due - now).total_seconds()))
         with self._lock:
@@ -381,7 +400,7 @@ class Dispatcher:
             expired = [(token, kind) for _, token, kind in due if self._tokens.pop(token, None) is not None]
         for token, kind in expired:
             if self._release(token, kind):
-                log.info("re-queued %s work item %s of a closed stream", kind, token)
+                log.info("re-queued %s work item %s of a closed stream", kind.value, token)
 
     def _end_expired_holds(self) -> None:
         """Forget tokens held past their maximum hold time: their leases ran out, the items go out again."""
@@ -395,7 +414,7 @@ class Dispatcher:
             log.warning(
                 "%s work item %s was held by stream %d (worker %r) for %s without a completion: "
                 "its lease ran out and it will be dispatched again",
-                held.kind, token, held.stream.id, held.stream.worker_id, self.options.max_hold_of(held.kind),
+                held.kind.value, token, held.stream.id, held.stream.worker_id, self.options.max_hold_of(held.kind),
             )
 
     def _renew_interval(self) -> float:
@@ -416,7 +435,7 @@ class Dispatcher:
                     held.renewed_until = until
                     batches.setdefault(until, []).append(token)
         for until, tokens in batches.items():
-            self.store.renew_leases(tokens, until)
+            self.hub.renew_leases(tokens, until)
 
     def _forget_stale_rejections(self) -> None:
         """Drop rejections of instances that finished, vanished or started another execution."""
@@ -426,7 +445,7 @@ class Dispatcher:
         with self._lock:
             rejections = list(self._rejected.items())
         for instance_id, rejection in rejections:
-            instance = self.store.get_instance(instance_id)
+            instance = self.hub.get_instance(instance_id)
             if (
                 instance is None
                 or instance.status in TERMINAL_STATUSES
@@ -455,13 +474,13 @@ class Dispatcher:
                         exhausted.add(stream.id)
         return sent
 
-    def _lease_for(self, stream: WorkStream, kind: str) -> bool:
+    def _lease_for(self, stream: WorkStream, kind: WorkKind) -> bool:
         now = self.clock()
         lease_for = min(self.options.lease_of(kind), self.options.max_hold_of(kind))
         item: OrchestrationWorkItem | ActivityWorkItem | EntityWorkItem | None
-        turn: _Turn | None = None
+        turn: _HeldTurn | None = None
         if kind == ENTITY:
-            item = self.store.lease_entity(
+            item = self.hub.lease_entity(
                 now,
                 lease_for,
                 stream.entity_names,
@@ -470,7 +489,7 @@ class Dispatcher:
             )
         elif kind == ORCHESTRATION:
             exclude, skip_delay = self._rejections_for(stream)
-            item = self.store.lease_orchestration(
+            item = self.hub.lease_orchestration(
                 now,
                 lease_for,
                 stream.orchestration_names,
@@ -480,9 +499,9 @@ class Dispatcher:
             )
             if item is not None:
                 inst = item.instance
-                turn = _Turn(inst.instance_id, inst.name, inst.version, inst.execution_id)
+                turn = _HeldTurn(inst.instance_id, inst.name, inst.version, inst.execution_id)
         else:
-            item = self.store.lease_activity(now, lease_for, stream.activity_names, versions=stream.activity_versions)
+            item = self.hub.lease_activity(now, lease_for, stream.activity_names, versions=stream.activity_versions)
         if item is None:
             return False
         work = _to_work_item(item)
@@ -501,12 +520,12 @@ class Dispatcher:
         self._release(item.token, kind)
         return False
 
-    def _release(self, token: str, kind: str) -> bool:
+    def _release(self, token: str, kind: WorkKind) -> bool:
         if kind == ORCHESTRATION:
-            return self.store.release_orchestration(token)
+            return self.hub.release_orchestration(token)
         if kind == ACTIVITY:
-            return self.store.release_activity(token)
-        return self.store.release_entity(token)
+            return self.hub.release_activity(token)
+        return self.hub.release_entity(token)
 
     def _rejections_for(self, stream: WorkStream) -> tuple[list[str], list[str]]:
         """(instances not to offer this stream, instances to offer it without waiting for their back-off).
@@ -574,4 +593,13 @@ def _to_work_item(item: OrchestrationWorkItem | ActivityWorkItem | EntityWorkIte
     return pb.WorkItem(activityRequest=activity, completionToken=item.token)
 
 
-__all__ = ["ACTIVITY", "ENTITY", "ORCHESTRATION", "DispatchOptions", "Dispatcher", "LeaseNotFoundError", "WorkStream"]
+__all__ = [
+    "ACTIVITY",
+    "ENTITY",
+    "ORCHESTRATION",
+    "DispatchOptions",
+    "Dispatcher",
+    "LeaseNotFoundError",
+    "WorkKind",
+    "WorkStream",
+]

@@ -19,7 +19,6 @@ Outbound effects of a turn, in brief:
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -39,6 +38,7 @@ from sidecar.engine_events import (
 )
 from sidecar.engine_rewind import apply_rewind, check_not_ignoring_rewind
 from sidecar.engine_validate import ACTION_KIND, ENTITY_MESSAGE_KIND, is_rewind_response, validate_turn
+from sidecar.ids import IdFactory, random_id
 from sidecar.model import (
     ActivityTaskSpec,
     InstanceSnapshot,
@@ -71,7 +71,7 @@ TERMINATED_ERROR_TYPE = "OrchestrationTerminated"
 
 def new_execution_id() -> str:
     """A fresh, unique execution id."""
-    return uuid.uuid4().hex
+    return random_id()
 
 
 def sub_orchestration_instance_id(parent_instance_id: str, action_id: int) -> str:
@@ -80,7 +80,7 @@ def sub_orchestration_instance_id(parent_instance_id: str, action_id: int) -> st
 
 
 @dataclass
-class _Turn:
+class _TurnState:
     """Working state while the actions of one turn are applied."""
 
     source: InstanceSnapshot  # the instance as it was before the turn
@@ -89,6 +89,7 @@ class _Turn:
     ends_execution: bool
     continues_as_new: bool
     history: list[pb.HistoryEvent] = field(default_factory=list)
+    new_id: IdFactory = random_id
 
     @property
     def instance(self) -> InstanceSnapshot:
@@ -115,7 +116,7 @@ def apply_turn(turn: TurnInput) -> TurnResult:
     instance.last_updated_at = turn.now
     instance.custom_status = optional_str(response, "customStatus")
 
-    state = _Turn(
+    state = _TurnState(
         source=turn.instance,
         out=TurnResult(instance=instance),
         now=turn.now,
@@ -125,6 +126,7 @@ def apply_turn(turn: TurnInput) -> TurnResult:
             and completion.orchestrationStatus == pb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW
         ),
         history=list(turn.new_events),
+        new_id=turn.new_id,
     )
     for action in response.actions:
         _apply_action(state, action, turn)
@@ -257,7 +259,7 @@ def _status_after_events(status: int, new_events: list[pb.HistoryEvent]) -> int:
     return status
 
 
-def _apply_action(state: _Turn, action: pb.OrchestratorAction, turn: TurnInput) -> None:
+def _apply_action(state: _TurnState, action: pb.OrchestratorAction, turn: TurnInput) -> None:
     kind = action.WhichOneof(ACTION_KIND)
     if kind == "scheduleTask":
         _schedule_task(state, action)
@@ -277,7 +279,7 @@ def _apply_action(state: _Turn, action: pb.OrchestratorAction, turn: TurnInput) 
         raise InvalidTurnError(f"action {action.id}: unsupported action kind {kind}")
 
 
-def _schedule_task(state: _Turn, action: pb.OrchestratorAction) -> None:
+def _schedule_task(state: _TurnState, action: pb.OrchestratorAction) -> None:
     task = action.scheduleTask
     event = new_event(state.now, action.id)
     scheduled = event.taskScheduled
@@ -304,7 +306,7 @@ def _schedule_task(state: _Turn, action: pb.OrchestratorAction) -> None:
     ))
 
 
-def _create_timer(state: _Turn, action: pb.OrchestratorAction) -> None:
+def _create_timer(state: _TurnState, action: pb.OrchestratorAction) -> None:
     fire_at = action.createTimer.fireAt
     event = new_event(state.now, action.id)
     event.timerCreated.fireAt.CopyFrom(fire_at)
@@ -322,7 +324,7 @@ def _create_timer(state: _Turn, action: pb.OrchestratorAction) -> None:
     ))
 
 
-def _create_sub_orchestration(state: _Turn, action: pb.OrchestratorAction) -> None:
+def _create_sub_orchestration(state: _TurnState, action: pb.OrchestratorAction) -> None:
     sub = action.createSubOrchestration
     parent = state.source
     child_id = sub.instanceId or sub_orchestration_instance_id(parent.instance_id, action.id)
@@ -346,7 +348,7 @@ def _create_sub_orchestration(state: _Turn, action: pb.OrchestratorAction) -> No
         name=parent.name,
         version=parent.version,
     )
-    execution_id = new_execution_id()
+    execution_id = state.new_id()
     version = optional_str(sub, "version")
     child_input = optional_str(sub, "input")
     start = new_execution_started(
@@ -372,7 +374,7 @@ def _create_sub_orchestration(state: _Turn, action: pb.OrchestratorAction) -> No
     ))
 
 
-def _send_event(state: _Turn, action: pb.OrchestratorAction) -> None:
+def _send_event(state: _TurnState, action: pb.OrchestratorAction) -> None:
     send = action.sendEvent
     target = send.instance.instanceId
     event = new_event(state.now, action.id)
@@ -389,7 +391,7 @@ def _send_event(state: _Turn, action: pb.OrchestratorAction) -> None:
     state.out.messages.append(OutboundMessage(target_instance_id=target, event=raised))
 
 
-def _terminate_other(state: _Turn, action: pb.OrchestratorAction) -> None:
+def _terminate_other(state: _TurnState, action: pb.OrchestratorAction) -> None:
     term = action.terminateOrchestration
     # The history records the request as an event sent to the target (nothing more specific exists).
     event = new_event(state.now, action.id)
@@ -405,7 +407,7 @@ def _terminate_other(state: _Turn, action: pb.OrchestratorAction) -> None:
     ))
 
 
-def _send_entity_message(state: _Turn, action: pb.OrchestratorAction) -> None:
+def _send_entity_message(state: _TurnState, action: pb.OrchestratorAction) -> None:
     message = action.sendEntityMessage
     kind = message.WhichOneof(ENTITY_MESSAGE_KIND)
     assert kind is not None  # validated
@@ -443,7 +445,7 @@ def _default_failure(instance_id: str) -> pb.TaskFailureDetails:
     )
 
 
-def _complete(state: _Turn, action: pb.OrchestratorAction, turn: TurnInput) -> None:
+def _complete(state: _TurnState, action: pb.OrchestratorAction, turn: TurnInput) -> None:
     complete = action.completeOrchestration
     status = complete.orchestrationStatus
     result = optional_str(complete, "result")
@@ -477,10 +479,10 @@ def _original_trace_context(events: list[pb.HistoryEvent]) -> pb.TraceContext | 
 
 
 def _continue_as_new(
-    state: _Turn, complete: pb.CompleteOrchestrationAction, new_input: str | None, turn: TurnInput
+    state: _TurnState, complete: pb.CompleteOrchestrationAction, new_input: str | None, turn: TurnInput
 ) -> None:
     instance = state.instance
-    execution_id = new_execution_id()
+    execution_id = state.new_id()
     version = optional_str(complete, "newVersion")
     if version is None:
         version = instance.version

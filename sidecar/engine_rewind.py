@@ -17,7 +17,6 @@ cleaned history, and whatever the history still waits for is set going again:
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import replace
 from datetime import datetime
 
@@ -29,6 +28,7 @@ from sidecar.engine_events import (
     new_orchestrator_started,
     optional_str,
 )
+from sidecar.ids import IdFactory
 from sidecar.model import (
     ActivityTaskSpec,
     InstanceSnapshot,
@@ -100,7 +100,7 @@ def apply_rewind(turn: TurnInput) -> TurnResult:
         inbox_prepend=[new_orchestrator_started(turn.now)],
         rewind=RewindPlan(reason=_reason(turn.new_events)),
     )
-    _restart_waiting_work(result, new_history, turn.now)
+    _restart_waiting_work(result, new_history, turn.now, turn.new_id)
     return result
 
 
@@ -128,7 +128,9 @@ def _reason(events: list[pb.HistoryEvent]) -> str | None:
     return None
 
 
-def _restart_waiting_work(result: TurnResult, history: list[pb.HistoryEvent], now: datetime) -> None:
+def _restart_waiting_work(
+    result: TurnResult, history: list[pb.HistoryEvent], now: datetime, new_id: IdFactory
+) -> None:
     """Queue the activities, timers and sub-orchestrations the history has no outcome for."""
     instance = result.instance
     scheduled: dict[int, pb.HistoryEvent] = {}
@@ -172,11 +174,15 @@ def _restart_waiting_work(result: TurnResult, history: list[pb.HistoryEvent], no
         ))
     assert result.rewind is not None
     for task_id, event in children.items():
-        result.rewind.children.append(_child_spec(instance, task_id, event.subOrchestrationInstanceCreated, now))
+        result.rewind.children.append(_child_spec(instance, task_id, event.subOrchestrationInstanceCreated, now, new_id))
 
 
 def _child_spec(
-    parent: InstanceSnapshot, task_id: int, created: pb.SubOrchestrationInstanceCreatedEvent, now: datetime
+    parent: InstanceSnapshot,
+    task_id: int,
+    created: pb.SubOrchestrationInstanceCreatedEvent,
+    now: datetime,
+    new_id: IdFactory,
 ) -> NewInstanceSpec:
     parent_ref = ParentRef(
         instance_id=parent.instance_id,
@@ -185,7 +191,7 @@ def _child_spec(
         name=parent.name,
         version=parent.version,
     )
-    execution_id = uuid.uuid4().hex
+    execution_id = new_id()
     version = optional_str(created, "version")
     child_input = optional_str(created, "input")
     start = new_execution_started(

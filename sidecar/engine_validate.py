@@ -6,7 +6,7 @@ from google.protobuf.message import Message
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.engine_events import status_name
-from sidecar.entities import EntityIdError, parse_entity_id
+from sidecar.entity_scheduler import EntityIdError, parse_entity_id
 from sidecar.model import InstanceSnapshot, InvalidTurnError
 
 ACTION_KIND = "orchestratorActionType"

@@ -10,16 +10,22 @@ operations that ran (state and outgoing actions are dropped) rather than the who
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from durabletask.internal import orchestrator_service_pb2 as pb
-from sidecar.engine import new_execution_id
 from sidecar.engine_events import from_timestamp, new_event, new_execution_started, optional_str
 from sidecar.engine_validate import MAX_TEXT_LENGTH, text_problem
-from sidecar.entities import CALL, SIGNAL, EntityIdError, QueuedMessage, is_entity_id, normalize_entity_id
+from sidecar.entity_scheduler import (
+    CALL,
+    SIGNAL,
+    EntityIdError,
+    QueuedMessage,
+    is_entity_id,
+    normalize_entity_id,
+)
+from sidecar.ids import IdFactory, random_id
 from sidecar.model import InstanceSnapshot, InvalidTurnError, OutboundMessage
 
 MAX_INSTANCE_ID_LENGTH = MAX_TEXT_LENGTH
@@ -74,6 +80,7 @@ def apply_batch_result(
     result: pb.EntityBatchResult,
     now: datetime,
     max_state_size: int | None = None,
+    new_id: IdFactory = random_id,
 ) -> BatchOutcome:
     """Validate ``result`` against the ``batch`` that was sent and compute its change set.
 
@@ -105,9 +112,9 @@ def apply_batch_result(
     for action in result.actions:
         kind = action.WhichOneof("operationActionType")
         if kind == "sendSignal":
-            outcome.signals.append(_signal(entity_id, action.sendSignal, now))
+            outcome.signals.append(_signal(entity_id, action.sendSignal, now, new_id))
         elif kind == "startNewOrchestration":
-            outcome.orchestrations.append(_new_orchestration(action.startNewOrchestration, now))
+            outcome.orchestrations.append(_new_orchestration(action.startNewOrchestration, now, new_id))
     return outcome
 
 
@@ -204,11 +211,11 @@ def _describe_failure(entity_id: str, message: QueuedMessage, failure: pb.TaskFa
     )
 
 
-def _signal(entity_id: str, action: pb.SendSignalAction, now: datetime) -> EntitySignal:
+def _signal(entity_id: str, action: pb.SendSignalAction, now: datetime, new_id: IdFactory) -> EntitySignal:
     target = normalize_entity_id(action.instanceId)
     event = new_event(now)
     signaled = event.entityOperationSignaled
-    signaled.requestId = uuid.uuid4().hex
+    signaled.requestId = new_id()
     signaled.operation = action.name
     signaled.targetInstanceId.value = target
     if action.HasField("input"):
@@ -221,9 +228,9 @@ def _signal(entity_id: str, action: pb.SendSignalAction, now: datetime) -> Entit
     return EntitySignal(target=target, sender=entity_id, event=event, visible_at=visible_at)
 
 
-def _new_orchestration(action: pb.StartNewOrchestrationAction, now: datetime) -> NewOrchestration:
-    instance_id = action.instanceId or uuid.uuid4().hex
-    execution_id = new_execution_id()
+def _new_orchestration(action: pb.StartNewOrchestrationAction, now: datetime, new_id: IdFactory) -> NewOrchestration:
+    instance_id = action.instanceId or new_id()
+    execution_id = new_id()
     version = optional_str(action, "version")
     orchestration_input = optional_str(action, "input")
     start_at = from_timestamp(action.scheduledTime) if action.HasField("scheduledTime") else None

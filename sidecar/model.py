@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from durabletask.internal import orchestrator_service_pb2 as pb
+from sidecar.ids import IdFactory, random_id
 
 # Statuses in which an instance takes no more turns.
 TERMINAL_STATUSES: frozenset[int] = frozenset({
@@ -18,6 +19,9 @@ TERMINAL_STATUSES: frozenset[int] = frozenset({
     pb.ORCHESTRATION_STATUS_TERMINATED,
     pb.ORCHESTRATION_STATUS_CANCELED,
 })
+
+# Kinds of entity queue messages that a worker runs (the others, lock and unlock, the sidecar settles).
+ENTITY_OPERATION_KINDS: frozenset[str] = frozenset({"signal", "call"})
 
 
 @dataclass
@@ -117,6 +121,8 @@ class TurnInput:
     new_events: list[pb.HistoryEvent]
     response: pb.OrchestratorResponse
     now: datetime
+    # Source of the execution IDs the turn creates (continue-as-new, sub-orchestrations).
+    new_id: IdFactory = random_id
 
 
 @dataclass

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TypeVar
 
-from sidecar.store.base import ChangeSet
+from sidecar.store.base import CommitNotice
 
 T = TypeVar("T")
 
@@ -30,11 +30,11 @@ class InstanceWatcher:
         self._epoch = 0
         self._closed = False
 
-    def on_change(self, changes: ChangeSet) -> None:
+    def on_change(self, changes: CommitNotice) -> None:
         """Store listener: bump the counters of watched instances and wake their waiters."""
         with self._cond:
-            hit = changes.reset
-            if changes.reset:
+            hit = changes.reset or changes.resync
+            if hit:
                 self._epoch += 1
             for iid in changes.instances:
                 if iid in self._watchers:

@@ -30,6 +30,7 @@ from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
 from sidecar import engine_events
 from sidecar.dispatch import Dispatcher, DispatchOptions, utcnow
 from sidecar.engine_rewind import rewound_event
+from sidecar.hub import TaskHub
 from sidecar.model import TERMINAL_STATUSES, InstanceSnapshot
 from sidecar.notify import InstanceWatcher
 from sidecar.servicer_entities import EntityServicerMixin
@@ -50,7 +51,7 @@ from sidecar.servicer_util import (
     status_code_for,
     to_state,
 )
-from sidecar.store import SqliteStore, Store
+from sidecar.store import Store, open_store
 from sidecar.store.base import (
     DEFAULT_PAGE_SIZE,
     CompletedFilter,
@@ -71,16 +72,16 @@ MAX_TERMINATION_BATCH = 1000
 
 
 class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer):
-    """Implements every RPC of TaskHubSidecarService on top of a store and a dispatcher."""
+    """Implements every RPC of TaskHubSidecarService on top of the task hub and a dispatcher."""
 
     def __init__(
         self,
-        store: Store,
+        hub: TaskHub,
         dispatcher: Dispatcher,
         watcher: InstanceWatcher,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self.store = store
+        self.hub = hub
         self.dispatcher = dispatcher
         self.watcher = watcher
         self.clock = clock
@@ -93,12 +94,12 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
     @mapped_errors
     def CreateTaskHub(self, request: pb.CreateTaskHubRequest, context: grpc.ServicerContext) -> Any:
         if request.recreateIfExists:
-            self.store.reset()
+            self.hub.reset()
         return pb.CreateTaskHubResponse()
 
     @mapped_errors
     def DeleteTaskHub(self, request: pb.DeleteTaskHubRequest, context: grpc.ServicerContext) -> Any:
-        self.store.reset()
+        self.hub.reset()
         return pb.DeleteTaskHubResponse()
 
     # --- instances ------------------------------------------------------------------------------
@@ -168,11 +169,11 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
             parent_trace_context=trace,
         )
         visible_at = start_at if start_at is not None and start_at > now else now
-        self.store.create_instance(instance, event, visible_at, now, replaceable)
+        self.hub.create_instance(instance, event, visible_at, now, replaceable)
 
     @mapped_errors
     def GetInstance(self, request: pb.GetInstanceRequest, context: grpc.ServicerContext) -> Any:
-        inst = self.store.get_instance(check_instance_id(request.instanceId))
+        inst = self.hub.get_instance(check_instance_id(request.instanceId))
         if inst is None:
             return pb.GetInstanceResponse(exists=False)
         return pb.GetInstanceResponse(exists=True, orchestrationState=to_state(inst, request.getInputsAndOutputs))
@@ -185,7 +186,7 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
         instance_id = check_instance_id(request.instanceId)
         final = self.watcher.wait_for(
             instance_id,
-            read=lambda: self.store.get_instance(instance_id),
+            read=lambda: self.hub.get_instance(instance_id),
             done=lambda inst: inst is not None and done(inst),
             timeout=context.time_remaining(),
             is_active=context.is_active,
@@ -213,7 +214,7 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
         event.eventRaised.name = request.name
         if request.HasField("input"):
             event.eventRaised.input.CopyFrom(request.input)
-        if not self.store.raise_event(instance_id, event, now):
+        if not self.hub.raise_event(instance_id, event, now):
             log.info("event '%s' for finished instance '%s' dropped", request.name, instance_id)
         return pb.RaiseEventResponse()
 
@@ -221,7 +222,7 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
     def TerminateInstance(self, request: pb.TerminateRequest, context: grpc.ServicerContext) -> Any:
         instance_id = check_instance_id(request.instanceId)
         output = optional_string(request, "output")
-        self.store.terminate_instance(instance_id, output, request.recursive, self.clock())
+        self.hub.terminate_instance(instance_id, output, request.recursive, self.clock())
         return pb.TerminateResponse()
 
     @mapped_errors
@@ -232,7 +233,7 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
         event.executionSuspended.SetInParent()
         if request.HasField("reason"):
             event.executionSuspended.input.CopyFrom(request.reason)
-        self.store.suspend_instance(instance_id, event, now)
+        self.hub.suspend_instance(instance_id, event, now)
         return pb.SuspendResponse()
 
     @mapped_errors
@@ -243,13 +244,13 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
         event.executionResumed.SetInParent()
         if request.HasField("reason"):
             event.executionResumed.input.CopyFrom(request.reason)
-        self.store.resume_instance(instance_id, event, now)
+        self.hub.resume_instance(instance_id, event, now)
         return pb.ResumeResponse()
 
     @mapped_errors
     def RestartInstance(self, request: pb.RestartInstanceRequest, context: grpc.ServicerContext) -> Any:
         instance_id = check_instance_id(request.instanceId)
-        inst = self.store.get_instance(instance_id)
+        inst = self.hub.get_instance(instance_id)
         if inst is None:
             raise InstanceNotFoundError(instance_id)
         if not inst.is_terminal:
@@ -283,7 +284,7 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
             versions=query_versions(context.invocation_metadata()),
         )
         page_size = check_page_size(q.maxInstanceCount, "query.maxInstanceCount", DEFAULT_PAGE_SIZE)
-        items, token = self.store.query_instances(query, page_size, optional_string(q, "continuationToken"))
+        items, token = self.hub.query_instances(query, page_size, optional_string(q, "continuationToken"))
         response = pb.QueryInstancesResponse(
             orchestrationState=[to_state(i, q.fetchInputsAndOutputs) for i in items]
         )
@@ -301,7 +302,7 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
         page_size = check_page_size(request.pageSize, "pageSize", DEFAULT_PAGE_SIZE)
         last_key = optional_string(request, "lastInstanceKey")
         try:
-            ids, key = self.store.list_instance_ids(query, page_size, last_key)
+            ids, key = self.hub.list_instance_ids(query, page_size, last_key)
         except StoreError as exc:
             raise BadRequest(str(exc)) from None
         response = pb.ListInstanceIdsResponse(instanceIds=ids)
@@ -313,10 +314,10 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
     def PurgeInstances(self, request: pb.PurgeInstancesRequest, context: grpc.ServicerContext) -> Any:
         which = request.WhichOneof("request")
         if which == "instanceId":
-            count = self.store.purge_instances([check_instance_id(request.instanceId)], request.recursive)
+            count = self.hub.purge_instances([check_instance_id(request.instanceId)], request.recursive)
         elif which == "instanceBatch":
             ids = [check_instance_id(i, "instanceBatch.instanceIds") for i in request.instanceBatch.instanceIds]
-            count = self.store.purge_instances(ids, request.recursive)
+            count = self.hub.purge_instances(ids, request.recursive)
         elif which == "purgeInstanceFilter":
             f = request.purgeInstanceFilter
             query = InstanceFilter(
@@ -324,7 +325,7 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
                 created_from=optional_time(f, "createdTimeFrom"),
                 created_to=optional_time(f, "createdTimeTo"),
             )
-            count = self.store.purge_by_filter(query, request.recursive)
+            count = self.hub.purge_by_filter(query, request.recursive)
         else:
             raise BadRequest("one of instanceId, purgeInstanceFilter or instanceBatch is required")
         response = pb.PurgeInstancesResponse(deletedInstanceCount=count)
@@ -336,7 +337,7 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
     ) -> Iterator[pb.HistoryChunk]:
         try:
             instance_id = check_instance_id(request.instanceId)
-            inst = self.store.get_instance(instance_id)
+            inst = self.hub.get_instance(instance_id)
             if inst is None:
                 raise InstanceNotFoundError(instance_id)
             execution_id = optional_string(request, "executionId")
@@ -346,7 +347,7 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
                     f"orchestration instance '{instance_id}' has no execution '{execution_id}' "
                     f"(its current execution is '{inst.execution_id}')",
                 )
-            events = self.store.get_history(instance_id)
+            events = self.hub.get_history(instance_id)
         except (BadRequest, RpcFailure, StoreError) as exc:
             context.abort(status_code_for(exc), str(exc))
         for start in range(0, max(len(events), 1), HISTORY_CHUNK_SIZE):
@@ -356,7 +357,7 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
     def RewindInstance(self, request: pb.RewindInstanceRequest, context: grpc.ServicerContext) -> Any:
         instance_id = check_instance_id(request.instanceId)
         now = self.clock()
-        self.store.rewind_instance(instance_id, rewound_event(now, optional_string(request, "reason")), now)
+        self.hub.rewind_instance(instance_id, rewound_event(now, optional_string(request, "reason")), now)
         return pb.RewindInstanceResponse()
 
     @mapped_errors
@@ -377,7 +378,7 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
         not_terminated: list[str] = []
         for instance_id in dict.fromkeys(ids):
             try:
-                if not self.store.terminate_instance(instance_id, reason, False, self.clock()):
+                if not self.hub.terminate_instance(instance_id, reason, False, self.clock()):
                     not_terminated.append(instance_id)
             except InstanceNotFoundError:
                 not_terminated.append(instance_id)
@@ -420,7 +421,7 @@ class SidecarServer:
 
     def __init__(
         self,
-        store: Store | str = "memory",
+        store: Store | TaskHub | str = "memory",
         *,
         host: str = "127.0.0.1",
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
@@ -428,18 +429,22 @@ class SidecarServer:
         dispatch_options: DispatchOptions | None = None,
         owns_store: bool | None = None,
     ) -> None:
-        self.store: Store = SqliteStore(store) if isinstance(store, str) else store
+        if isinstance(store, TaskHub):
+            self.hub = store
+        else:
+            self.hub = TaskHub(open_store(store) if isinstance(store, str) else store)
+        self.store: Store = self.hub.store
         self._owns_store = isinstance(store, str) if owns_store is None else owns_store
         self.host = host
         self.max_message_size = max_message_size
         self.max_workers = max_workers
         self.watcher = InstanceWatcher()
-        self.store.add_listener(self.watcher.on_change)
+        self.hub.add_listener(self.watcher.on_change)
         options = dispatch_options or DispatchOptions()
         if options.entity_payload_limit is None:
             options = dataclasses.replace(options, entity_payload_limit=max_message_size // 2)
-        self.dispatcher = Dispatcher(self.store, options)
-        self.servicer = SidecarServicer(self.store, self.dispatcher, self.watcher)
+        self.dispatcher = Dispatcher(self.hub, options)
+        self.servicer = SidecarServicer(self.hub, self.dispatcher, self.watcher)
         self._server: grpc.Server | None = None
         self.port: int | None = None
 
@@ -482,14 +487,14 @@ class SidecarServer:
     def stop(self, grace: float | None = 1.0) -> None:
         """Stop serving: end streams and waits, then shut the server down; close the store if owned."""
         self.dispatcher.stop()
-        self.store.remove_listener(self.watcher.on_change)
+        self.hub.remove_listener(self.watcher.on_change)
         self.watcher.close()
         if self._server is not None:
             self._server.stop(grace).wait()
             self._server = None
         if self._owns_store:
-            self.store.close()
+            self.hub.close()
 
     def reset(self) -> None:
         """Empty the store."""
-        self.store.reset()
+        self.hub.reset()

@@ -25,7 +25,8 @@ import grpc
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.dispatch import Dispatcher
 from sidecar.engine_events import new_event, to_timestamp
-from sidecar.entities import EntityIdError, normalize_entity_id, normalize_prefix
+from sidecar.entity_scheduler import EntityIdError, normalize_entity_id, normalize_prefix
+from sidecar.hub import TaskHub
 from sidecar.servicer_util import (
     BadRequest,
     check_instance_id,
@@ -35,7 +36,7 @@ from sidecar.servicer_util import (
     optional_string,
     optional_time,
 )
-from sidecar.store.base import DEFAULT_PAGE_SIZE, EntityQueryFilter, EntitySnapshot, Store
+from sidecar.store.base import DEFAULT_PAGE_SIZE, EntityQueryFilter, EntitySnapshot
 
 log = logging.getLogger("durabletask-sidecar")
 
@@ -66,7 +67,7 @@ def to_metadata(entity: EntitySnapshot) -> pb.EntityMetadata:
 class EntityServicerMixin:
     """Entity RPCs of :class:`sidecar.server.SidecarServicer`."""
 
-    store: Store
+    hub: TaskHub
     dispatcher: Dispatcher
     clock: Callable[[], datetime]
 
@@ -86,13 +87,13 @@ class EntityServicerMixin:
         if scheduled is not None:
             signaled.scheduledTime.CopyFrom(request.scheduledTime)
         visible_at = scheduled if scheduled is not None and scheduled > now else now
-        self.store.signal_entity(entity_id, event, visible_at, now)
+        self.hub.signal_entity(entity_id, event, visible_at, now)
         return pb.SignalEntityResponse()
 
     @mapped_errors
     def GetEntity(self, request: pb.GetEntityRequest, context: grpc.ServicerContext) -> Any:
         entity_id = check_entity_id(request.instanceId)
-        entity = self.store.get_entity(entity_id, self.clock(), request.includeState)
+        entity = self.hub.get_entity(entity_id, self.clock(), request.includeState)
         if entity is None:
             return pb.GetEntityResponse(exists=False)
         return pb.GetEntityResponse(exists=True, entity=to_metadata(entity))
@@ -114,7 +115,7 @@ class EntityServicerMixin:
                 raise BadRequest(f"query.pageSize must not be negative (got {q.pageSize.value})")
             page_size = q.pageSize.value or DEFAULT_PAGE_SIZE
         continuation = optional_string(q, "continuationToken") or None
-        items, token = self.store.query_entities(query, page_size, continuation, self.clock())
+        items, token = self.hub.query_entities(query, page_size, continuation, self.clock())
         response = pb.QueryEntitiesResponse(entities=[to_metadata(e) for e in items])
         if token is not None:
             response.continuationToken.value = token
@@ -122,7 +123,7 @@ class EntityServicerMixin:
 
     @mapped_errors
     def CleanEntityStorage(self, request: pb.CleanEntityStorageRequest, context: grpc.ServicerContext) -> Any:
-        removed, released = self.store.clean_entity_storage(
+        removed, released = self.hub.clean_entity_storage(
             request.removeEmptyEntities, request.releaseOrphanedLocks, self.clock()
         )
         if removed or released:

@@ -21,6 +21,9 @@ from sidecar.store.base import (
     InvalidStateError,
     LeaseNotFoundError,
     StoreError,
+    StoreFullError,
+    StoreUnavailableError,
+    StoreValueError,
 )
 
 log = logging.getLogger("durabletask-sidecar")
@@ -54,6 +57,12 @@ def status_code_for(exc: Exception) -> grpc.StatusCode:
         return grpc.StatusCode.ALREADY_EXISTS
     if isinstance(exc, InvalidStateError):
         return grpc.StatusCode.FAILED_PRECONDITION
+    if isinstance(exc, StoreUnavailableError):
+        return grpc.StatusCode.UNAVAILABLE
+    if isinstance(exc, StoreFullError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(exc, StoreValueError):
+        return grpc.StatusCode.INVALID_ARGUMENT
     return grpc.StatusCode.INTERNAL
 
 

@@ -147,7 +147,7 @@ class OrchestrationExecutor:
             maximum_timer_interval=self._maximum_timer_interval,
             default_version=self._default_version,
         )
-        turn = _Turn(self, ctx)
+        turn = _ReplayTurn(self, ctx)
         try:
             ctx.set_replaying(True)
             for event in old_events:
@@ -176,7 +176,7 @@ class OrchestrationExecutor:
         return self._converter.deserialize(started.input.value, target)
 
 
-class _Turn:
+class _ReplayTurn:
     """Event-by-event processing for one execute() call."""
 
     def __init__(self, executor: OrchestrationExecutor, ctx: RuntimeOrchestrationContext) -> None:

@@ -113,11 +113,11 @@ def _retried_calls(
     Found by replaying the history; when that is not possible (the orchestrator is not
     registered here, the code no longer replays), no call gets special treatment.
     """
-    from durabletask.internal.replay import _Turn
+    from durabletask.internal.replay import _ReplayTurn
 
     resolved: dict[int, task.CompletableTask[Any]] = {}
 
-    class RecordingTurn(_Turn):
+    class RecordingTurn(_ReplayTurn):
         """The replay engine's turn, remembering which task each result resolved."""
 
         def _take_task(self, task_id: int, kind: str) -> task.CompletableTask[Any] | None:

@@ -7,14 +7,16 @@ reach at ``localhost:{port}``; ``stop()`` shuts it down and ``reset()`` empties 
 from __future__ import annotations
 
 from sidecar.dispatch import DispatchOptions
+from sidecar.hub import TaskHub
 from sidecar.server import SidecarServer
-from sidecar.store import MEMORY, SqliteStore
+from sidecar.store import MEMORY, open_store
 
 
 class InMemoryOrchestrationBackend:
-    """The sidecar on a fresh in-memory store, served on ``port`` (0 picks a free one).
+    """The sidecar on a fresh store, served on ``port`` (0 picks a free one).
 
-    ``max_history_size`` is accepted for compatibility and not enforced.
+    ``store`` is ``memory`` (the default), a SQLite file path or a ``postgresql://`` URL, as for
+    ``durabletask-sidecar --store``. ``max_history_size`` is accepted for compatibility and not enforced.
     """
 
     def __init__(
@@ -24,11 +26,13 @@ class InMemoryOrchestrationBackend:
         *,
         host: str = "localhost",
         dispatch_options: DispatchOptions | None = None,
+        store: str = MEMORY,
     ) -> None:
         self.max_history_size = max_history_size
         self.port = port
         self.host = host
-        self.store = SqliteStore(MEMORY)
+        self.hub = TaskHub(open_store(store))
+        self.store = self.hub.store
         self._dispatch_options = dispatch_options
         self.server: SidecarServer | None = None
 
@@ -40,7 +44,7 @@ class InMemoryOrchestrationBackend:
     def start(self) -> str:
         """Start serving (again, after stop). Returns the address."""
         if self.server is None:
-            server = SidecarServer(self.store, host=self.host, dispatch_options=self._dispatch_options, owns_store=False)
+            server = SidecarServer(self.hub, host=self.host, dispatch_options=self._dispatch_options, owns_store=False)
             self.port = server.start(self.port)
             self.server = server
         return self.address

@@ -1,20 +1,41 @@
-"""The one store interface of the sidecar: every durable state change goes through it.
+"""The sidecar's store interface: persistence only.
 
-Each mutating method is a single transaction. Leases (orchestration turns, activity
-tasks) are rows with an owner token and an expiry, so a store shared by several
-sidecars (PostgreSQL) fits the same interface. After each commit the store calls its
-listeners with a :class:`ChangeSet`, which drives wake-ups of waiters and dispatchers.
+A store keeps rows and runs transactions; it decides nothing. Which events a turn sees,
+how a worker's actions change state, where a message goes, how entity locks move and when
+a child instance may be created are decided above it (``sidecar.hub``), written once
+against :class:`StoreTx`, the primitive reads and writes available inside one
+transaction. The store's own guarantees:
+
+- ``Store.run(fn)`` runs ``fn(tx)`` as ONE transaction: everything ``fn`` wrote commits
+  together or not at all. A transaction that loses a race to another sidecar (deadlock,
+  serialization failure, duplicate key) is rolled back and ``fn`` runs again, so ``fn``
+  must only act through ``tx``.
+- Every lease is taken by one conditional statement (``StoreTx.claim_*``) that is
+  race-free under READ COMMITTED: two sidecars never hold the same item at once. A lease
+  is a token and an expiry in the item's row; an expired lease can be taken by anyone.
+- Writes that complete leased work are fenced by the token: ``*_by_lease`` finds (and
+  locks) the row only while the token still holds it.
+- After each commit that changed something, listeners get a :class:`CommitNotice`; a
+  store shared by several sidecars also relays the notices of the others.
+
+Errors: :class:`StoreUnavailableError` (the database cannot be reached: UNAVAILABLE),
+:class:`StoreFullError` (no space: RESOURCE_EXHAUSTED), :class:`StoreValueError` (a value
+the store cannot keep: INVALID_ARGUMENT) and :class:`SchemaVersionError` (at open).
 """
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.model import ActivityTaskSpec, InstanceSnapshot
+
+T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 100
 MAX_ABANDON_DELAY = timedelta(seconds=30)
@@ -37,8 +58,11 @@ def abandon_delay(abandon_count: int) -> timedelta:
     return Backoff().delay(abandon_count)
 
 
+# --- errors ------------------------------------------------------------------------------------
+
+
 class StoreError(Exception):
-    """Base class of the errors the store reports to the transport layer."""
+    """Base class of the errors the store and the hub report to the transport layer."""
 
 
 class InstanceNotFoundError(StoreError):
@@ -67,24 +91,93 @@ class LeaseNotFoundError(StoreError):
     """The completion token is unknown or no longer valid (stale). Maps to NOT_FOUND."""
 
     def __init__(self, token: str) -> None:
+        shown = token if len(token) <= 80 else token[:80] + "..."
         super().__init__(
-            f"completion token '{token}' is unknown or stale (the work item was completed, "
+            f"completion token '{shown}' is unknown or stale (the work item was completed, "
             "abandoned, its lease expired or the instance was terminated)"
         )
         self.token = token
 
 
-class StoreLockedError(StoreError):
-    """Another sidecar process already owns this store."""
+class StoreUnavailableError(StoreError):
+    """The database cannot be reached or failed to answer. Maps to UNAVAILABLE."""
+
+
+class StoreFullError(StoreError):
+    """The database has no room for the write (disk or quota full). Maps to RESOURCE_EXHAUSTED."""
+
+
+class StoreValueError(StoreError):
+    """A value the store cannot keep (e.g. a NUL character in PostgreSQL text). Maps to INVALID_ARGUMENT."""
+
+
+class SchemaVersionError(StoreError):
+    """The database was written by a newer version of the sidecar (or its schema is unknown)."""
+
+
+# --- records -----------------------------------------------------------------------------------
 
 
 @dataclass
-class ChangeSet:
-    """What a committed transaction touched: instances whose state changed, and whether work appeared."""
+class CommitNotice:
+    """What a committed transaction touched: instances whose state changed, and whether work appeared.
+
+    ``reset``: every row was deleted. ``resync``: notices may have been missed (a lost
+    connection to the shared database); everyone re-reads what they wait for.
+    """
 
     instances: set[str] = field(default_factory=set)
     work_available: bool = False
     reset: bool = False
+    resync: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.instances or self.work_available or self.reset or self.resync)
+
+
+@dataclass
+class InboxRow:
+    """An event waiting in an instance's inbox (``id`` orders nothing; the store returns rows in order)."""
+
+    id: int
+    event: pb.HistoryEvent
+    visible_at: datetime
+    execution_id: str | None
+
+
+@dataclass
+class TurnLease:
+    """The lease of an orchestration turn: what was sent and which inbox rows it consumes."""
+
+    instance: InstanceSnapshot
+    new_events: list[pb.HistoryEvent]
+    consumed_inbox: list[int]
+    abandon_count: int
+
+
+@dataclass
+class EntityRecord:
+    """The stored row of an entity: state, lock holder, and its batch lease."""
+
+    instance_id: str
+    name: str
+    state: str | None
+    locked_by: str | None
+    lock_section: str | None
+    last_modified_at: datetime
+    lease_batch: list[int] = field(default_factory=list)
+    abandon_count: int = 0
+
+
+@dataclass
+class EntityMessageRow:
+    """A message in an entity's queue (``seq`` orders the queue); ``kind`` is given by the writer."""
+
+    seq: int
+    kind: str
+    sender: str
+    event: pb.HistoryEvent
+    size: int
 
 
 @dataclass
@@ -103,6 +196,16 @@ class ActivityWorkItem:
 
     token: str
     task: ActivityTaskSpec
+
+
+@dataclass
+class EntityWorkItem:
+    """A leased batch of operations for one entity (``operations`` are the queued message events)."""
+
+    token: str
+    instance_id: str
+    state: str | None
+    operations: list[pb.HistoryEvent]
 
 
 @dataclass
@@ -140,16 +243,6 @@ class EntitySnapshot:
 
 
 @dataclass
-class EntityWorkItem:
-    """A leased batch of operations for one entity (``operations`` are the queued message events)."""
-
-    token: str
-    instance_id: str
-    state: str | None
-    operations: list[pb.HistoryEvent]
-
-
-@dataclass
 class EntityQueryFilter:
     """Filters of QueryEntities. ``modified_to`` is exclusive; transient entities have no state."""
 
@@ -160,36 +253,282 @@ class EntityQueryFilter:
     include_transient: bool = False
 
 
-ChangeListener = Callable[[ChangeSet], None]
+ChangeListener = Callable[[CommitNotice], None]
 
 # Work-item filters by version: name -> the versions accepted (empty: any version).
 # "" stands for "no version".
 VersionFilter = Mapping[str, Collection[str]]
 
 
-class Store(ABC):
-    """Durable state of the sidecar: instances, histories, inboxes, the activity queue, leases."""
+# --- one transaction -----------------------------------------------------------------------------
 
-    def __init__(self, abandon_backoff: Backoff | None = None) -> None:
+
+class StoreTx(ABC):
+    """The primitive reads and writes of one store transaction.
+
+    Reads see the transaction's own writes. ``lock=True`` reads lock the row until the
+    transaction ends (another sidecar's transaction touching it waits). Writes note what
+    they touched in ``notice``. Nothing here checks a domain rule: callers decide.
+    """
+
+    notice: CommitNotice
+
+    # --- instances ---
+
+    @abstractmethod
+    def instance(self, instance_id: str, *, lock: bool = False) -> InstanceSnapshot | None:
+        """The instance row, or None."""
+
+    @abstractmethod
+    def insert_instance(self, instance: InstanceSnapshot) -> None:
+        """Insert a new instance row (no row with this ID may exist)."""
+
+    @abstractmethod
+    def update_instance(self, instance: InstanceSnapshot, *, end_lease: bool) -> None:
+        """Write every column of the instance row; ``end_lease`` also drops its turn lease and back-off."""
+
+    @abstractmethod
+    def relink_parent(self, instance_id: str, execution_id: str | None, task_id: int) -> None:
+        """Point a sub-orchestration at its parent's (new) execution and task."""
+
+    @abstractmethod
+    def delete_instance(self, instance_id: str) -> None:
+        """Delete an instance and everything it owns: history, inbox, activity tasks."""
+
+    @abstractmethod
+    def child_ids(self, parent_id: str, *, live_only: bool) -> list[str]:
+        """IDs of the instances whose parent is ``parent_id`` (only non-terminal ones when ``live_only``)."""
+
+    @abstractmethod
+    def live_ids(self, instance_ids: Collection[str]) -> set[str]:
+        """Those of ``instance_ids`` that exist and have not finished."""
+
+    @abstractmethod
+    def terminal_ids(self, query: InstanceFilter) -> list[str]:
+        """IDs of the finished instances matching ``query``."""
+
+    # --- history and inbox ---
+
+    @abstractmethod
+    def history(self, instance_id: str) -> list[pb.HistoryEvent]:
+        """The instance's history, oldest first."""
+
+    @abstractmethod
+    def append_history(self, instance_id: str, events: list[pb.HistoryEvent]) -> None:
+        """Append events to the history."""
+
+    @abstractmethod
+    def replace_history(self, instance_id: str, events: list[pb.HistoryEvent]) -> None:
+        """Replace the whole history."""
+
+    @abstractmethod
+    def add_inbox(
+        self, instance_id: str, event: pb.HistoryEvent, visible_at: datetime, execution_id: str | None = None
+    ) -> None:
+        """Append an event to the inbox, deliverable from ``visible_at`` (to ``execution_id`` only, if set)."""
+
+    @abstractmethod
+    def prepend_inbox(self, instance_id: str, events: list[pb.HistoryEvent], visible_at: datetime) -> None:
+        """Put events at the front of the inbox, before everything waiting there, in this order."""
+
+    @abstractmethod
+    def visible_inbox(self, instance_id: str, now: datetime, execution_id: str) -> list[InboxRow]:
+        """Inbox rows visible at ``now`` for ``execution_id`` (or unscoped), in delivery order."""
+
+    @abstractmethod
+    def delete_inbox(self, row_ids: Collection[int]) -> None:
+        """Delete inbox rows by ID."""
+
+    @abstractmethod
+    def clear_inbox(self, instance_id: str, *, keep_execution: str | None = None) -> None:
+        """Delete the instance's inbox; with ``keep_execution``, only rows scoped to other executions."""
+
+    # --- orchestration turn leases ---
+
+    @abstractmethod
+    def claim_orchestration(
+        self,
+        now: datetime,
+        lease_until: datetime,
+        token: str,
+        names: Collection[str] | None,
+        versions: VersionFilter | None,
+        exclude: Collection[str],
+        skip_delay: Collection[str],
+    ) -> InstanceSnapshot | None:
+        """Lease one non-terminal, unleased (or expired) instance with a visible inbox row, oldest first.
+
+        Suspended instances only count resume/terminate events; an instance that has no history
+        yet needs its executionStarted visible. Filters as in ``Store``-level leasing: ``names``
+        (None: all), per-name ``versions``, ``exclude``d IDs, ``skip_delay`` IDs offered during their back-off.
+        """
+
+    @abstractmethod
+    def record_turn(self, instance_id: str, token: str, new_events: list[pb.HistoryEvent], consumed: list[int]) -> None:
+        """Remember what the turn held by ``token`` was sent and which inbox rows it consumes."""
+
+    @abstractmethod
+    def turn_by_lease(self, token: str) -> TurnLease | None:
+        """The turn held by ``token`` (row locked), or None when the token does not hold one."""
+
+    @abstractmethod
+    def release_turn(self, instance_id: str, available_at: datetime | None, abandon_count: int | None) -> None:
+        """Drop the instance's turn lease; optionally delay its next offer and set its hand-back count."""
+
+    @abstractmethod
+    def turn_lease_of(self, token: str) -> tuple[str, int] | None:
+        """(instance ID, hand-back count) of the turn held by ``token`` (row locked), or None."""
+
+    # --- activities ---
+
+    @abstractmethod
+    def add_activity_tasks(self, tasks: Collection[ActivityTaskSpec], visible_at: datetime) -> None:
+        """Queue activity tasks."""
+
+    @abstractmethod
+    def delete_activity_tasks(self, instance_id: str, *, keep_execution: str | None = None) -> None:
+        """Delete the instance's activity tasks; with ``keep_execution``, only those of other executions."""
+
+    @abstractmethod
+    def claim_activity(
+        self, now: datetime, lease_until: datetime, token: str, names: Collection[str] | None,
+        versions: VersionFilter | None,
+    ) -> ActivityTaskSpec | None:
+        """Lease the oldest visible, unleased (or expired) activity task matching the filters."""
+
+    @abstractmethod
+    def take_activity(self, token: str) -> ActivityTaskSpec | None:
+        """Delete and return the task held by ``token``, or None when the token does not hold one."""
+
+    @abstractmethod
+    def release_activity(self, token: str, visible_at: datetime | None, *, count_hand_back: bool) -> bool:
+        """Drop the task's lease (delaying it to ``visible_at`` if set). False when the token holds none."""
+
+    @abstractmethod
+    def activity_hand_backs(self, token: str) -> int | None:
+        """How often the task held by ``token`` was handed back, or None when the token holds none."""
+
+    # --- entities ---
+
+    @abstractmethod
+    def entity(self, entity_id: str, *, lock: bool = False) -> EntityRecord | None:
+        """The entity row, or None."""
+
+    @abstractmethod
+    def ensure_entity(self, entity_id: str, name: str, now: datetime) -> None:
+        """Create the entity row if it does not exist."""
+
+    @abstractmethod
+    def set_entity_lock(self, entity_id: str, holder: str | None, section: str | None, now: datetime) -> None:
+        """Set (or clear, with None) the orchestration holding the entity's lock."""
+
+    @abstractmethod
+    def clear_locks_held_by(self, instance_id: str, now: datetime) -> None:
+        """Clear the lock of every entity held by ``instance_id``."""
+
+    @abstractmethod
+    def entities_locked_by(self, instance_id: str) -> list[str]:
+        """IDs of the entities whose lock ``instance_id`` holds."""
+
+    @abstractmethod
+    def orphaned_lock_holders(self) -> list[str]:
+        """Lock holders that no longer exist or have finished."""
+
+    @abstractmethod
+    def enqueue_entity_message(
+        self, entity_id: str, kind: str, sender: str, event: pb.HistoryEvent, visible_at: datetime
+    ) -> None:
+        """Append a message to the entity's queue."""
+
+    @abstractmethod
+    def entity_queue(self, entity_id: str, now: datetime) -> list[EntityMessageRow]:
+        """The entity's messages visible at ``now``, oldest first."""
+
+    @abstractmethod
+    def entity_messages(self, seqs: Collection[int]) -> list[EntityMessageRow]:
+        """Queued messages by sequence number, oldest first (those still queued)."""
+
+    @abstractmethod
+    def delete_entity_messages(self, seqs: Collection[int]) -> None:
+        """Delete queued messages by sequence number."""
+
+    @abstractmethod
+    def lock_requests_from(self, sender: str) -> list[str]:
+        """IDs of the entities with a queued lock request from ``sender``."""
+
+    @abstractmethod
+    def delete_lock_requests_from(self, sender: str) -> None:
+        """Delete every queued lock request from ``sender``."""
+
+    @abstractmethod
+    def delete_entity_if_empty(self, entity_id: str) -> bool:
+        """Delete the entity row if it has no state, lock, lease or queued message. True if deleted."""
+
+    @abstractmethod
+    def delete_empty_entities(self) -> int:
+        """Delete every entity row with no state, lock, lease or queued message. Returns how many."""
+
+    @abstractmethod
+    def claim_entity(
+        self, now: datetime, lease_until: datetime, token: str, names: Collection[str] | None,
+        exclude: Collection[str],
+    ) -> EntityRecord | None:
+        """Lease one unleased (or expired) entity whose queue has an operation it may run now, oldest first.
+
+        An operation may run when the entity is unlocked or it comes from the lock holder.
+        """
+
+    @abstractmethod
+    def record_entity_batch(self, entity_id: str, seqs: list[int]) -> None:
+        """Remember which queued messages the entity's leased batch holds."""
+
+    @abstractmethod
+    def entity_by_lease(self, token: str) -> EntityRecord | None:
+        """The entity whose batch ``token`` holds (row locked), or None."""
+
+    @abstractmethod
+    def finish_entity_batch(self, entity_id: str, state: str | None, now: datetime) -> None:
+        """Store the entity's new state and drop its batch lease and back-off."""
+
+    @abstractmethod
+    def release_entity(self, entity_id: str, available_at: datetime | None, abandon_count: int | None) -> None:
+        """Drop the entity's batch lease; optionally delay its next offer and set its hand-back count."""
+
+
+# --- the store ---------------------------------------------------------------------------------
+
+
+class Store(ABC):
+    """Durable rows of the sidecar, and the transactions that change them (see the module docstring)."""
+
+    def __init__(self) -> None:
         self._listeners: list[ChangeListener] = []
-        self.abandon_backoff = abandon_backoff or Backoff()
+        self._listeners_lock = threading.Lock()
 
     def add_listener(self, listener: ChangeListener) -> None:
         """Call ``listener`` after every committed transaction that changed something."""
-        self._listeners.append(listener)
+        with self._listeners_lock:
+            self._listeners.append(listener)
 
     def remove_listener(self, listener: ChangeListener) -> None:
         """Stop calling ``listener`` (a server that shut down while the store lives on)."""
-        if listener in self._listeners:
-            self._listeners.remove(listener)
+        with self._listeners_lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
-    def _notify(self, changes: ChangeSet) -> None:
-        if not (changes.instances or changes.work_available or changes.reset):
+    def _notify(self, notice: CommitNotice) -> None:
+        if not notice:
             return
-        for listener in list(self._listeners):
-            listener(changes)
+        with self._listeners_lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(notice)
 
-    # --- lifecycle -------------------------------------------------------------------
+    # --- lifecycle ---
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the data lives, for people (no password)."""
 
     @abstractmethod
     def close(self) -> None:
@@ -197,61 +536,31 @@ class Store(ABC):
 
     @abstractmethod
     def reset(self) -> None:
-        """Delete all state (tests, DeleteTaskHub)."""
+        """Delete all rows (tests, DeleteTaskHub)."""
 
     @abstractmethod
-    def clear_leases(self) -> int:
-        """Release every lease (startup after a crash of the previous owner). Returns how many."""
+    def schema_version(self) -> int:
+        """The schema version of the database."""
 
-    # --- client side -----------------------------------------------------------------
+    # --- transactions ---
 
     @abstractmethod
-    def create_instance(
-        self,
-        instance: InstanceSnapshot,
-        start_event: pb.HistoryEvent,
-        visible_at: datetime,
-        now: datetime,
-        replaceable: Collection[int] | None = None,
-    ) -> None:
-        """Create an instance (PENDING) with ``start_event`` in its inbox, visible at ``visible_at``.
+    def run(self, fn: Callable[[StoreTx], T]) -> T:
+        """Run ``fn`` in one transaction and commit; notify listeners after the commit.
 
-        An existing instance with the same ID is replaced when ``replaceable`` is None and
-        it is terminal, or when its status is in ``replaceable`` (a non-terminal one is
-        terminated first). Otherwise raises InstanceExistsError.
+        Retried from the start when the transaction lost a race with another sidecar; an
+        exception from ``fn`` rolls everything back and propagates.
         """
+
+    # --- reads (each one consistent snapshot) ---
 
     @abstractmethod
     def get_instance(self, instance_id: str) -> InstanceSnapshot | None:
         """The instance row, or None."""
 
     @abstractmethod
-    def get_history(self, instance_id: str) -> list[pb.HistoryEvent]:
-        """The history of the instance's current execution (raises InstanceNotFoundError)."""
-
-    @abstractmethod
-    def raise_event(self, instance_id: str, event: pb.HistoryEvent, now: datetime) -> bool:
-        """Put an event in the instance's inbox. False when dropped because the instance finished."""
-
-    @abstractmethod
-    def terminate_instance(self, instance_id: str, output: str | None, recursive: bool, now: datetime) -> bool:
-        """Terminate an instance (and its non-terminal children when ``recursive``). False if already terminal."""
-
-    @abstractmethod
-    def suspend_instance(self, instance_id: str, event: pb.HistoryEvent, now: datetime) -> bool:
-        """Mark SUSPENDED and queue ``event`` (executionSuspended). False if it already was suspended."""
-
-    @abstractmethod
-    def resume_instance(self, instance_id: str, event: pb.HistoryEvent, now: datetime) -> bool:
-        """Mark RUNNING and queue ``event`` (executionResumed). False if it was not suspended."""
-
-    @abstractmethod
-    def rewind_instance(self, instance_id: str, event: pb.HistoryEvent, now: datetime) -> None:
-        """Make a FAILED instance runnable again with ``event`` (executionRewound) in its inbox.
-
-        Raises InstanceNotFoundError, or InvalidStateError when the instance is not FAILED.
-        The worker answers the next turn with the rewritten history (rewindOrchestration).
-        """
+    def get_history(self, instance_id: str) -> list[pb.HistoryEvent] | None:
+        """The instance's history, or None when the instance does not exist."""
 
     @abstractmethod
     def query_instances(
@@ -263,88 +572,14 @@ class Store(ABC):
     def list_instance_ids(
         self, query: CompletedFilter, page_size: int, last_key: str | None
     ) -> tuple[list[str], str | None]:
-        """A page of terminal instance IDs ordered by completion time, and the key of the next page."""
+        """A page of terminal instance IDs ordered by completion time, and the key of the next page.
 
-    @abstractmethod
-    def purge_instances(self, instance_ids: Collection[str], recursive: bool) -> int:
-        """Delete terminal instances by ID (InvalidStateError if one is not terminal; unknown IDs are skipped)."""
-
-    @abstractmethod
-    def purge_by_filter(self, query: InstanceFilter, recursive: bool) -> int:
-        """Delete the terminal instances that match the filter. Returns how many instances were deleted."""
-
-    # --- worker side -----------------------------------------------------------------
-
-    @abstractmethod
-    def lease_orchestration(
-        self,
-        now: datetime,
-        lease_for: timedelta,
-        names: Collection[str] | None = None,
-        *,
-        versions: VersionFilter | None = None,
-        exclude: Collection[str] = (),
-        skip_delay: Collection[str] = (),
-    ) -> OrchestrationWorkItem | None:
-        """Lease one instance that has deliverable inbox events.
-
-        Optionally only instances of these ``names`` (and, for a name listed in ``versions``
-        with a non-empty set, only those versions), and none of the ``exclude``d instance IDs.
-        The ``skip_delay`` instances are offered even while their hand-back delay runs.
+        Raises InvalidStateError for a ``last_key`` this store did not return.
         """
 
     @abstractmethod
-    def complete_orchestration(self, token: str, response: pb.OrchestratorResponse, now: datetime) -> None:
-        """Apply a turn's response (via the engine) and release the lease, in one transaction."""
-
-    @abstractmethod
-    def abandon_orchestration(self, token: str, now: datetime) -> None:
-        """Release a turn lease; the instance is offered again after a growing delay (``abandon_backoff``)."""
-
-    @abstractmethod
-    def release_orchestration(self, token: str) -> bool:
-        """Release a turn lease at once (its stream ended). False if the token no longer holds it."""
-
-    @abstractmethod
-    def lease_activity(
-        self,
-        now: datetime,
-        lease_for: timedelta,
-        names: Collection[str] | None = None,
-        *,
-        versions: VersionFilter | None = None,
-    ) -> ActivityWorkItem | None:
-        """Lease one visible activity task (optionally only these names and versions, as above)."""
-
-    @abstractmethod
-    def complete_activity(self, token: str, response: pb.ActivityResponse, now: datetime) -> None:
-        """Remove the task and put its result event in the instance's inbox, in one transaction."""
-
-    @abstractmethod
-    def abandon_activity(self, token: str, now: datetime) -> None:
-        """Release an activity lease; the task is offered again after a growing delay."""
-
-    @abstractmethod
-    def release_activity(self, token: str) -> bool:
-        """Release an activity lease at once. False if the token no longer holds it."""
-
-    @abstractmethod
-    def renew_leases(self, tokens: Collection[str], until: datetime) -> None:
-        """Extend the leases held by these tokens (those still valid) until ``until``."""
-
-    @abstractmethod
-    def next_due_at(self, now: datetime) -> datetime | None:
-        """The earliest future moment at which new work becomes visible (timers, delays, lease expiry)."""
-
-    # --- entities ------------------------------------------------------------------------
-
-    @abstractmethod
-    def signal_entity(self, entity_id: str, event: pb.HistoryEvent, visible_at: datetime, now: datetime) -> None:
-        """Queue a client's signal (``entityOperationSignaled``) for the entity, visible at ``visible_at``."""
-
-    @abstractmethod
     def get_entity(self, entity_id: str, now: datetime, include_state: bool = True) -> EntitySnapshot | None:
-        """The entity's record, or None when it does not exist."""
+        """The entity's record, or None when it has no row."""
 
     @abstractmethod
     def query_entities(
@@ -353,30 +588,23 @@ class Store(ABC):
         """A page of entities ordered by ID, and the token of the next page (None at the end)."""
 
     @abstractmethod
-    def clean_entity_storage(self, remove_empty: bool, release_orphaned: bool, now: datetime) -> tuple[int, int]:
-        """Release locks whose holder is gone or finished, and delete empty entities. Returns (removed, released)."""
+    def next_due_at(self, now: datetime) -> datetime | None:
+        """The earliest future moment at which new work becomes visible (timers, delays, lease expiry)."""
 
     @abstractmethod
-    def lease_entity(
-        self,
-        now: datetime,
-        lease_for: timedelta,
-        names: Collection[str] | None = None,
-        max_operations: int = 100,
-        max_bytes: int | None = None,
-    ) -> EntityWorkItem | None:
-        """Lease the next batch of one entity that has operations ready (optionally only these entity names)."""
+    def renew_leases(self, tokens: Collection[str], until: datetime) -> None:
+        """Extend the leases held by these tokens (those still held) until ``until``."""
+
+    # --- inspection (tools, dashboards and tests) ---
 
     @abstractmethod
-    def complete_entity(
-        self, token: str, result: pb.EntityBatchResult, now: datetime, max_state_size: int | None = None
-    ) -> None:
-        """Apply a batch result and release the lease in one transaction (LeaseNotFoundError when stale)."""
+    def inbox_of(self, instance_id: str) -> list[tuple[pb.HistoryEvent, datetime, str | None]]:
+        """The instance's inbox in delivery order: (event, visible_at, execution_id)."""
 
     @abstractmethod
-    def abandon_entity(self, token: str, now: datetime) -> None:
-        """Release a batch lease; the entity is offered again after a growing delay."""
+    def activity_tasks_of(self, instance_id: str) -> list[tuple[int, str, bool]]:
+        """The instance's queued activity tasks: (task_id, name, leased)."""
 
     @abstractmethod
-    def release_entity(self, token: str) -> bool:
-        """Release a batch lease at once. False if the token no longer holds it."""
+    def entity_queue_of(self, entity_id: str) -> list[tuple[str, str, datetime]]:
+        """The entity's queued messages in order: (kind, sender, visible_at)."""

@@ -34,6 +34,7 @@ from durabletask.worker import (
     VersionMatchStrategy,
 )
 from sidecar.dispatch import DispatchOptions
+from sidecar.hub import TaskHub
 from sidecar.server import SidecarServer
 from sidecar.store import SqliteStore
 from sidecar.store.base import Backoff
@@ -49,8 +50,8 @@ def running_sidecar(
     options: DispatchOptions = FAST, backoff: Backoff | None = None, **kwargs: Any
 ) -> Iterator[tuple[SidecarServer, pb_grpc.TaskHubSidecarServiceStub]]:
     """An in-process sidecar on a memory store with these dispatch options and hand-back back-off."""
-    store = SqliteStore("memory", abandon_backoff=backoff)
-    server = SidecarServer(store, host="localhost", dispatch_options=options, owns_store=True, **kwargs)
+    hub = TaskHub(SqliteStore("memory"), abandon_backoff=backoff)
+    server = SidecarServer(hub, host="localhost", dispatch_options=options, owns_store=True, **kwargs)
     port = server.start(0)
     channel = grpc.insecure_channel(f"localhost:{port}")
     try:

@@ -33,12 +33,13 @@ from datetime import datetime
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.engine_events import new_event
+from sidecar.model import ENTITY_OPERATION_KINDS
 
 SIGNAL = "signal"
 CALL = "call"
 LOCK = "lock"
 UNLOCK = "unlock"
-OPERATION_KINDS = frozenset({SIGNAL, CALL})
+OPERATION_KINDS = ENTITY_OPERATION_KINDS
 
 # Most operations sent to a worker in one batch.
 DEFAULT_MAX_BATCH = 100

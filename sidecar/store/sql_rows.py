@@ -1,118 +1,18 @@
-"""Schema of the SQLite store and conversions between rows and model objects.
+"""Conversions between SQL rows and model objects, shared by every SQL store.
 
 Times are stored as integer microseconds since the Unix epoch (UTC); events as
-serialized ``HistoryEvent`` blobs.
+serialized ``HistoryEvent`` bytes. Rows are mappings from column name to value.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
+from collections.abc import Mapping
 from datetime import datetime, timezone
+from typing import Any
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.model import TERMINAL_STATUSES, ActivityTaskSpec, InstanceSnapshot, ParentRef
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS instances (
-    instance_id TEXT PRIMARY KEY,
-    execution_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    version TEXT,
-    status INTEGER NOT NULL,
-    input TEXT,
-    output TEXT,
-    custom_status TEXT,
-    failure BLOB,
-    created_at INTEGER NOT NULL,
-    last_updated_at INTEGER NOT NULL,
-    completed_at INTEGER,
-    scheduled_start_at INTEGER,
-    parent_instance_id TEXT,
-    parent_execution_id TEXT,
-    parent_task_id INTEGER,
-    parent_name TEXT,
-    parent_version TEXT,
-    tags TEXT NOT NULL DEFAULT '{}',
-    lease_token TEXT UNIQUE,
-    lease_expires_at INTEGER,
-    lease_inbox TEXT,
-    lease_new_events BLOB,
-    available_at INTEGER NOT NULL DEFAULT 0,
-    abandon_count INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS instances_parent ON instances(parent_instance_id);
-CREATE INDEX IF NOT EXISTS instances_completed ON instances(completed_at, instance_id);
-CREATE INDEX IF NOT EXISTS instances_created ON instances(created_at);
-
-CREATE TABLE IF NOT EXISTS history (
-    instance_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    event BLOB NOT NULL,
-    PRIMARY KEY (instance_id, seq)
-) WITHOUT ROWID;
-
-CREATE TABLE IF NOT EXISTS inbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    ord INTEGER,
-    instance_id TEXT NOT NULL,
-    execution_id TEXT,
-    kind TEXT NOT NULL,
-    event BLOB NOT NULL,
-    visible_at INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS inbox_instance ON inbox(instance_id, ord);
-CREATE INDEX IF NOT EXISTS inbox_visible ON inbox(visible_at);
-CREATE TRIGGER IF NOT EXISTS inbox_default_ord AFTER INSERT ON inbox WHEN NEW.ord IS NULL
-BEGIN
-    UPDATE inbox SET ord = NEW.seq WHERE seq = NEW.seq;
-END;
-
-CREATE TABLE IF NOT EXISTS activity_tasks (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    instance_id TEXT NOT NULL,
-    execution_id TEXT NOT NULL,
-    task_id INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    version TEXT,
-    input TEXT,
-    tags TEXT NOT NULL DEFAULT '{}',
-    visible_at INTEGER NOT NULL,
-    lease_token TEXT UNIQUE,
-    lease_expires_at INTEGER,
-    abandon_count INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS activity_visible ON activity_tasks(visible_at);
-CREATE INDEX IF NOT EXISTS activity_instance ON activity_tasks(instance_id);
-
-CREATE TABLE IF NOT EXISTS entities (
-    instance_id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    state TEXT,
-    locked_by TEXT,
-    lock_section TEXT,
-    created_at INTEGER NOT NULL,
-    last_modified_at INTEGER NOT NULL,
-    lease_token TEXT UNIQUE,
-    lease_expires_at INTEGER,
-    lease_batch TEXT,
-    available_at INTEGER NOT NULL DEFAULT 0,
-    abandon_count INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS entities_locked_by ON entities(locked_by);
-
-CREATE TABLE IF NOT EXISTS entity_queue (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    entity_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    sender TEXT NOT NULL,
-    event BLOB NOT NULL,
-    visible_at INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS entity_queue_entity ON entity_queue(entity_id, seq);
-CREATE INDEX IF NOT EXISTS entity_queue_visible ON entity_queue(visible_at);
-CREATE INDEX IF NOT EXISTS entity_queue_sender ON entity_queue(sender, kind);
-"""
 
 TERMINAL_SQL = "(" + ",".join(str(s) for s in sorted(TERMINAL_STATUSES)) + ")"
 
@@ -173,7 +73,7 @@ def instance_values(inst: InstanceSnapshot) -> tuple[object, ...]:
     )
 
 
-def row_to_instance(row: sqlite3.Row) -> InstanceSnapshot:
+def row_to_instance(row: Mapping[str, Any]) -> InstanceSnapshot:
     """An InstanceSnapshot from a row that has (at least) INSTANCE_COLUMNS."""
     parent = None
     if row["parent_instance_id"] is not None:
@@ -206,7 +106,7 @@ def row_to_instance(row: sqlite3.Row) -> InstanceSnapshot:
     )
 
 
-def row_to_task(row: sqlite3.Row) -> ActivityTaskSpec:
+def row_to_task(row: Mapping[str, Any]) -> ActivityTaskSpec:
     """An ActivityTaskSpec from an activity_tasks row."""
     return ActivityTaskSpec(
         instance_id=row["instance_id"],

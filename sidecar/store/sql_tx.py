@@ -1,0 +1,601 @@
+"""The primitive reads and writes of one SQL transaction, written once for every SQL database.
+
+SQL here uses ``?`` placeholders; the connection wrapper of each database converts them.
+Row locks (``FOR UPDATE``, ``SKIP LOCKED``) come from the database's :class:`SqlFlavor`;
+SQLite has one writer at a time and needs none.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from durabletask.internal import orchestrator_service_pb2 as pb
+from sidecar.model import ENTITY_OPERATION_KINDS, ActivityTaskSpec, InstanceSnapshot
+from sidecar.store.base import (
+    CommitNotice,
+    EntityMessageRow,
+    EntityRecord,
+    InboxRow,
+    InstanceFilter,
+    StoreTx,
+    TurnLease,
+    VersionFilter,
+)
+from sidecar.store.sql_rows import (
+    INSTANCE_COLUMNS,
+    TERMINAL_SQL,
+    event_kind,
+    from_us,
+    instance_values,
+    pack_events,
+    row_to_instance,
+    row_to_task,
+    to_us,
+    unpack_events,
+)
+
+Row = Mapping[str, Any]
+
+_SUSPENDED = pb.ORCHESTRATION_STATUS_SUSPENDED
+_OPS_SQL = "(" + ",".join(f"'{k}'" for k in sorted(ENTITY_OPERATION_KINDS)) + ")"
+_INSTANCE_COLUMN_LIST = [c.strip() for c in INSTANCE_COLUMNS.split(",")]
+
+
+class SqlConnection(Protocol):
+    """What the transaction needs of a database connection (``?`` placeholders)."""
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+
+@dataclass(frozen=True)
+class SqlFlavor:
+    """Row-locking clauses of a database ("" where a single writer makes them unnecessary)."""
+
+    for_update: str = ""
+    skip_locked: str = ""
+
+
+def marks(values: Collection[Any]) -> str:
+    """``?, ?, ...`` for the values."""
+    return ",".join("?" for _ in values)
+
+
+def name_version_match(
+    name_col: str, version_col: str, names: Collection[str], versions: VersionFilter | None
+) -> tuple[str, list[Any]]:
+    """SQL matching rows whose name is in ``names`` and, where ``versions`` lists some, whose version is one of them."""
+    any_version: list[str] = []
+    parts: list[str] = []
+    params: list[Any] = []
+    for name in sorted(set(names)):
+        wanted = sorted(set(versions.get(name, ()))) if versions else []
+        if not wanted:
+            any_version.append(name)
+            continue
+        parts.append(f"({name_col} = ? AND COALESCE({version_col}, '') IN ({marks(wanted)}))")
+        params.extend([name, *wanted])
+    if any_version:
+        parts.insert(0, f"{name_col} IN ({marks(any_version)})")
+        params[:0] = any_version
+    return f"({' OR '.join(parts)})", params
+
+
+def instance_filter_sql(query: InstanceFilter) -> tuple[list[str], list[Any]]:
+    """WHERE conditions (and their parameters) of an instance filter."""
+    where: list[str] = []
+    params: list[Any] = []
+    if query.statuses:
+        statuses = sorted(set(query.statuses))
+        where.append(f"status IN ({marks(statuses)})")
+        params.extend(statuses)
+    if query.created_from is not None:
+        where.append("created_at >= ?")
+        params.append(to_us(query.created_from))
+    if query.created_to is not None:
+        where.append("created_at <= ?")
+        params.append(to_us(query.created_to))
+    if query.instance_id_prefix:
+        where.append("substr(instance_id, 1, ?) = ?")
+        params.extend([len(query.instance_id_prefix), query.instance_id_prefix])
+    if query.versions:
+        versions = sorted(set(query.versions))
+        where.append(f"COALESCE(version, '') IN ({marks(versions)})")
+        params.extend(versions)
+    return where, params
+
+
+def row_to_entity(row: Row) -> EntityRecord:
+    """An EntityRecord from an ``entities`` row."""
+    return EntityRecord(
+        instance_id=row["instance_id"],
+        name=row["name"],
+        state=row["state"],
+        locked_by=row["locked_by"],
+        lock_section=row["lock_section"],
+        last_modified_at=from_us(row["last_modified_at"]),
+        lease_batch=json.loads(row["lease_batch"] or "[]"),
+        abandon_count=row["abandon_count"],
+    )
+
+
+def _message(row: Row) -> EntityMessageRow:
+    blob = bytes(row["event"])
+    return EntityMessageRow(
+        seq=row["seq"], kind=row["kind"], sender=row["sender"], event=pb.HistoryEvent.FromString(blob), size=len(blob)
+    )
+
+
+class SqlTx(StoreTx):
+    """:class:`StoreTx` over one SQL connection inside an open transaction."""
+
+    def __init__(self, db: SqlConnection, flavor: SqlFlavor) -> None:
+        self.db = db
+        self.flavor = flavor
+        self.notice = CommitNotice()
+
+    def _lock(self, lock: bool) -> str:
+        return f" {self.flavor.for_update}" if lock and self.flavor.for_update else ""
+
+    # --- instances ---
+
+    def instance(self, instance_id: str, *, lock: bool = False) -> InstanceSnapshot | None:
+        rows = self.db.query(
+            f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?{self._lock(lock)}", (instance_id,)
+        )
+        return row_to_instance(rows[0]) if rows else None
+
+    def insert_instance(self, instance: InstanceSnapshot) -> None:
+        self.db.execute(
+            f"INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES ({marks(_INSTANCE_COLUMN_LIST)})",
+            instance_values(instance),
+        )
+        self.notice.instances.add(instance.instance_id)
+        self.notice.work_available = True
+
+    def update_instance(self, instance: InstanceSnapshot, *, end_lease: bool) -> None:
+        assignments = ", ".join(f"{c} = ?" for c in _INSTANCE_COLUMN_LIST[1:])
+        lease = (
+            ", lease_token = NULL, lease_expires_at = NULL, lease_inbox = NULL, lease_new_events = NULL,"
+            " available_at = 0, abandon_count = 0"
+            if end_lease
+            else ""
+        )
+        values = instance_values(instance)
+        self.db.execute(
+            f"UPDATE instances SET {assignments}{lease} WHERE instance_id = ?", (*values[1:], instance.instance_id)
+        )
+        self.notice.instances.add(instance.instance_id)
+        self.notice.work_available = True
+
+    def relink_parent(self, instance_id: str, execution_id: str | None, task_id: int) -> None:
+        self.db.execute(
+            "UPDATE instances SET parent_execution_id = ?, parent_task_id = ? WHERE instance_id = ?",
+            (execution_id, task_id, instance_id),
+        )
+        self.notice.instances.add(instance_id)
+
+    def delete_instance(self, instance_id: str) -> None:
+        for table in ("instances", "history", "inbox", "activity_tasks"):
+            self.db.execute(f"DELETE FROM {table} WHERE instance_id = ?", (instance_id,))
+        self.notice.instances.add(instance_id)
+
+    def child_ids(self, parent_id: str, *, live_only: bool) -> list[str]:
+        live = f" AND status NOT IN {TERMINAL_SQL}" if live_only else ""
+        rows = self.db.query(
+            f"SELECT instance_id FROM instances WHERE parent_instance_id = ?{live} ORDER BY instance_id", (parent_id,)
+        )
+        return [r["instance_id"] for r in rows]
+
+    def live_ids(self, instance_ids: Collection[str]) -> set[str]:
+        ids = sorted(set(instance_ids))
+        if not ids:
+            return set()
+        rows = self.db.query(
+            f"SELECT instance_id FROM instances WHERE instance_id IN ({marks(ids)}) AND status NOT IN {TERMINAL_SQL}",
+            ids,
+        )
+        return {r["instance_id"] for r in rows}
+
+    def terminal_ids(self, query: InstanceFilter) -> list[str]:
+        where, params = instance_filter_sql(query)
+        where.append(f"status IN {TERMINAL_SQL}")
+        rows = self.db.query(
+            f"SELECT instance_id FROM instances WHERE {' AND '.join(where)} ORDER BY instance_id", params
+        )
+        return [r["instance_id"] for r in rows]
+
+    # --- history and inbox ---
+
+    def history(self, instance_id: str) -> list[pb.HistoryEvent]:
+        rows = self.db.query("SELECT event FROM history WHERE instance_id = ? ORDER BY seq", (instance_id,))
+        return [pb.HistoryEvent.FromString(bytes(r["event"])) for r in rows]
+
+    def append_history(self, instance_id: str, events: list[pb.HistoryEvent]) -> None:
+        if not events:
+            return
+        start = self.db.query(
+            "SELECT COALESCE(MAX(seq), -1) + 1 AS next_seq FROM history WHERE instance_id = ?", (instance_id,)
+        )[0]["next_seq"]
+        self.db.executemany(
+            "INSERT INTO history (instance_id, seq, event) VALUES (?, ?, ?)",
+            [(instance_id, start + i, e.SerializeToString()) for i, e in enumerate(events)],
+        )
+
+    def replace_history(self, instance_id: str, events: list[pb.HistoryEvent]) -> None:
+        self.db.execute("DELETE FROM history WHERE instance_id = ?", (instance_id,))
+        self.append_history(instance_id, events)
+
+    def _insert_inbox(
+        self, instance_id: str, event: pb.HistoryEvent, visible_at: datetime, execution_id: str | None, ord_: int | None
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO inbox (ord, instance_id, execution_id, kind, event, visible_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (ord_, instance_id, execution_id, event_kind(event), event.SerializeToString(), to_us(visible_at)),
+        )
+        self.notice.work_available = True
+
+    def add_inbox(
+        self, instance_id: str, event: pb.HistoryEvent, visible_at: datetime, execution_id: str | None = None
+    ) -> None:
+        self._insert_inbox(instance_id, event, visible_at, execution_id, None)
+
+    def prepend_inbox(self, instance_id: str, events: list[pb.HistoryEvent], visible_at: datetime) -> None:
+        if not events:
+            return
+        first = self.db.query(
+            "SELECT MIN(COALESCE(ord, seq)) AS first FROM inbox WHERE instance_id = ?", (instance_id,)
+        )[0]["first"]
+        for i, event in enumerate(events):
+            ord_ = None if first is None else first - len(events) + i
+            self._insert_inbox(instance_id, event, visible_at, None, ord_)
+
+    def visible_inbox(self, instance_id: str, now: datetime, execution_id: str) -> list[InboxRow]:
+        rows = self.db.query(
+            "SELECT seq, event, visible_at, execution_id FROM inbox WHERE instance_id = ? AND visible_at <= ?"
+            " AND (execution_id IS NULL OR execution_id = ?) ORDER BY COALESCE(ord, seq)",
+            (instance_id, to_us(now), execution_id),
+        )
+        return [
+            InboxRow(r["seq"], pb.HistoryEvent.FromString(bytes(r["event"])), from_us(r["visible_at"]), r["execution_id"])
+            for r in rows
+        ]
+
+    def delete_inbox(self, row_ids: Collection[int]) -> None:
+        ids = sorted(set(row_ids))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            self.db.execute(f"DELETE FROM inbox WHERE seq IN ({marks(chunk)})", chunk)
+
+    def clear_inbox(self, instance_id: str, *, keep_execution: str | None = None) -> None:
+        if keep_execution is None:
+            self.db.execute("DELETE FROM inbox WHERE instance_id = ?", (instance_id,))
+        else:
+            self.db.execute(
+                "DELETE FROM inbox WHERE instance_id = ? AND execution_id IS NOT NULL AND execution_id != ?",
+                (instance_id, keep_execution),
+            )
+
+    # --- orchestration turn leases ---
+
+    def claim_orchestration(
+        self,
+        now: datetime,
+        lease_until: datetime,
+        token: str,
+        names: Collection[str] | None,
+        versions: VersionFilter | None,
+        exclude: Collection[str],
+        skip_delay: Collection[str],
+    ) -> InstanceSnapshot | None:
+        now_us = to_us(now)
+        extra = ""
+        extra_params: list[Any] = []
+        if names is not None:
+            match, extra_params = name_version_match("i.name", "i.version", names, versions)
+            extra = f" AND {match}"
+        if exclude:
+            excluded = sorted(set(exclude))
+            extra += f" AND i.instance_id NOT IN ({marks(excluded)})"
+            extra_params = [*extra_params, *excluded]
+        available = "i.available_at <= ?"
+        available_params: list[Any] = [now_us]
+        if skip_delay:
+            early = sorted(set(skip_delay))
+            available = f"(i.available_at <= ? OR i.instance_id IN ({marks(early)}))"
+            available_params.extend(early)
+        deliverable = f"""m.instance_id = i.instance_id AND m.visible_at <= ?
+              AND (m.execution_id IS NULL OR m.execution_id = i.execution_id)
+              AND (i.status != {_SUSPENDED} OR m.kind IN ('executionResumed', 'executionTerminated'))"""
+        sql = f"""
+            UPDATE instances SET lease_token = ?, lease_expires_at = ?
+            WHERE instance_id = (
+                SELECT i.instance_id FROM instances i
+                WHERE i.status NOT IN {TERMINAL_SQL}
+                  AND (i.lease_token IS NULL OR i.lease_expires_at <= ?) AND {available}
+                  AND EXISTS (SELECT 1 FROM inbox m WHERE {deliverable})
+                  AND (EXISTS (SELECT 1 FROM history h WHERE h.instance_id = i.instance_id)
+                       OR EXISTS (SELECT 1 FROM inbox s WHERE s.instance_id = i.instance_id
+                                  AND s.kind = 'executionStarted' AND s.visible_at <= ?))
+                  {extra}
+                ORDER BY (SELECT MIN(COALESCE(m.ord, m.seq)) FROM inbox m WHERE {deliverable})
+                LIMIT 1 {self.flavor.skip_locked}
+            ) AND (lease_token IS NULL OR lease_expires_at <= ?)
+            RETURNING {INSTANCE_COLUMNS}
+        """
+        params = [
+            token, to_us(lease_until), now_us, *available_params, now_us, now_us, *extra_params, now_us, now_us,
+        ]
+        rows = self.db.query(sql, params)
+        return row_to_instance(rows[0]) if rows else None
+
+    def record_turn(self, instance_id: str, token: str, new_events: list[pb.HistoryEvent], consumed: list[int]) -> None:
+        self.db.execute(
+            "UPDATE instances SET lease_inbox = ?, lease_new_events = ? WHERE instance_id = ? AND lease_token = ?",
+            (json.dumps(consumed), pack_events(new_events), instance_id, token),
+        )
+
+    def turn_by_lease(self, token: str) -> TurnLease | None:
+        rows = self.db.query(
+            f"SELECT {INSTANCE_COLUMNS}, lease_inbox, lease_new_events, abandon_count FROM instances"
+            f" WHERE lease_token = ?{self._lock(True)}",
+            (token,),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        blob = row["lease_new_events"]
+        return TurnLease(
+            instance=row_to_instance(row),
+            new_events=unpack_events(bytes(blob) if blob is not None else None),
+            consumed_inbox=json.loads(row["lease_inbox"] or "[]"),
+            abandon_count=row["abandon_count"],
+        )
+
+    def turn_lease_of(self, token: str) -> tuple[str, int] | None:
+        rows = self.db.query(
+            f"SELECT instance_id, abandon_count FROM instances WHERE lease_token = ?{self._lock(True)}", (token,)
+        )
+        return (rows[0]["instance_id"], rows[0]["abandon_count"]) if rows else None
+
+    def release_turn(self, instance_id: str, available_at: datetime | None, abandon_count: int | None) -> None:
+        self.db.execute(
+            "UPDATE instances SET lease_token = NULL, lease_expires_at = NULL, lease_inbox = NULL,"
+            " lease_new_events = NULL, available_at = COALESCE(?, available_at),"
+            " abandon_count = COALESCE(?, abandon_count) WHERE instance_id = ?",
+            (None if available_at is None else to_us(available_at), abandon_count, instance_id),
+        )
+        self.notice.work_available = True
+
+    # --- activities ---
+
+    def add_activity_tasks(self, tasks: Collection[ActivityTaskSpec], visible_at: datetime) -> None:
+        if not tasks:
+            return
+        self.db.executemany(
+            "INSERT INTO activity_tasks (instance_id, execution_id, task_id, name, version, input, tags, visible_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (t.instance_id, t.execution_id, t.task_id, t.name, t.version, t.input, json.dumps(t.tags or {}),
+                 to_us(visible_at))
+                for t in tasks
+            ],
+        )
+        self.notice.work_available = True
+
+    def delete_activity_tasks(self, instance_id: str, *, keep_execution: str | None = None) -> None:
+        if keep_execution is None:
+            self.db.execute("DELETE FROM activity_tasks WHERE instance_id = ?", (instance_id,))
+        else:
+            self.db.execute(
+                "DELETE FROM activity_tasks WHERE instance_id = ? AND execution_id != ?", (instance_id, keep_execution)
+            )
+
+    def claim_activity(
+        self, now: datetime, lease_until: datetime, token: str, names: Collection[str] | None,
+        versions: VersionFilter | None,
+    ) -> ActivityTaskSpec | None:
+        now_us = to_us(now)
+        name_clause = ""
+        name_params: list[Any] = []
+        if names is not None:
+            match, name_params = name_version_match("name", "version", names, versions)
+            name_clause = f"AND {match}"
+        rows = self.db.query(
+            f"""UPDATE activity_tasks SET lease_token = ?, lease_expires_at = ?
+            WHERE id = (
+                SELECT id FROM activity_tasks WHERE visible_at <= ? AND (lease_token IS NULL OR lease_expires_at <= ?)
+                {name_clause} ORDER BY visible_at, id LIMIT 1 {self.flavor.skip_locked}
+            ) AND (lease_token IS NULL OR lease_expires_at <= ?)
+            RETURNING *""",
+            [token, to_us(lease_until), now_us, now_us, *name_params, now_us],
+        )
+        return row_to_task(rows[0]) if rows else None
+
+    def take_activity(self, token: str) -> ActivityTaskSpec | None:
+        rows = self.db.query("DELETE FROM activity_tasks WHERE lease_token = ? RETURNING *", (token,))
+        return row_to_task(rows[0]) if rows else None
+
+    def release_activity(self, token: str, visible_at: datetime | None, *, count_hand_back: bool) -> bool:
+        n = self.db.execute(
+            "UPDATE activity_tasks SET lease_token = NULL, lease_expires_at = NULL,"
+            " visible_at = COALESCE(?, visible_at), abandon_count = abandon_count + ? WHERE lease_token = ?",
+            (None if visible_at is None else to_us(visible_at), 1 if count_hand_back else 0, token),
+        )
+        if n:
+            self.notice.work_available = True
+        return n > 0
+
+    def activity_hand_backs(self, token: str) -> int | None:
+        rows = self.db.query(
+            f"SELECT abandon_count FROM activity_tasks WHERE lease_token = ?{self._lock(True)}", (token,)
+        )
+        return rows[0]["abandon_count"] if rows else None
+
+    # --- entities ---
+
+    def entity(self, entity_id: str, *, lock: bool = False) -> EntityRecord | None:
+        rows = self.db.query(f"SELECT * FROM entities WHERE instance_id = ?{self._lock(lock)}", (entity_id,))
+        return row_to_entity(rows[0]) if rows else None
+
+    def ensure_entity(self, entity_id: str, name: str, now: datetime) -> None:
+        self.db.execute(
+            "INSERT INTO entities (instance_id, name, created_at, last_modified_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (instance_id) DO NOTHING",
+            (entity_id, name, to_us(now), to_us(now)),
+        )
+
+    def set_entity_lock(self, entity_id: str, holder: str | None, section: str | None, now: datetime) -> None:
+        self.db.execute(
+            "UPDATE entities SET locked_by = ?, lock_section = ?, last_modified_at = ? WHERE instance_id = ?",
+            (holder, section, to_us(now), entity_id),
+        )
+        self.notice.work_available = True
+
+    def clear_locks_held_by(self, instance_id: str, now: datetime) -> None:
+        self.db.execute(
+            "UPDATE entities SET locked_by = NULL, lock_section = NULL, last_modified_at = ? WHERE locked_by = ?",
+            (to_us(now), instance_id),
+        )
+        self.notice.work_available = True
+
+    def entities_locked_by(self, instance_id: str) -> list[str]:
+        rows = self.db.query(
+            "SELECT instance_id FROM entities WHERE locked_by = ? ORDER BY instance_id", (instance_id,)
+        )
+        return [r["instance_id"] for r in rows]
+
+    def orphaned_lock_holders(self) -> list[str]:
+        rows = self.db.query(
+            "SELECT DISTINCT e.locked_by AS holder FROM entities e LEFT JOIN instances i"
+            " ON i.instance_id = e.locked_by WHERE e.locked_by IS NOT NULL"
+            f" AND (i.instance_id IS NULL OR i.status IN {TERMINAL_SQL}) ORDER BY e.locked_by"
+        )
+        return [r["holder"] for r in rows]
+
+    def enqueue_entity_message(
+        self, entity_id: str, kind: str, sender: str, event: pb.HistoryEvent, visible_at: datetime
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO entity_queue (entity_id, kind, sender, event, visible_at) VALUES (?, ?, ?, ?, ?)",
+            (entity_id, kind, sender, event.SerializeToString(), to_us(visible_at)),
+        )
+        self.notice.work_available = True
+
+    def entity_queue(self, entity_id: str, now: datetime) -> list[EntityMessageRow]:
+        rows = self.db.query(
+            "SELECT seq, kind, sender, event FROM entity_queue WHERE entity_id = ? AND visible_at <= ? ORDER BY seq",
+            (entity_id, to_us(now)),
+        )
+        return [_message(r) for r in rows]
+
+    def entity_messages(self, seqs: Collection[int]) -> list[EntityMessageRow]:
+        ids = sorted(set(seqs))
+        if not ids:
+            return []
+        rows = self.db.query(
+            f"SELECT seq, kind, sender, event FROM entity_queue WHERE seq IN ({marks(ids)}) ORDER BY seq", ids
+        )
+        return [_message(r) for r in rows]
+
+    def delete_entity_messages(self, seqs: Collection[int]) -> None:
+        ids = sorted(set(seqs))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            self.db.execute(f"DELETE FROM entity_queue WHERE seq IN ({marks(chunk)})", chunk)
+
+    def lock_requests_from(self, sender: str) -> list[str]:
+        rows = self.db.query(
+            "SELECT DISTINCT entity_id FROM entity_queue WHERE sender = ? AND kind = 'lock' ORDER BY entity_id",
+            (sender,),
+        )
+        return [r["entity_id"] for r in rows]
+
+    def delete_lock_requests_from(self, sender: str) -> None:
+        self.db.execute("DELETE FROM entity_queue WHERE sender = ? AND kind = 'lock'", (sender,))
+
+    def delete_entity_if_empty(self, entity_id: str) -> bool:
+        # The row lock is taken first, in its own statement, so that the emptiness check below
+        # sees every message committed by a writer that held the lock before us.
+        if not self.db.query(f"SELECT instance_id FROM entities WHERE instance_id = ?{self._lock(True)}", (entity_id,)):
+            return False
+        n = self.db.execute(
+            "DELETE FROM entities WHERE instance_id = ? AND state IS NULL AND locked_by IS NULL AND lease_token IS NULL"
+            " AND NOT EXISTS (SELECT 1 FROM entity_queue q WHERE q.entity_id = entities.instance_id)",
+            (entity_id,),
+        )
+        return n > 0
+
+    def delete_empty_entities(self) -> int:
+        rows = self.db.query(
+            "SELECT instance_id FROM entities WHERE state IS NULL AND locked_by IS NULL AND lease_token IS NULL"
+            " AND NOT EXISTS (SELECT 1 FROM entity_queue q WHERE q.entity_id = entities.instance_id)"
+            " ORDER BY instance_id"
+        )
+        return sum(1 for r in rows if self.delete_entity_if_empty(r["instance_id"]))
+
+    def claim_entity(
+        self, now: datetime, lease_until: datetime, token: str, names: Collection[str] | None,
+        exclude: Collection[str],
+    ) -> EntityRecord | None:
+        now_us = to_us(now)
+        extra = ""
+        extra_params: list[Any] = []
+        if names is not None:
+            wanted = sorted(set(names))
+            if not wanted:
+                return None
+            extra = f" AND e.name IN ({marks(wanted)})"
+            extra_params = list(wanted)
+        if exclude:
+            excluded = sorted(set(exclude))
+            extra += f" AND e.instance_id NOT IN ({marks(excluded)})"
+            extra_params.extend(excluded)
+        runnable = (
+            f"q.entity_id = e.instance_id AND q.visible_at <= ? AND q.kind IN {_OPS_SQL}"
+            " AND (e.locked_by IS NULL OR q.sender = e.locked_by)"
+        )
+        rows = self.db.query(
+            f"""UPDATE entities SET lease_token = ?, lease_expires_at = ?
+            WHERE instance_id = (
+                SELECT e.instance_id FROM entities e
+                WHERE (e.lease_token IS NULL OR e.lease_expires_at <= ?) AND e.available_at <= ? {extra}
+                  AND EXISTS (SELECT 1 FROM entity_queue q WHERE {runnable})
+                ORDER BY (SELECT MIN(q.seq) FROM entity_queue q WHERE {runnable})
+                LIMIT 1 {self.flavor.skip_locked}
+            ) AND (lease_token IS NULL OR lease_expires_at <= ?)
+            RETURNING *""",
+            [token, to_us(lease_until), now_us, now_us, *extra_params, now_us, now_us, now_us],
+        )
+        return row_to_entity(rows[0]) if rows else None
+
+    def record_entity_batch(self, entity_id: str, seqs: list[int]) -> None:
+        self.db.execute("UPDATE entities SET lease_batch = ? WHERE instance_id = ?", (json.dumps(seqs), entity_id))
+
+    def entity_by_lease(self, token: str) -> EntityRecord | None:
+        rows = self.db.query(f"SELECT * FROM entities WHERE lease_token = ?{self._lock(True)}", (token,))
+        return row_to_entity(rows[0]) if rows else None
+
+    def finish_entity_batch(self, entity_id: str, state: str | None, now: datetime) -> None:
+        self.db.execute(
+            "UPDATE entities SET state = ?, last_modified_at = ?, lease_token = NULL, lease_expires_at = NULL,"
+            " lease_batch = NULL, available_at = 0, abandon_count = 0 WHERE instance_id = ?",
+            (state, to_us(now), entity_id),
+        )
+        self.notice.work_available = True
+
+    def release_entity(self, entity_id: str, available_at: datetime | None, abandon_count: int | None) -> None:
+        self.db.execute(
+            "UPDATE entities SET lease_token = NULL, lease_expires_at = NULL, lease_batch = NULL,"
+            " available_at = COALESCE(?, available_at), abandon_count = COALESCE(?, abandon_count)"
+            " WHERE instance_id = ?",
+            (None if available_at is None else to_us(available_at), abandon_count, entity_id),
+        )
+        self.notice.work_available = True
