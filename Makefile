@@ -31,7 +31,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 unit: $(STAMP)
-	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q tests/unit tests/contract
 
 e2e: $(STAMP)
 	$(PY) -m pytest -q tests/e2e

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,6 +64,50 @@ class InProcessSidecar:
         return f"localhost:{self.port}"
 
 
+STORE_VARIABLE = "DURABLETASK_TEST_STORE"
+_postgres_database: str | None = None
+
+
+def store_mode() -> str:
+    """Which store in-process sidecars of the e2e tests use: ``memory`` (default) or ``postgresql``."""
+    mode = os.environ.get(STORE_VARIABLE, "memory").strip().lower()
+    if mode not in ("memory", "postgresql"):
+        raise pytest.UsageError(f"{STORE_VARIABLE} must be 'memory' or 'postgresql', not {mode!r}")
+    return mode
+
+
+def test_store_spec() -> str:
+    """A store spec for one in-process sidecar: ``memory``, or a fresh schema of this session's PostgreSQL database."""
+    global _postgres_database
+    if store_mode() == "memory":
+        return "memory"
+    from tests.pg_support import create_database, require_postgres
+
+    require_postgres()
+    if _postgres_database is None:
+        _postgres_database = create_database("durabletask_e2e")
+    import psycopg
+
+    schema = f"s_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(_postgres_database, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in _postgres_database else "?"
+    return f"{_postgres_database}{separator}options=-csearch_path%3D{schema}"
+
+
+def drop_test_database() -> None:
+    """Drop the session's PostgreSQL database, if one was made (end of the session)."""
+    global _postgres_database
+    if _postgres_database is not None:
+        from tests.pg_support import drop_database
+
+        drop_database(_postgres_database)
+        _postgres_database = None
+
+
+test_store_spec.__test__ = False  # type: ignore[attr-defined]
+
+
 BACKEND_VARIABLE = "DURABLETASK_E2E_BACKEND"
 COMPAT_PYTHON_VARIABLE = "DURABLETASK_COMPAT_PYTHON"
 OFFICIAL_BACKEND_SCRIPT = REPO_ROOT / "compat" / "official_backend.py"
@@ -91,6 +136,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "compat: needs the official SDK's interpreter (DURABLETASK_COMPAT_PYTHON, set by make compat)"
     )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    drop_test_database()
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -178,7 +227,7 @@ def sidecar() -> Iterator[InProcessSidecar | OfficialBackend]:
         finally:
             backend.stop()
         return
-    server = SidecarServer("memory", host="localhost")
+    server = SidecarServer(test_store_spec(), host="localhost")
     port = server.start(0)
     try:
         yield InProcessSidecar(server=server, port=port)
@@ -288,7 +337,7 @@ FAST = DispatchOptions(stream_grace=0.3, health_ping_interval=0.5, safety_poll=1
 @contextmanager
 def fast_sidecar(options: DispatchOptions = FAST, **kwargs: object) -> Iterator[tuple[SidecarServer, str]]:
     """An in-process sidecar with short grace/ping intervals; yields (server, address)."""
-    server = SidecarServer("memory", host="localhost", dispatch_options=options, **kwargs)  # type: ignore[arg-type]
+    server = SidecarServer(test_store_spec(), host="localhost", dispatch_options=options, **kwargs)  # type: ignore[arg-type]
     port = server.start(0)
     try:
         yield server, f"localhost:{port}"

@@ -36,9 +36,9 @@ from durabletask.worker import (
 from sidecar.dispatch import DispatchOptions
 from sidecar.hub import TaskHub
 from sidecar.server import SidecarServer
-from sidecar.store import SqliteStore
+from sidecar.store import open_store
 from sidecar.store.base import Backoff
-from tests.e2e.conftest import FAST, RawWorker, complete, schedule, start
+from tests.e2e.conftest import FAST, RawWorker, complete, schedule, start, test_store_spec
 
 WAIT = 30
 HOLD = timedelta(seconds=1.5)
@@ -50,7 +50,7 @@ def running_sidecar(
     options: DispatchOptions = FAST, backoff: Backoff | None = None, **kwargs: Any
 ) -> Iterator[tuple[SidecarServer, pb_grpc.TaskHubSidecarServiceStub]]:
     """An in-process sidecar on a memory store with these dispatch options and hand-back back-off."""
-    hub = TaskHub(SqliteStore("memory"), abandon_backoff=backoff)
+    hub = TaskHub(open_store(test_store_spec()), abandon_backoff=backoff)
     server = SidecarServer(hub, host="localhost", dispatch_options=options, owns_store=True, **kwargs)
     port = server.start(0)
     channel = grpc.insecure_channel(f"localhost:{port}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import grpc
 import pytest
@@ -11,6 +11,7 @@ from google.protobuf.wrappers_pb2 import Int32Value, StringValue
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.dispatch import DispatchOptions
+from sidecar.store import StoreTx
 from tests.e2e.conftest import RawWorker, complete, fast_sidecar, free_port, kinds, start
 from tests.e2e.entity_wire import (
     ENTITY_ITEM,
@@ -35,6 +36,9 @@ Code = grpc.StatusCode
 
 
 # --- signals and state -----------------------------------------------------------------------------
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def test_signals_become_one_batch_and_the_state_is_kept(raw_env) -> None:
@@ -267,12 +271,12 @@ def test_clean_entity_storage_counts(raw_env) -> None:
     assert not response.HasField("continuationToken")
     # The sidecar releases locks in the holder's final commit, so it never leaves orphans itself:
     # write two leftovers into the store directly, as an older store could hold them.
-    store = server.store
-    with store._lock:
-        store._db.execute(
-            "INSERT INTO entities (instance_id, name, locked_by, lock_section, created_at, last_modified_at)"
-            " VALUES ('@acct@ghost', 'acct', 'gone', 'cs', 0, 0), ('@acct@empty', 'acct', NULL, NULL, 0, 0)"
-        )
+    def leftovers(tx: StoreTx) -> None:
+        tx.ensure_entity("@acct@ghost", "acct", EPOCH)
+        tx.set_entity_lock("@acct@ghost", "gone", "cs", EPOCH)
+        tx.ensure_entity("@acct@empty", "acct", EPOCH)
+
+    server.store.run(leftovers)
     assert get_entity(stub, "@acct@ghost").lockedBy.value == "gone"  # type: ignore[union-attr]
     response = stub.CleanEntityStorage(pb.CleanEntityStorageRequest(removeEmptyEntities=False, releaseOrphanedLocks=False))
     assert (response.emptyEntitiesRemoved, response.orphanedLocksReleased) == (0, 0)
@@ -370,7 +374,7 @@ def test_kill_9_with_a_batch_in_flight_keeps_queue_state_and_delayed_signals(tmp
         assert again.entityRequestV2.entityState.value == "1" and operations(again) == operations(in_flight)
         expect_status(lambda: finish(w, in_flight, ok(), state="3"), Code.NOT_FOUND)
         finish(w, again, ok(), state="3")
-        late = w.next(ENTITY_ITEM, timeout=10)
+        late = w.next(ENTITY_ITEM, timeout=15)
         assert operations(late) == [("entityOperationSignaled", "later")] and now() >= due
         finish(w, late, ok(), state="3")
         assert get_entity(w.stub, "@counter@a").serializedState.value == "3"  # type: ignore[union-attr]

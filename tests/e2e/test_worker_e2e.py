@@ -17,7 +17,7 @@ from durabletask.client import OrchestrationStatus, TaskHubGrpcClient
 from durabletask.grpc_options import GrpcWorkerResiliencyOptions
 from durabletask.worker import ActivityNotRegisteredError, ConcurrencyOptions, TaskHubGrpcWorker
 from sidecar.server import SidecarServer
-from tests.e2e.conftest import official_backend_mode
+from tests.e2e.conftest import official_backend_mode, test_store_spec
 
 WAIT = 30.0
 FAST_RECONNECT = GrpcWorkerResiliencyOptions(
@@ -286,7 +286,7 @@ def test_stop_returns_promptly_and_leaves_no_threads(make_worker, client) -> Non
 
 
 def test_worker_reconnects_after_the_sidecar_restarts_on_the_same_port() -> None:
-    first = SidecarServer("memory", host="localhost")
+    first = SidecarServer(test_store_spec(), host="localhost")
     port = first.start(0)
     address = f"localhost:{port}"
     worker = TaskHubGrpcWorker(host_address=address, resiliency_options=FAST_RECONNECT)
@@ -298,7 +298,7 @@ def test_worker_reconnects_after_the_sidecar_restarts_on_the_same_port() -> None
         with TaskHubGrpcClient(host_address=address) as c:
             assert run(c, chain, ["before"]).get_output() == ["Hello, before!"]
         first.stop(grace=0.5)
-        second = SidecarServer("memory", host="localhost")
+        second = SidecarServer(test_store_spec(), host="localhost")
         assert second.start(port) == port
         with TaskHubGrpcClient(host_address=address) as c:
             state = run(c, chain, ["after"])

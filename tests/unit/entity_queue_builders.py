@@ -6,7 +6,7 @@ import itertools
 from datetime import datetime, timezone
 
 from durabletask.internal import orchestrator_service_pb2 as pb
-from sidecar import entities as sched
+from sidecar import entity_scheduler as sched
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from sidecar import entities as sched
-from sidecar.entities import LockHolder
+from sidecar import entity_scheduler as sched
+from sidecar.entity_scheduler import LockHolder
 from tests.unit.entity_queue_builders import NOW, call, lock, ops, signal, unlock
 
 # --- entity IDs ----------------------------------------------------------------------------

@@ -1,0 +1,269 @@
+"""The PostgreSQL store: several sidecar processes sharing one database.
+
+PostgreSQL does the distribution: every lease is one ``UPDATE ... WHERE id = (SELECT ...
+FOR UPDATE SKIP LOCKED)`` that re-checks the lease, so two sidecars never hold one item;
+rows touched by a transaction are locked (``FOR UPDATE``) until it commits; a deadlock or
+duplicate key between two sidecars rolls one transaction back and it runs again. Each
+commit publishes its notice with ``pg_notify`` (delivered when it commits), and a listener
+connection relays the other sidecars' notices to this one's dispatcher and long polls.
+
+The URL is a libpq URL (``postgresql://user[:password]@host:port/db``) with two optional
+parameters of ours: ``pool_min`` and ``pool_max``, the size of the connection pool
+(default 1 and 10).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import psycopg_pool
+from psycopg import errors
+from psycopg.rows import dict_row
+
+from sidecar.store.base import (
+    CommitNotice,
+    SchemaVersionError,
+    StoreError,
+    StoreFullError,
+    StoreUnavailableError,
+    StoreValueError,
+)
+from sidecar.store.sql_schema import MIGRATIONS, POSTGRES, SCHEMA_VERSION, newer_schema_message
+from sidecar.store.sql_store import Failure, SqlStore
+from sidecar.store.sql_tx import Row, SqlFlavor
+from sidecar.store.urls import redact
+
+log = logging.getLogger("durabletask-sidecar.store")
+
+CHANNEL = "durabletask_commits"
+# pg_notify payloads must stay under 8000 bytes; instance IDs are sent in chunks.
+_PAYLOAD_BUDGET = 7000
+# Serializes schema creation and migration between sidecars starting at once.
+_MIGRATION_LOCK = 0x6475726162  # "durab"
+_CONNECT_TIMEOUT = 10.0
+
+_RETRY = (errors.DeadlockDetected, errors.SerializationFailure, errors.UniqueViolation, errors.LockNotAvailable)
+
+
+def _placeholders(sql: str) -> str:
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class _Connection:
+    """A psycopg connection as the SQL layer wants it (``?`` placeholders)."""
+
+    def __init__(self, conn: psycopg.Connection[Row]) -> None:
+        self.conn = conn
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        cur = self.conn.execute(_placeholders(sql), list(params))  # type: ignore[arg-type]
+        return cur.fetchall() if cur.description is not None else []
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self.conn.execute(_placeholders(sql), list(params)).rowcount  # type: ignore[arg-type]
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self.conn.cursor() as cur:
+            cur.executemany(_placeholders(sql), [list(r) for r in rows])  # type: ignore[arg-type]
+
+
+def split_url(url: str) -> tuple[str, int, int]:
+    """(libpq URL, pool_min, pool_max): our pool parameters taken out of the URL's query."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    ours = {k: v for k, v in query if k in ("pool_min", "pool_max")}
+    rest = [(k, v) for k, v in query if k not in ("pool_min", "pool_max")]
+    try:
+        pool_min = int(ours.get("pool_min", "1"))
+        pool_max = int(ours.get("pool_max", "10"))
+    except ValueError:
+        raise StoreValueError(f"pool_min and pool_max in the store URL must be integers ({redact(url)})") from None
+    if pool_min < 1 or pool_max < pool_min:
+        raise StoreValueError(f"the store URL needs 1 <= pool_min <= pool_max ({redact(url)})")
+    return urlunsplit(parts._replace(query=urlencode(rest))), pool_min, pool_max
+
+
+class PostgresStore(SqlStore):
+    """PostgreSQL implementation of :class:`~sidecar.store.base.Store` (see the module docstring)."""
+
+    flavor = SqlFlavor(for_update="FOR UPDATE", skip_locked="FOR UPDATE SKIP LOCKED")
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self._shown = redact(url)
+        self._origin = uuid.uuid4().hex
+        self._closed = threading.Event()
+        self._conninfo, pool_min, pool_max = split_url(url)
+        self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Row]] = psycopg_pool.ConnectionPool(
+            self._conninfo,
+            min_size=pool_min,
+            max_size=pool_max,
+            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": int(_CONNECT_TIMEOUT)},
+            check=psycopg_pool.ConnectionPool.check_connection,
+            open=False,
+            name="durabletask-sidecar",
+        )
+        try:
+            self._pool.open(wait=True, timeout=_CONNECT_TIMEOUT)
+        except psycopg_pool.PoolTimeout as exc:
+            self._pool.close()
+            raise StoreUnavailableError(
+                f"cannot connect to the PostgreSQL database {self._shown} within {_CONNECT_TIMEOUT:g} s: "
+                f"{self._last_connect_error() or exc}"
+            ) from None
+        try:
+            self._migrate()
+        except BaseException:
+            self._pool.close()
+            raise
+        self._listener = threading.Thread(target=self._listen, name="sidecar-pg-listener", daemon=True)
+        self._listener.start()
+
+    def describe(self) -> str:
+        return f"PostgreSQL database {self._shown}"
+
+    def _last_connect_error(self) -> str | None:
+        try:
+            with psycopg.connect(self._conninfo, connect_timeout=3):
+                return None
+        except psycopg.Error as exc:
+            return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+    # --- plumbing ---
+
+    @contextmanager
+    def _transaction(self) -> Iterator[_Connection]:
+        with self._pool.connection() as conn, conn.transaction():
+            yield _Connection(conn)
+
+    @contextmanager
+    def _reader(self) -> Iterator[_Connection]:
+        with self._pool.connection() as conn:
+            yield _Connection(conn)
+
+    def _classify(self, exc: BaseException) -> Failure | StoreError:
+        if isinstance(exc, _RETRY):
+            return Failure.RETRY
+        if isinstance(exc, (errors.DiskFull, errors.OutOfMemory, errors.ProgramLimitExceeded)):
+            return StoreFullError(f"the PostgreSQL database {self._shown} has no room: {_first_line(exc)}")
+        if isinstance(exc, psycopg.DataError) and "0x00" in str(exc):
+            return StoreValueError("a value contains a NUL character (\\0), which PostgreSQL text cannot hold")
+        if isinstance(exc, psycopg_pool.PoolTimeout):
+            return StoreUnavailableError(
+                f"no connection to the PostgreSQL database {self._shown} became free or could be opened in time "
+                "(raise pool_max in the store URL, or check the database)"
+            )
+        if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+            return StoreUnavailableError(f"the PostgreSQL database {self._shown} is unavailable: {_first_line(exc)}")
+        return Failure.OTHER
+
+    def _publish(self, db: Any, notice: CommitNotice) -> None:
+        ids = sorted(notice.instances)
+        chunks: list[list[str]] = [[]]
+        size = 0
+        for iid in ids:
+            cost = len(iid.encode()) + 4
+            if size + cost > _PAYLOAD_BUDGET and chunks[-1]:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(iid)
+            size += cost
+        for chunk in chunks:
+            payload = json.dumps(
+                {"o": self._origin, "w": notice.work_available, "r": notice.reset, "i": chunk},
+                separators=(",", ":"),
+            )
+            db.query("SELECT pg_notify(?, ?)", (CHANNEL, payload))
+
+    def close(self) -> None:
+        self._closed.set()
+        self._pool.close()
+        if self._listener.is_alive():
+            self._listener.join(timeout=5)
+
+    # --- other sidecars' commits ---
+
+    def _listen(self) -> None:
+        delay = 0.1
+        missed = False
+        while not self._closed.is_set():
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=int(_CONNECT_TIMEOUT)) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    delay = 0.1
+                    if missed:
+                        # Commits made while we were not listening are unknown: everyone looks again.
+                        self._notify(CommitNotice(work_available=True, resync=True))
+                        missed = False
+                    while not self._closed.is_set():
+                        for note in conn.notifies(timeout=0.5):
+                            self._relay(note.payload)
+            except Exception as exc:
+                if self._closed.is_set():
+                    return
+                if not missed:
+                    log.warning("lost the notification connection to %s (%s); reconnecting", self._shown,
+                                _first_line(exc))
+                missed = True
+                self._closed.wait(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _relay(self, payload: str) -> None:
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            return
+        if data.get("o") == self._origin:
+            return
+        self._notify(CommitNotice(instances=set(data.get("i", [])), work_available=bool(data.get("w")),
+                                  reset=bool(data.get("r"))))
+
+    # --- schema ---
+
+    def schema_version(self) -> int:
+        rows = self._read("SELECT MAX(version) AS v FROM schema_version")
+        return int(rows[0]["v"] or 0)
+
+    def _migrate(self) -> None:
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                db = _Connection(conn)
+                db.query("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+                exists = db.query("SELECT to_regclass('schema_version') IS NOT NULL AS present")[0]["present"]
+                found: int | None = None
+                if exists:
+                    value = db.query("SELECT MAX(version) AS v FROM schema_version")[0]["v"]
+                    found = int(value) if value is not None else None
+                if found is not None and found > SCHEMA_VERSION:
+                    raise SchemaVersionError(newer_schema_message(found, self.describe()))
+                if found is not None:
+                    for version in range(found + 1, SCHEMA_VERSION + 1):
+                        for statement in MIGRATIONS[version]["postgresql"]:
+                            db.execute(statement)
+                for statement in POSTGRES.create_tables().split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                if found != SCHEMA_VERSION:
+                    db.execute("DELETE FROM schema_version")
+                    db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        except StoreError:
+            raise
+        except Exception as exc:
+            verdict = self._classify(exc)
+            if isinstance(verdict, StoreError):
+                raise verdict from exc
+            raise
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
