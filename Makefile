@@ -20,9 +20,13 @@ run: $(STAMP)
 sidecar: $(STAMP)
 	$(VENV)/bin/durabletask-sidecar
 
-# The whole test suite: lint, type check, generated-code check, unit and end-to-end tests.
+# The whole test suite: lint, type check, generated-code check, unit tests, the store contract
+# (SQLite memory, SQLite file, PostgreSQL), end-to-end tests; then the end-to-end tests again with
+# every in-process sidecar on PostgreSQL. PostgreSQL tests skip when no server answers on
+# 127.0.0.1:5432 (DURABLETASK_TEST_POSTGRES names another), and fail if DURABLETASK_REQUIRE_POSTGRES=1.
 test: $(STAMP) lint typecheck proto-check
 	$(PY) -m pytest -q -p no:cacheprovider
+	DURABLETASK_TEST_STORE=postgresql $(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests/e2e
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check durabletask sidecar tests samples tools bench compat
@@ -36,7 +40,7 @@ unit: $(STAMP)
 e2e: $(STAMP)
 	$(PY) -m pytest -q tests/e2e
 
-# Benchmarks (not part of the tests): throughput, pick-up and timer latency.
+# Benchmarks (not part of the tests): throughput, pick-up and timer latency, on SQLite and PostgreSQL.
 bench: $(STAMP)
 	$(PY) -m bench.throughput
 	$(PY) -m bench.latency
