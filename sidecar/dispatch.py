@@ -13,6 +13,11 @@ A stream that hands an orchestration turn back (a worker rejecting its version) 
 remembered until it closes or the instance moves on: while another open stream could
 take the instance, the rejecting one is not offered it, and a stream that has not
 rejected it is offered it at once, without waiting for the store's back-off.
+
+A completion that fails for any reason but a stale token or a refused result (the store is
+full or unreachable) hands its item back with the hand-back delay, so it is offered again
+within moments of the store recovering rather than when its lease runs out. A dispatch pass
+that fails (the store is down) is retried after the safety-net poll.
 """
 
 from __future__ import annotations
@@ -23,23 +28,33 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 
 from durabletask.internal import orchestrator_service_pb2 as pb
+from sidecar.entity_batch import InvalidBatchResultError
 from sidecar.entity_scheduler import DEFAULT_MAX_BATCH
 from sidecar.hub import TaskHub
-from sidecar.model import TERMINAL_STATUSES
+from sidecar.model import TERMINAL_STATUSES, InvalidTurnError
 from sidecar.store.base import (
     ActivityWorkItem,
     CommitNotice,
     EntityWorkItem,
     LeaseNotFoundError,
     OrchestrationWorkItem,
+    StoreError,
+    StoreValueError,
 )
 
 log = logging.getLogger("durabletask-sidecar.dispatch")
+
+# Completion failures that leave nothing to hand back: a stale token; a result the hub refused
+# (it already released the item with the hand-back delay); a value the store cannot keep (the
+# worker answers INVALID_ARGUMENT with a failure in its place, under the same token).
+_NOT_HANDED_BACK = (LeaseNotFoundError, InvalidTurnError, InvalidBatchResultError, StoreValueError)
+
 
 class WorkKind(str, Enum):
     """The three kinds of work item a stream receives."""
@@ -129,6 +144,13 @@ class WorkStream:
         return limit - used
 
 
+@dataclass
+class _Outcome:
+    """Whether a completion committed."""
+
+    completed: bool = False
+
+
 @dataclass(frozen=True)
 class _HeldTurn:
     """The orchestration a turn token belongs to."""
@@ -196,6 +218,9 @@ class Dispatcher:
         self._ids = itertools.count(1)
         self._last_renew = time.monotonic()
         self._last_sweep = time.monotonic()
+        self._store_failure: str | None = None  # the last store error of the dispatch loop, until it passes
+        # Tokens whose completion and hand-back both failed -> when their lease has surely run out.
+        self._dead_tokens: dict[str, float] = {}
         self._thread: threading.Thread | None = None
         hub.add_listener(self._on_change)
 
@@ -303,18 +328,58 @@ class Dispatcher:
             self._lock.notify_all()
 
     def complete_orchestration(self, response: pb.OrchestratorResponse) -> None:
-        """Commit a turn. Raises LeaseNotFoundError (stale token) or InvalidTurnError (bad actions)."""
-        try:
-            self.hub.complete_orchestration(response.completionToken, response, self.clock())
-        finally:
-            self._settled(response.completionToken, completed=True)
+        """Commit a turn. Raises LeaseNotFoundError (stale token) or InvalidTurnError (bad actions).
+
+        Any other failure (the store is full or unreachable) hands the turn back (see
+        ``_completing``); the error still reaches the caller.
+        """
+        token = response.completionToken
+        with self._completing(ORCHESTRATION, token) as outcome:
+            self.hub.complete_orchestration(token, response, self.clock())
+            outcome.completed = True
 
     def complete_activity(self, response: pb.ActivityResponse) -> None:
-        """Commit an activity result. Raises LeaseNotFoundError for a stale token."""
+        """Commit an activity result. Raises LeaseNotFoundError for a stale token; other failures hand it back."""
+        token = response.completionToken
+        with self._completing(ACTIVITY, token):
+            self.hub.complete_activity(token, response, self.clock())
+
+    def complete_entity(self, result: pb.EntityBatchResult) -> None:
+        """Commit an entity batch. Raises LeaseNotFoundError (stale token) or InvalidBatchResultError.
+
+        Other failures hand the batch back, as for turns.
+        """
+        token = result.completionToken
+        with self._completing(ENTITY, token):
+            self.hub.complete_entity(token, result, self.clock(), self.options.entity_payload_limit)
+
+    @contextmanager
+    def _completing(self, kind: WorkKind, token: str) -> Iterator[_Outcome]:
+        """Settle a completion: forget the token whatever happens; hand the item back when it failed.
+
+        A completion that fails for another reason than a stale token or a refused result (the
+        hub already released those) hands its item back with the hand-back delay, so that it is
+        offered again shortly rather than when its lease runs out. The token is dead from then
+        on, even when the hand-back failed too: a later completion with it (a worker's retry,
+        or a replacement result) is refused as stale, and the item goes out again when its
+        lease runs out.
+        """
+        outcome = _Outcome()
         try:
-            self.hub.complete_activity(response.completionToken, response, self.clock())
+            if self._is_dead(token):
+                raise LeaseNotFoundError(token)
+            yield outcome
+        except _NOT_HANDED_BACK:
+            raise
+        except Exception as exc:
+            self._hand_back(kind, token, exc)
+            raise
         finally:
-            self._settled(response.completionToken)
+            self._settled(token, completed=outcome.completed)
+
+    def _is_dead(self, token: str) -> bool:
+        with self._lock:
+            return token in self._dead_tokens
 
     def abandon_orchestration(self, token: str) -> None:
         """Hand a turn back; its stream is remembered as one that rejected the instance."""
@@ -331,15 +396,6 @@ class Dispatcher:
         finally:
             self._settled(token)
 
-    def complete_entity(self, result: pb.EntityBatchResult) -> None:
-        """Commit an entity batch. Raises LeaseNotFoundError (stale token) or InvalidBatchResultError."""
-        try:
-            self.hub.complete_entity(
-                result.completionToken, result, self.clock(), self.options.entity_payload_limit
-            )
-        finally:
-            self._settled(result.completionToken)
-
     def abandon_entity(self, token: str) -> None:
         try:
             self.hub.abandon_entity(token, self.clock())
@@ -352,6 +408,36 @@ class Dispatcher:
         finally:
             self._settled(token)
 
+    def _hand_back(self, kind: WorkKind, token: str, failure: Exception) -> None:
+        """Give back a work item whose completion failed, with the hand-back delay.
+
+        When that fails too (the database is still down), the token is marked dead and the
+        item's lease (no longer renewed) runs out instead; it is offered again then.
+        """
+        abandon = {
+            ORCHESTRATION: self.hub.abandon_orchestration,
+            ACTIVITY: self.hub.abandon_activity,
+            ENTITY: self.hub.abandon_entity,
+        }[kind]
+        try:
+            abandon(token, self.clock())
+        except LeaseNotFoundError:
+            # Nothing to give back: the completion committed after all (its answer was lost),
+            # or the lease ran out or the instance ended meanwhile.
+            log.info("%s work item %s: completion failed (%s); the store no longer holds it", kind.value, token, failure)
+            return
+        except Exception as exc:
+            with self._lock:
+                self._dead_tokens[token] = time.monotonic() + self.options.lease_of(kind).total_seconds()
+            log.warning(
+                "%s work item %s: completion failed (%s) and handing it back failed too (%s); "
+                "it is offered again when its lease runs out",
+                kind.value, token, failure, exc,
+            )
+            return
+        log.warning("%s work item %s: completion failed (%s); handed it back, it is offered again shortly",
+                    kind.value, token, failure)
+
     # --- the loop -----------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -360,18 +446,40 @@ class Dispatcher:
                 if self._stopped:
                     return
                 self._wake = False
+            failed = True
             try:
                 timeout = self._cycle()
+                failed = False
+            except StoreError as exc:  # the database is down or full: try again after the safety poll
+                if str(exc) != self._store_failure:
+                    log.warning("dispatching paused: %s (retrying every %g s)", exc, self.options.safety_poll)
+                    self._store_failure = str(exc)
             except Exception:  # keep dispatching whatever one cycle hit
                 log.exception("dispatch cycle failed")
-                timeout = self.options.safety_poll
+            if failed:
+                # Wake-ups do not shorten the pause: a failing store is not asked again at once.
+                self._pause(self.options.safety_poll)
+                continue
+            if self._store_failure is not None:
+                log.info("dispatching resumed: the store answers again")
+                self._store_failure = None
             with self._lock:
                 if not self._wake and not self._stopped and timeout > 0:
                     self._lock.wait(timeout)
 
+    def _pause(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        with self._lock:
+            while not self._stopped:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._lock.wait(remaining)
+
     def _cycle(self) -> float:
         """One pass: releases, hold limits, renewals, leasing. Returns how long to sleep before the next."""
         self._process_releases()
+        self._forget_dead_tokens()
         self._end_expired_holds()
         self._renew_if_due()
         self._forget_stale_rejections()
@@ -401,6 +509,13 @@ class Dispatcher:
         for token, kind in expired:
             if self._release(token, kind):
                 log.info("re-queued %s work item %s of a closed stream", kind.value, token)
+
+    def _forget_dead_tokens(self) -> None:
+        """Forget dead tokens whose lease has run out (the store refuses them by itself then)."""
+        now = time.monotonic()
+        with self._lock:
+            for token in [t for t, until in self._dead_tokens.items() if until <= now]:
+                del self._dead_tokens[token]
 
     def _end_expired_holds(self) -> None:
         """Forget tokens held past their maximum hold time: their leases ran out, the items go out again."""

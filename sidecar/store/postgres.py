@@ -50,6 +50,9 @@ _PAYLOAD_BUDGET = 7000
 _MIGRATION_LOCK = 0x6475726162  # "durab"
 _CONNECT_TIMEOUT = 10.0
 
+# admin_shutdown, crash_shutdown, cannot_connect_now: the server is restarting.
+_SHUTDOWN_STATES = ("57P01", "57P02", "57P03")
+
 _RETRY = (errors.DeadlockDetected, errors.SerializationFailure, errors.UniqueViolation, errors.LockNotAvailable)
 
 
@@ -154,7 +157,10 @@ class PostgresStore(SqlStore):
         if isinstance(exc, _RETRY):
             return Failure.RETRY
         if isinstance(exc, (errors.DiskFull, errors.OutOfMemory, errors.ProgramLimitExceeded)):
-            return StoreFullError(f"the PostgreSQL database {self._shown} has no room: {_first_line(exc)}")
+            return StoreFullError(
+                f"the PostgreSQL database {self._shown} is full (no room for the write: {_first_line(exc)}); "
+                "free space on the server; the work is kept and resumes then"
+            )
         if isinstance(exc, psycopg.DataError) and "0x00" in str(exc):
             return StoreValueError("a value contains a NUL character (\\0), which PostgreSQL text cannot hold")
         if isinstance(exc, psycopg_pool.PoolTimeout):
@@ -165,6 +171,17 @@ class PostgresStore(SqlStore):
         if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
             return StoreUnavailableError(f"the PostgreSQL database {self._shown} is unavailable: {_first_line(exc)}")
         return Failure.OTHER
+
+    def _connection_lost(self, exc: BaseException) -> bool:
+        # A server restart or a killed backend ends the session (SQLSTATE class 08, 57P01-57P03,
+        # or no SQLSTATE at all when the socket closed); the pool checks the next connection
+        # before handing it out. Not a pool timeout: waiting again would only double the wait.
+        if isinstance(exc, (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed)):
+            return False
+        if not isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+            return False
+        state = exc.sqlstate
+        return state is None or state.startswith("08") or state in _SHUTDOWN_STATES
 
     def _publish(self, db: Any, notice: CommitNotice) -> None:
         ids = sorted(notice.instances)

@@ -1,8 +1,10 @@
 """The part of every SQL store that is the same on each database: reads, transactions, retries.
 
 A subclass supplies connections (``_transaction``, ``_reader``), says which database errors
-mean "lost a race, run again" and what the others mean (``_classify``), and may publish each
-commit's notice to other processes (``_publish``).
+mean "lost a race, run again" and what the others mean (``_classify``), which mean "this
+connection broke" (``_connection_lost``: the work runs again on another connection, unless the
+commit was already on its way), and may publish each commit's notice to other processes
+(``_publish``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from sidecar.store.base import (
     Store,
     StoreError,
     StoreTx,
+    StoreUnavailableError,
 )
 from sidecar.store.sql_rows import INSTANCE_COLUMNS, TERMINAL_SQL, from_us, row_to_instance, to_us
 from sidecar.store.sql_schema import STATE_TABLES
@@ -37,6 +40,8 @@ log = logging.getLogger("durabletask-sidecar.store")
 T = TypeVar("T")
 
 MAX_ATTEMPTS = 8
+# Times one transaction or read is run again on another connection after its connection broke.
+MAX_RECONNECTS = 2
 
 
 class Failure(Enum):
@@ -68,16 +73,23 @@ class SqlStore(Store):
     def _publish(self, db: SqlConnection, notice: CommitNotice) -> None:  # noqa: B027 - optional hook
         """Tell other processes about a commit, inside its transaction (nothing to do by default)."""
 
+    def _connection_lost(self, exc: BaseException) -> bool:
+        """True when ``exc`` says the connection broke (another connection may work at once)."""
+        return False
+
     # --- transactions ---
 
     def run(self, fn: Callable[[StoreTx], T]) -> T:
+        reconnects = 0
         for attempt in range(1, MAX_ATTEMPTS + 1):
+            committing = False
             try:
                 with self._transaction() as db:
                     tx = SqlTx(db, self.flavor)
                     result = fn(tx)
                     if tx.notice:
                         self._publish(db, tx.notice)
+                    committing = True
                 self._notify(tx.notice)
                 return result
             except StoreError:
@@ -87,34 +99,45 @@ class SqlStore(Store):
                 if verdict is Failure.RETRY and attempt < MAX_ATTEMPTS:
                     log.debug("transaction lost a race (%s); running it again", exc)
                     continue
+                # A connection that broke before the commit was sent committed nothing: run the
+                # transaction again on another one. One that broke during the commit may have
+                # committed: the caller gets the error (a retry could apply the change twice).
+                if (
+                    isinstance(verdict, StoreUnavailableError)
+                    and not committing
+                    and reconnects < MAX_RECONNECTS
+                    and attempt < MAX_ATTEMPTS
+                    and self._connection_lost(exc)
+                ):
+                    reconnects += 1
+                    log.info("the connection to the database broke (%s); running the transaction again", exc)
+                    continue
                 if isinstance(verdict, StoreError):
                     raise verdict from exc
                 raise
         raise AssertionError("unreachable")
 
     def _read(self, sql: str, params: Collection[Any] = ()) -> list[Row]:
-        try:
-            with self._reader() as db:
-                return db.query(sql, list(params))
-        except StoreError:
-            raise
-        except Exception as exc:
-            verdict = self._classify(exc)
-            if isinstance(verdict, StoreError):
-                raise verdict from exc
-            raise
+        return self._read_with(lambda tx: tx.db.query(sql, list(params)))
 
     def _read_with(self, fn: Callable[[SqlTx], T]) -> T:
-        try:
-            with self._reader() as db:
-                return fn(SqlTx(db, self.flavor))
-        except StoreError:
-            raise
-        except Exception as exc:
-            verdict = self._classify(exc)
-            if isinstance(verdict, StoreError):
-                raise verdict from exc
-            raise
+        for attempt in range(MAX_RECONNECTS + 1):
+            try:
+                with self._reader() as db:
+                    return fn(SqlTx(db, self.flavor))
+            except StoreError:
+                raise
+            except Exception as exc:
+                verdict = self._classify(exc)
+                if isinstance(verdict, StoreUnavailableError) and attempt < MAX_RECONNECTS and (
+                    self._connection_lost(exc)
+                ):
+                    log.info("the connection to the database broke (%s); reading again", exc)
+                    continue
+                if isinstance(verdict, StoreError):
+                    raise verdict from exc
+                raise
+        raise AssertionError("unreachable")
 
     def reset(self) -> None:
         def wipe(tx: StoreTx) -> None:
