@@ -30,13 +30,12 @@ from psycopg.rows import dict_row
 
 from sidecar.store.base import (
     CommitNotice,
-    SchemaVersionError,
     StoreError,
     StoreFullError,
     StoreUnavailableError,
     StoreValueError,
 )
-from sidecar.store.sql_schema import MIGRATIONS, POSTGRES, SCHEMA_VERSION, newer_schema_message
+from sidecar.store.sql_schema import POSTGRES, bring_up_to_date
 from sidecar.store.sql_store import Failure, SqlStore
 from sidecar.store.sql_tx import Row, SqlFlavor
 from sidecar.store.urls import redact
@@ -260,18 +259,7 @@ class PostgresStore(SqlStore):
                 if exists:
                     value = db.query("SELECT MAX(version) AS v FROM schema_version")[0]["v"]
                     found = int(value) if value is not None else None
-                if found is not None and found > SCHEMA_VERSION:
-                    raise SchemaVersionError(newer_schema_message(found, self.describe()))
-                if found is not None:
-                    for version in range(found + 1, SCHEMA_VERSION + 1):
-                        for statement in MIGRATIONS[version]["postgresql"]:
-                            db.execute(statement)
-                for statement in POSTGRES.create_tables().split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                if found != SCHEMA_VERSION:
-                    db.execute("DELETE FROM schema_version")
-                    db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+                bring_up_to_date(db, POSTGRES, found, self.describe())
         except StoreError:
             raise
         except Exception as exc:

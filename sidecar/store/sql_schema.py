@@ -13,7 +13,11 @@ leases), ``entities`` and ``entity_queue`` (state, lock holder, messages, batch 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sidecar.store.base import SchemaVersionError
 
 SCHEMA_VERSION = 1
 
@@ -157,3 +161,24 @@ def newer_schema_message(found: int, where: str) -> str:
         f"the database {where} has schema version {found}, newer than this sidecar's schema version "
         f"{SCHEMA_VERSION}: upgrade the sidecar (an older one must not write to it)"
     )
+
+
+class _Executes(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Any: ...
+
+
+def bring_up_to_date(db: _Executes, dialect: Dialect, found: int | None, where: str) -> None:
+    """Inside the caller's transaction: refuse a newer schema, run the migrations after ``found``
+    (None: an empty database), create what is missing and record SCHEMA_VERSION."""
+    if found is not None and found > SCHEMA_VERSION:
+        raise SchemaVersionError(newer_schema_message(found, where))
+    if found is not None:
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version][dialect.name]:
+                db.execute(statement)
+    for statement in dialect.create_tables().split(";"):
+        if statement.strip():
+            db.execute(statement)
+    if found != SCHEMA_VERSION:
+        db.execute("DELETE FROM schema_version")
+        db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))

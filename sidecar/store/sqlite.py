@@ -27,8 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sidecar.store.base import SchemaVersionError, StoreError, StoreFullError, StoreUnavailableError
-from sidecar.store.sql_schema import MIGRATIONS, SCHEMA_VERSION, SQLITE, newer_schema_message
+from sidecar.store.base import StoreError, StoreFullError, StoreUnavailableError
+from sidecar.store.sql_schema import SCHEMA_VERSION, SQLITE, bring_up_to_date
 from sidecar.store.sql_store import Failure, SqlStore
 from sidecar.store.sql_tx import Row
 
@@ -241,19 +241,9 @@ class SqliteStore(SqlStore):
             db.execute("BEGIN IMMEDIATE")
             try:
                 found = self._version()
-                if found is not None and found > SCHEMA_VERSION:
-                    raise SchemaVersionError(newer_schema_message(found, self.describe()))
                 if found is not None and found < SCHEMA_VERSION:
                     log.info("migrating %s from schema version %d to %d", self.describe(), found, SCHEMA_VERSION)
-                    for version in range(found + 1, SCHEMA_VERSION + 1):
-                        for statement in MIGRATIONS[version]["sqlite"]:
-                            db.execute(statement)
-                for statement in SQLITE.create_tables().split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                if found != SCHEMA_VERSION:
-                    db.execute("DELETE FROM schema_version")
-                    db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+                bring_up_to_date(db, SQLITE, found, self.describe())
                 db.execute("COMMIT")
             except BaseException:
                 self._rollback(db)

@@ -649,7 +649,7 @@ def test_failed_migration_leaves_the_version_0_file_untouched(tmp_path: Path, mo
     broken[SCHEMA_VERSION] = {**broken[SCHEMA_VERSION], "sqlite": [
         *broken[SCHEMA_VERSION]["sqlite"], "ALTER TABLE no_such_table ADD COLUMN x INTEGER"
     ]}
-    monkeypatch.setattr("sidecar.store.sqlite.MIGRATIONS", broken)
+    monkeypatch.setattr(sql_schema, "MIGRATIONS", broken)
     with pytest.raises(Exception, match="no_such_table"):
         SqliteStore(path)
     monkeypatch.undo()
