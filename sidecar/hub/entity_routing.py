@@ -7,12 +7,16 @@ writes back what they decide. Every function runs inside the caller's transactio
 An entity row exists while the entity has state, queued messages or a lock; it is deleted
 as soon as it has none of them. A writer holds the entity's row lock while it queues a
 message, so that a concurrent delete (on another sidecar) cannot strand the message.
+
+A message due at once is queued as visible since the epoch, not since the sender's clock: the
+settle that must see it may run in a later transaction whose "now" was read earlier, or on a
+sidecar whose clock is behind; a lock request it did not see would wait for ever.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timezone
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar import entity_scheduler as sched
@@ -22,6 +26,8 @@ from sidecar.model import OutboundMessage
 from sidecar.store.base import EntityMessageRow, EntityRecord, StoreTx
 
 log = logging.getLogger("durabletask-sidecar.entities")
+
+DUE_AT_ONCE = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def holder_of(record: EntityRecord) -> sched.LockHolder | None:
@@ -71,7 +77,8 @@ def deliver_to_entity(
     if kind == sched.UNLOCK and tx.entity(entity_id, lock=True) is None:
         return False
     _lock_entity(tx, entity_id, now)
-    tx.enqueue_entity_message(entity_id, kind, sender, event, visible_at or now)
+    due = visible_at if visible_at is not None and visible_at > now else DUE_AT_ONCE
+    tx.enqueue_entity_message(entity_id, kind, sender, event, due)
     if kind in (sched.LOCK, sched.UNLOCK):
         settle(tx, entity_id, now)
     return True

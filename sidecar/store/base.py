@@ -473,9 +473,10 @@ class StoreTx(ABC):
         self, now: datetime, lease_until: datetime, token: str, names: Collection[str] | None,
         exclude: Collection[str],
     ) -> EntityRecord | None:
-        """Lease one unleased (or expired) entity whose queue has an operation it may run now, oldest first.
+        """Lease one unleased (or expired) entity whose queue has work due now, oldest first.
 
-        An operation may run when the entity is unlocked or it comes from the lock holder.
+        Work is an operation the entity may run (it is unlocked, or the operation comes from the
+        lock holder), an unlock message, or a lock request while the entity is unlocked.
         """
 
     @abstractmethod

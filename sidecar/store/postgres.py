@@ -36,7 +36,7 @@ from sidecar.store.base import (
     StoreValueError,
 )
 from sidecar.store.sql_schema import POSTGRES, bring_up_to_date
-from sidecar.store.sql_store import Failure, SqlStore
+from sidecar.store.sql_store import MAX_ATTEMPTS, Failure, SqlStore
 from sidecar.store.sql_tx import Row, SqlFlavor
 from sidecar.store.urls import redact
 
@@ -250,6 +250,16 @@ class PostgresStore(SqlStore):
         return int(rows[0]["v"] or 0)
 
     def _migrate(self) -> None:
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                self._migrate_once()
+                return
+            except _RETRY:  # DDL of a migration against the transactions of running sidecars
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                log.info("the schema migration of %s lost a race; running it again", self._shown)
+
+    def _migrate_once(self) -> None:
         try:
             with self._pool.connection() as conn, conn.transaction():
                 db = _Connection(conn)

@@ -169,9 +169,12 @@ class _Executes(Protocol):
 
 def bring_up_to_date(db: _Executes, dialect: Dialect, found: int | None, where: str) -> None:
     """Inside the caller's transaction: refuse a newer schema, run the migrations after ``found``
-    (None: an empty database), create what is missing and record SCHEMA_VERSION."""
+    (None: an empty database), create what is missing and record SCHEMA_VERSION. A database at
+    SCHEMA_VERSION is left alone."""
     if found is not None and found > SCHEMA_VERSION:
         raise SchemaVersionError(newer_schema_message(found, where))
+    if found == SCHEMA_VERSION:
+        return  # no DDL: even "IF NOT EXISTS" locks tables that running sidecars are writing
     if found is not None:
         for version in range(found + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[version][dialect.name]:

@@ -558,9 +558,12 @@ class SqlTx(StoreTx):
             excluded = sorted(set(exclude))
             extra += f" AND e.instance_id NOT IN ({marks(excluded)})"
             extra_params.extend(excluded)
+        # An operation the lock lets run, or a lock message to settle (a safety net: they are
+        # settled when they arrive).
         runnable = (
-            f"q.entity_id = e.instance_id AND q.visible_at <= ? AND q.kind IN {_OPS_SQL}"
-            " AND (e.locked_by IS NULL OR q.sender = e.locked_by)"
+            "q.entity_id = e.instance_id AND q.visible_at <= ?"
+            f" AND ((q.kind IN {_OPS_SQL} AND (e.locked_by IS NULL OR q.sender = e.locked_by))"
+            " OR q.kind = 'unlock' OR (q.kind = 'lock' AND e.locked_by IS NULL))"
         )
         rows = self.db.query(
             f"""UPDATE entities SET lease_token = ?, lease_expires_at = ?

@@ -455,3 +455,37 @@ def test_orchestrations_with_at_sign_ids_still_get_their_own_messages(hub: TaskH
     turn(hub, "@odd@id", [timer, send])
     assert sorted(inbox_kinds(hub, "@odd@id")) == ["eventRaised", "timerFired"]
     assert hub.get_entity("@odd@id", T0) is None
+
+
+def test_a_lock_request_queued_by_a_later_clock_is_granted_by_an_earlier_clocked_unlock(hub: TaskHub) -> None:
+    # Sidecars read their clocks before their transactions: the unlock's commit can carry an
+    # earlier "now" than the lock request that committed before it (or another machine's clock
+    # runs ahead). The request must be granted all the same, not wait for a settle that never comes.
+    later = T0 + timedelta(seconds=2)
+    start(hub, "x")
+    start(hub, "y")
+    turn(hub, "x", [lock_action(1, "x", "cs-x", ["@acct@a"])])
+    turn(hub, "y", [lock_action(1, "y", "cs-y", ["@acct@a"])], now=later)
+    assert hub.get_entity("@acct@a", later).locked_by == "x"  # type: ignore[union-attr]
+    turn(hub, "x", [unlock_action(2, "@acct@a", "cs-x")])
+    entity = hub.get_entity("@acct@a", T0)
+    assert entity is not None and entity.locked_by == "y" and entity.backlog == 0
+    assert inbox_kinds(hub, "y") == ["entityLockGranted"]
+
+
+def test_an_unlocked_entity_with_a_stranded_lock_request_is_settled_when_leased(hub: TaskHub) -> None:
+    # A safety net: a lock request that nothing settled (a sidecar died between commits of an
+    # older version) makes the entity leasable; leasing settles it and grants the lock.
+    start(hub, "y")
+    lock = engine_events.new_event(T0)
+    lock.entityLockRequested.CopyFrom(pb.EntityLockRequestedEvent(criticalSectionId="cs-y", lockSet=["@acct@a"]))
+
+    def strand(tx: StoreTx) -> None:
+        tx.ensure_entity("@acct@a", "acct", T0)
+        tx.enqueue_entity_message("@acct@a", "lock", "y", lock, T0)
+
+    hub.store.run(strand)
+    assert hub.lease_entity(T0, LEASE) is None  # nothing for a worker, but the lock is handed over
+    entity = hub.get_entity("@acct@a", T0)
+    assert entity is not None and entity.locked_by == "y" and entity.backlog == 0
+    assert inbox_kinds(hub, "y") == ["executionStarted", "entityLockGranted"]

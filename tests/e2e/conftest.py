@@ -458,3 +458,23 @@ def complete(action_id: int, result: str | None = None, status: int = pb.ORCHEST
 def start(stub: pb_grpc.TaskHubSidecarServiceStub, instance_id: str, name: str = "orch", **fields: object) -> str:
     response = stub.StartInstance(pb.CreateInstanceRequest(instanceId=instance_id, name=name, **fields))  # type: ignore[arg-type]
     return str(response.instanceId)
+
+
+def sidecar_env() -> dict[str, str]:
+    """The environment for a sidecar subprocess: unbuffered output, this checkout importable."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+@pytest.fixture
+def fresh_postgres() -> Iterator[str]:
+    """The URL of a new PostgreSQL database of its own, dropped after the test (skips without a server)."""
+    from tests.pg_support import create_database, drop_database, require_postgres
+
+    require_postgres()
+    url = create_database("durabletask_faults")
+    try:
+        yield url
+    finally:
+        drop_database(url)

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -46,10 +44,10 @@ from sidecar.dispatch import DispatchOptions
 from sidecar.hub import TaskHub
 from sidecar.model import InstanceSnapshot
 from sidecar.server import SidecarServer
-from sidecar.store import InstanceFilter, SchemaVersionError, SqliteStore, open_store, sql_schema
-from sidecar.store.sql_schema import SCHEMA_VERSION
+from sidecar.store import InstanceFilter, SqliteStore
 from sidecar.store.urls import redact
-from tests.e2e.conftest import REPO_ROOT, RawWorker, complete, free_port, kinds, schedule
+from tests.e2e.conftest import REPO_ROOT, RawWorker, complete, free_port, kinds, schedule, sidecar_env
+from tests.e2e.v0_database import write_v0_database
 
 pytestmark = pytest.mark.our_sidecar("checks this sidecar's own store failure handling")
 
@@ -67,12 +65,6 @@ LONG_LEASE = DispatchOptions(
     health_ping_interval=0.5,
     safety_poll=0.5,
 )
-
-
-def sidecar_env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return env
 
 
 # ================================================================ a full database (SQLite and PostgreSQL)
@@ -343,18 +335,6 @@ def expected_total(n: int) -> int:
     return sum(n * 100 + step for step in range(3))
 
 
-@pytest.fixture
-def fresh_postgres() -> Iterator[str]:
-    from tests.pg_support import create_database, drop_database, require_postgres
-
-    require_postgres()
-    url = create_database("durabletask_faults")
-    try:
-        yield url
-    finally:
-        drop_database(url)
-
-
 def terminate_sessions(url: str) -> int:
     """End every session on ``url``'s database, as a server restart would (from an admin connection)."""
     import psycopg
@@ -460,307 +440,6 @@ def test_unreachable_postgres_at_start_exits_naming_the_url_without_password() -
     output = proc.stdout + proc.stderr
     assert "secret" not in output
     assert f"postgresql://someone:***@127.0.0.1:{closed_port}/x" in proc.stderr, proc.stderr
-
-
-# ================================================================ schema versions and migrations
-
-# The SQLite schema before versions existed (version 0), from the release before the version
-# table (sidecar/store/sqlite_rows.py at 542f852): kept verbatim as a fixture.
-SCHEMA_V0 = """
-CREATE TABLE IF NOT EXISTS instances (
-    instance_id TEXT PRIMARY KEY,
-    execution_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    version TEXT,
-    status INTEGER NOT NULL,
-    input TEXT,
-    output TEXT,
-    custom_status TEXT,
-    failure BLOB,
-    created_at INTEGER NOT NULL,
-    last_updated_at INTEGER NOT NULL,
-    completed_at INTEGER,
-    scheduled_start_at INTEGER,
-    parent_instance_id TEXT,
-    parent_execution_id TEXT,
-    parent_task_id INTEGER,
-    parent_name TEXT,
-    parent_version TEXT,
-    tags TEXT NOT NULL DEFAULT '{}',
-    lease_token TEXT UNIQUE,
-    lease_expires_at INTEGER,
-    lease_inbox TEXT,
-    lease_new_events BLOB,
-    available_at INTEGER NOT NULL DEFAULT 0,
-    abandon_count INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS instances_parent ON instances(parent_instance_id);
-CREATE INDEX IF NOT EXISTS instances_completed ON instances(completed_at, instance_id);
-CREATE INDEX IF NOT EXISTS instances_created ON instances(created_at);
-
-CREATE TABLE IF NOT EXISTS history (
-    instance_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    event BLOB NOT NULL,
-    PRIMARY KEY (instance_id, seq)
-) WITHOUT ROWID;
-
-CREATE TABLE IF NOT EXISTS inbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    ord INTEGER,
-    instance_id TEXT NOT NULL,
-    execution_id TEXT,
-    kind TEXT NOT NULL,
-    event BLOB NOT NULL,
-    visible_at INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS inbox_instance ON inbox(instance_id, ord);
-CREATE INDEX IF NOT EXISTS inbox_visible ON inbox(visible_at);
-CREATE TRIGGER IF NOT EXISTS inbox_default_ord AFTER INSERT ON inbox WHEN NEW.ord IS NULL
-BEGIN
-    UPDATE inbox SET ord = NEW.seq WHERE seq = NEW.seq;
-END;
-
-CREATE TABLE IF NOT EXISTS activity_tasks (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    instance_id TEXT NOT NULL,
-    execution_id TEXT NOT NULL,
-    task_id INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    version TEXT,
-    input TEXT,
-    tags TEXT NOT NULL DEFAULT '{}',
-    visible_at INTEGER NOT NULL,
-    lease_token TEXT UNIQUE,
-    lease_expires_at INTEGER,
-    abandon_count INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS activity_visible ON activity_tasks(visible_at);
-CREATE INDEX IF NOT EXISTS activity_instance ON activity_tasks(instance_id);
-
-CREATE TABLE IF NOT EXISTS entities (
-    instance_id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    state TEXT,
-    locked_by TEXT,
-    lock_section TEXT,
-    created_at INTEGER NOT NULL,
-    last_modified_at INTEGER NOT NULL,
-    lease_token TEXT UNIQUE,
-    lease_expires_at INTEGER,
-    lease_batch TEXT,
-    available_at INTEGER NOT NULL DEFAULT 0,
-    abandon_count INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS entities_locked_by ON entities(locked_by);
-
-CREATE TABLE IF NOT EXISTS entity_queue (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    entity_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    sender TEXT NOT NULL,
-    event BLOB NOT NULL,
-    visible_at INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS entity_queue_entity ON entity_queue(entity_id, seq);
-CREATE INDEX IF NOT EXISTS entity_queue_visible ON entity_queue(visible_at);
-CREATE INDEX IF NOT EXISTS entity_queue_sender ON entity_queue(sender, kind);
-"""
-
-
-def to_us(when: datetime) -> int:
-    return int((when - datetime(1970, 1, 1, tzinfo=timezone.utc)) / timedelta(microseconds=1))
-
-
-def write_v0_database(path: Path, instance_id: str) -> None:
-    """A version-0 file as the previous release left it: one PENDING instance, its start event and a
-    raised event waiting in the inbox (``ord`` filled in by the old trigger), and a stale lease."""
-    now = datetime.now(timezone.utc) - timedelta(minutes=1)
-    started = engine_events.new_execution_started(
-        name="orch", instance_id=instance_id, execution_id="e1", now=now, input='"old"'
-    )
-    raised = engine_events.new_event(now)
-    raised.eventRaised.name = "go"
-    raised.eventRaised.input.value = '"event"'
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.executescript(SCHEMA_V0)
-        db.execute(
-            "INSERT INTO instances (instance_id, execution_id, name, status, input, created_at, last_updated_at,"
-            " lease_token, lease_expires_at) VALUES (?, 'e1', 'orch', ?, '\"old\"', ?, ?, 'stale-token', ?)",
-            (instance_id, pb.ORCHESTRATION_STATUS_PENDING, to_us(now), to_us(now), to_us(now + timedelta(hours=1))),
-        )
-        for event in (started, raised):
-            db.execute(
-                "INSERT INTO inbox (instance_id, kind, event, visible_at) VALUES (?, ?, ?, ?)",
-                (instance_id, event.WhichOneof("eventType"), event.SerializeToString(), to_us(now)),
-            )
-        assert [r[0] for r in db.execute("SELECT ord FROM inbox ORDER BY seq")] == [1, 2]  # the old trigger
-    finally:
-        db.close()
-
-
-def test_version_0_sqlite_file_is_migrated_and_its_instance_runs_to_completion(tmp_path: Path) -> None:
-    path = tmp_path / "v0.db"
-    write_v0_database(path, "old-1")
-
-    server = SidecarServer(str(path), host="localhost", dispatch_options=LONG_LEASE)
-    port = server.start(0)
-    address = f"localhost:{port}"
-    try:
-        store = server.store
-        assert store.schema_version() == SCHEMA_VERSION
-        inbox = store.inbox_of("old-1")
-        assert [e.WhichOneof("eventType") for e, _, _ in inbox] == ["executionStarted", "eventRaised"]
-        assert isinstance(store, SqliteStore) and store.cleared_leases == 1  # the old run's lease
-        assert query(path, "SELECT name FROM sqlite_master WHERE type = 'trigger'") == []
-        assert query(path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
-        channel = grpc.insecure_channel(address)
-        stub = pb_grpc.TaskHubSidecarServiceStub(channel)
-        # A row written now (no ``ord``) is delivered after the migrated ones.
-        raised = pb.RaiseEventRequest(instanceId="old-1", name="later")
-        raised.input.value = '"later"'
-        stub.RaiseEvent(raised)
-        worker = RawWorker(address)
-        try:
-            turn = worker.next("orchestratorRequest")  # the stale lease of the old run was released
-            assert turn.orchestratorRequest.instanceId == "old-1"
-            new_events = turn.orchestratorRequest.newEvents
-            assert kinds(new_events) == ["orchestratorStarted", "executionStarted", "eventRaised", "eventRaised"]
-            assert [e.eventRaised.input.value for e in new_events[2:]] == ['"event"', '"later"']
-            worker.complete(turn, complete(1, '"done"'))
-            state = stub.WaitForInstanceCompletion(
-                pb.GetInstanceRequest(instanceId="old-1", getInputsAndOutputs=True), timeout=10
-            ).orchestrationState
-            assert state.orchestrationStatus == pb.ORCHESTRATION_STATUS_COMPLETED
-            assert state.input.value == '"old"' and state.output.value == '"done"'
-        finally:
-            worker.close()
-            channel.close()
-    finally:
-        server.stop(grace=0.2)
-
-
-def test_failed_migration_leaves_the_version_0_file_untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "v0.db"
-    write_v0_database(path, "kept")
-    broken = {v: dict(steps) for v, steps in sql_schema.MIGRATIONS.items()}
-    broken[SCHEMA_VERSION] = {**broken[SCHEMA_VERSION], "sqlite": [
-        *broken[SCHEMA_VERSION]["sqlite"], "ALTER TABLE no_such_table ADD COLUMN x INTEGER"
-    ]}
-    monkeypatch.setattr(sql_schema, "MIGRATIONS", broken)
-    with pytest.raises(Exception, match="no_such_table"):
-        SqliteStore(path)
-    monkeypatch.undo()
-    tables = {r[0] for r in query(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert "schema_version" not in tables  # rolled back with everything else
-    assert query(path, "SELECT name FROM sqlite_master WHERE type = 'trigger'") == [("inbox_default_ord",)]
-    assert query(path, "SELECT COUNT(*) FROM inbox") == [(2,)]
-    store = SqliteStore(path)  # the real migration still works afterwards
-    try:
-        assert store.schema_version() == SCHEMA_VERSION
-        assert len(store.inbox_of("kept")) == 2
-    finally:
-        store.close()
-
-
-def set_sqlite_version(path: Path, version: int) -> None:
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        db.execute("UPDATE schema_version SET version = ?", (version,))
-    finally:
-        db.close()
-
-
-def query(path: Path, sql: str) -> list[tuple[Any, ...]]:
-    """Rows of one query on a SQLite file, from a connection of its own."""
-    db = sqlite3.connect(path)
-    try:
-        return db.execute(sql).fetchall()
-    finally:
-        db.close()
-
-
-def test_sqlite_file_from_a_newer_sidecar_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "newer.db"
-    SqliteStore(path).close()
-    set_sqlite_version(path, SCHEMA_VERSION + 1)
-    with pytest.raises(SchemaVersionError) as refused:
-        SqliteStore(path)
-    message = str(refused.value)
-    assert f"schema version {SCHEMA_VERSION + 1}" in message and f"schema version {SCHEMA_VERSION}:" in message
-    assert str(path.resolve()) in message
-    assert query(path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION + 1,)]  # untouched
-    with pytest.raises(SchemaVersionError):  # refused again, not "in use": the refusal released the file
-        SqliteStore(path)
-
-
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
-def test_cli_refuses_a_database_from_a_newer_sidecar(tmp_path: Path, kind: str, request: pytest.FixtureRequest) -> None:
-    if kind == "sqlite":
-        spec = str(tmp_path / "newer.db")
-        SqliteStore(spec).close()
-        set_sqlite_version(Path(spec), SCHEMA_VERSION + 1)
-    else:
-        import psycopg
-
-        spec = str(request.getfixturevalue("fresh_postgres"))
-        open_store(spec).close()
-        with psycopg.connect(spec, autocommit=True) as conn:
-            conn.execute("UPDATE schema_version SET version = %s", (SCHEMA_VERSION + 1,))
-    proc = subprocess.run(
-        [sys.executable, "-m", "sidecar", "--store", spec, "--port", str(free_port())],
-        capture_output=True, text=True, timeout=60, env=sidecar_env(), cwd=str(REPO_ROOT),
-    )
-    assert proc.returncode != 0
-    assert f"schema version {SCHEMA_VERSION + 1}" in proc.stderr, proc.stderr
-    assert f"schema version {SCHEMA_VERSION}:" in proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stderr
-
-
-def test_postgres_database_from_a_newer_sidecar_is_refused(fresh_postgres: str) -> None:
-    import psycopg
-
-    open_store(fresh_postgres).close()
-    with psycopg.connect(fresh_postgres, autocommit=True) as conn:
-        conn.execute("UPDATE schema_version SET version = %s", (SCHEMA_VERSION + 1,))
-    with pytest.raises(SchemaVersionError) as refused:
-        open_store(fresh_postgres)
-    message = str(refused.value)
-    assert f"schema version {SCHEMA_VERSION + 1}" in message and f"schema version {SCHEMA_VERSION}:" in message
-    with psycopg.connect(fresh_postgres) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION + 1,)]
-
-
-def test_two_postgres_stores_opened_at_once_on_a_fresh_database(fresh_postgres: str) -> None:
-    import psycopg
-
-    barrier = threading.Barrier(4)
-    opened: list[Any] = []
-    errors: list[BaseException] = []
-
-    def open_one() -> None:
-        barrier.wait()
-        try:
-            opened.append(open_store(fresh_postgres))
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=open_one) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    try:
-        assert not errors, errors
-        assert len(opened) == 4
-        assert all(s.schema_version() == SCHEMA_VERSION for s in opened)
-        with psycopg.connect(fresh_postgres) as conn:
-            assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
-    finally:
-        for s in opened:
-            s.close()
 
 
 # ================================================================ SQLite: purged space is reused
