@@ -2,12 +2,13 @@
 
 A completion the sidecar cannot take is never just logged:
 
-- transient failures (UNAVAILABLE, DEADLINE_EXCEEDED, not connected) are retried a few
+- transient failures (UNAVAILABLE, DEADLINE_EXCEEDED, not connected, and RESOURCE_EXHAUSTED
+  that is not about the message's size: a full store, a quota, throttling) are retried a few
   times with a growing delay, then the work item is handed back (Abandon*WorkItem) so the
   sidecar offers it again;
-- a result refused as too large (RESOURCE_EXHAUSTED) or invalid (INVALID_ARGUMENT) is
-  replaced by a failure that names the problem: the activity fails, the orchestration
-  ends FAILED, the entity batch's operations fail;
+- a result refused as too large (RESOURCE_EXHAUSTED naming a message size) or invalid
+  (INVALID_ARGUMENT) is replaced by a failure that names the problem: the activity fails, the
+  orchestration ends FAILED, the entity batch's operations fail;
 - a stale token (NOT_FOUND) means the sidecar no longer holds the item: nothing to do;
 - anything else hands the work item back.
 """
@@ -26,7 +27,6 @@ import grpc
 from durabletask.internal import orchestrator_service_pb2 as pb
 
 TRANSIENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-REFUSED_CODES = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INVALID_ARGUMENT})
 DEFAULT_RETRY_DELAYS = (0.2, 0.4, 0.8, 1.6)
 
 TOO_LARGE_ERROR_TYPE = "MessageTooLarge"
@@ -34,6 +34,7 @@ REFUSED_ERROR_TYPE = "CompletionRefused"
 
 # gRPC's wording for an oversize message: "... larger than max (<size> vs. <limit>)".
 _SIZES = re.compile(r"\((\d+) vs\. (\d+)\)")
+_SIZE_WORDS = ("larger than max", "too large", "message size")
 
 StubProvider = Callable[[], Any]
 
@@ -48,6 +49,26 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.code is None
+
+    @property
+    def transient(self) -> bool:
+        """Worth sending again later: the sidecar or its store may take it then."""
+        if self.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return not about_size(self.details)
+        return self.code in TRANSIENT_CODES
+
+    @property
+    def refused(self) -> bool:
+        """The result itself can never be taken (too large or invalid): send a failure instead."""
+        if self.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return about_size(self.details)
+        return self.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def about_size(details: str) -> bool:
+    """Whether a RESOURCE_EXHAUSTED message is about a message's size (not a full store or a quota)."""
+    lowered = details.lower()
+    return _SIZES.search(details) is not None or any(words in lowered for words in _SIZE_WORDS)
 
 
 @dataclass(frozen=True)
@@ -163,7 +184,7 @@ class CompletionSender:
         delays = iter(self._retry_delays)
         while True:
             outcome = self.call(method, request)
-            if outcome.code not in TRANSIENT_CODES:
+            if not outcome.transient:
                 return outcome
             delay = next(delays, None)
             if delay is None or self._stopping.is_set():
@@ -189,7 +210,7 @@ class CompletionSender:
         outcome = self.call_with_retries(method, request)
         if outcome.ok:
             return
-        if outcome.code in REFUSED_CODES:
+        if outcome.refused:
             assert outcome.code is not None
             self._logger.warning(
                 "the sidecar refused %s (%s: %s); reporting it as failed instead",

@@ -1,7 +1,7 @@
 """The worker's handling of completions the sidecar does not take, against the scripted gRPC sidecar.
 
-Transient failures are retried and then handed back; a result refused as too large or invalid
-is replaced by a failure naming the problem; a stale token is dropped without a hand-back.
+Transient failures (including a full store) are retried and then handed back; a result refused
+as too large or invalid is replaced by a failure naming the problem; a stale token is dropped without a hand-back.
 """
 
 from __future__ import annotations
@@ -80,6 +80,35 @@ def test_transient_failures_are_retried_then_the_item_is_handed_back(sidecar: Sc
     assert [a.completionToken for a in abandoned] == ["given-up"]
     assert len(sidecar.named("CompleteActivityTask:rejected")) == attempts
     assert sidecar.named("CompleteActivityTask") == []
+
+
+STORE_FULL = (
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "the SQLite store file 'x.db' is full (database or disk is full): free disk space; the work is kept",
+)
+
+
+def test_a_full_store_is_transient_the_result_is_sent_again_unchanged(sidecar: ScriptedSidecar, worker: TaskHubGrpcWorker) -> None:
+    sidecar.completion_failures = [STORE_FULL, STORE_FULL]
+    sidecar.items.put(activity_item("double", 21, token="kept", task_id=3))
+    [sent] = sidecar.wait_calls("CompleteActivityTask", 1, timeout=WAIT + sum(DEFAULT_RETRY_DELAYS))
+    assert json.loads(sent.result.value) == 42 and not sent.HasField("failureDetails")
+    assert len(sidecar.named("CompleteActivityTask:rejected")) == 2
+    settle(worker)
+    assert sidecar.named("AbandonTaskActivityWorkItem") == []
+
+
+def test_a_store_full_for_long_hands_the_turn_back_and_never_fails_the_instance(sidecar: ScriptedSidecar, worker: TaskHubGrpcWorker) -> None:
+    attempts = len(DEFAULT_RETRY_DELAYS) + 1
+    sidecar.completion_failures = [STORE_FULL] * attempts
+    sidecar.items.put(orchestration_item("on-full-disk", None, token="turn"))
+    [abandoned] = sidecar.wait_calls("AbandonTaskOrchestratorWorkItem", 1, timeout=WAIT + sum(DEFAULT_RETRY_DELAYS))
+    assert abandoned.completionToken == "turn"
+    refused = sidecar.named("CompleteOrchestratorTask:rejected")
+    assert len(refused) == attempts
+    statuses = {a.completeOrchestration.orchestrationStatus for r in refused for a in r.actions}
+    assert statuses == {pb.ORCHESTRATION_STATUS_COMPLETED}  # never replaced by a failure
+    settle(worker)
 
 
 def test_an_activity_result_too_large_is_sent_again_as_a_failure_naming_the_limit(sidecar: ScriptedSidecar, worker: TaskHubGrpcWorker) -> None:
