@@ -7,9 +7,10 @@ duplicate key between two sidecars rolls one transaction back and it runs again.
 commit publishes its notice with ``pg_notify`` (delivered when it commits), and a listener
 connection relays the other sidecars' notices to this one's dispatcher and long polls.
 
-The URL is a libpq URL (``postgresql://user[:password]@host:port/db``) with two optional
-parameters of ours: ``pool_min`` and ``pool_max``, the size of the connection pool
-(default 1 and 10).
+The URL is a libpq URL (``postgresql://user[:password]@host:port/db``) with optional
+parameters of ours: ``pool_min`` and ``pool_max``, the size of the connection pool (default 1
+and 10), and ``pool_timeout``, the seconds a call waits for a connection before it is answered
+UNAVAILABLE (default 10).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -77,20 +79,39 @@ class _Connection:
             cur.executemany(_placeholders(sql), [list(r) for r in rows])  # type: ignore[arg-type]
 
 
-def split_url(url: str) -> tuple[str, int, int]:
-    """(libpq URL, pool_min, pool_max): our pool parameters taken out of the URL's query."""
+@dataclass(frozen=True)
+class PoolSettings:
+    """The connection pool's parameters, taken from the store URL."""
+
+    min_size: int = 1
+    max_size: int = 10
+    timeout: float = 10.0  # seconds a call waits for a free connection
+
+
+_POOL_PARAMETERS = ("pool_min", "pool_max", "pool_timeout")
+
+
+def split_url(url: str) -> tuple[str, PoolSettings]:
+    """The libpq URL and the pool settings: our parameters taken out of the URL's query."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    ours = {k: v for k, v in query if k in ("pool_min", "pool_max")}
-    rest = [(k, v) for k, v in query if k not in ("pool_min", "pool_max")]
+    ours = {k: v for k, v in query if k in _POOL_PARAMETERS}
+    rest = [(k, v) for k, v in query if k not in _POOL_PARAMETERS]
+    default = PoolSettings()
     try:
-        pool_min = int(ours.get("pool_min", "1"))
-        pool_max = int(ours.get("pool_max", "10"))
+        pool_min = int(ours.get("pool_min", default.min_size))
+        pool_max = int(ours.get("pool_max", default.max_size))
     except ValueError:
         raise StoreValueError(f"pool_min and pool_max in the store URL must be integers ({redact(url)})") from None
     if pool_min < 1 or pool_max < pool_min:
         raise StoreValueError(f"the store URL needs 1 <= pool_min <= pool_max ({redact(url)})")
-    return urlunsplit(parts._replace(query=urlencode(rest))), pool_min, pool_max
+    try:
+        timeout = float(ours.get("pool_timeout", default.timeout))
+    except ValueError:
+        timeout = -1.0
+    if not 0 < timeout < float("inf"):
+        raise StoreValueError(f"pool_timeout in the store URL must be a positive number of seconds ({redact(url)})")
+    return urlunsplit(parts._replace(query=urlencode(rest))), PoolSettings(pool_min, pool_max, timeout)
 
 
 class PostgresStore(SqlStore):
@@ -104,11 +125,12 @@ class PostgresStore(SqlStore):
         self._shown = redact(url)
         self._origin = uuid.uuid4().hex
         self._closed = threading.Event()
-        self._conninfo, pool_min, pool_max = split_url(url)
+        self._conninfo, pool = split_url(url)
         self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Row]] = psycopg_pool.ConnectionPool(
             self._conninfo,
-            min_size=pool_min,
-            max_size=pool_max,
+            min_size=pool.min_size,
+            max_size=pool.max_size,
+            timeout=pool.timeout,
             kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": int(_CONNECT_TIMEOUT)},
             check=psycopg_pool.ConnectionPool.check_connection,
             open=False,

@@ -423,6 +423,24 @@ def wait_tolerating_unavailable(client: TaskHubGrpcClient, iid: str) -> Any:
                 raise
 
 
+def test_postgres_call_waiting_for_a_connection_is_unavailable_after_pool_timeout(fresh_postgres: str) -> None:
+    from sidecar.store.base import StoreUnavailableError
+    from sidecar.store.postgres import PostgresStore
+
+    store = PostgresStore(f"{fresh_postgres}?pool_max=1&pool_timeout=0.5")
+    try:
+        with store._pool.connection():  # the only connection, busy elsewhere
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailableError, match="no connection .* became free") as refused:
+                store.get_instance("any")
+            waited = time.monotonic() - started
+        assert 0.4 < waited < 5, waited
+        assert "pool_max" in str(refused.value)
+        assert store.get_instance("any") is None  # served again once a connection is free
+    finally:
+        store.close()
+
+
 # ================================================================ unreachable database at start
 
 

@@ -186,3 +186,21 @@ def test_postgres_lost_connections_are_told_apart_from_other_failures() -> None:
     assert not store._connection_lost(errors.QueryCanceled("canceling statement due to statement timeout"))
     assert not store._connection_lost(errors.DeadlockDetected("deadlock detected"))
     assert not store._connection_lost(ValueError("not a database error"))
+
+
+def test_postgres_pool_parameters_are_taken_out_of_the_url() -> None:
+    pytest.importorskip("psycopg")
+    from sidecar.store.base import StoreValueError
+    from sidecar.store.postgres import PoolSettings, split_url
+
+    assert split_url("postgresql://u@h/db") == ("postgresql://u@h/db", PoolSettings(1, 10, 10.0))
+    libpq, pool = split_url("postgresql://u@h/db?pool_max=20&sslmode=require&pool_min=2&pool_timeout=2.5")
+    assert libpq == "postgresql://u@h/db?sslmode=require" and pool == PoolSettings(2, 20, 2.5)
+    for bad, named in [
+        ("pool_min=0", "pool_min <= pool_max"), ("pool_min=5&pool_max=4", "pool_min <= pool_max"),
+        ("pool_max=many", "must be integers"), ("pool_timeout=0", "pool_timeout"),
+        ("pool_timeout=soon", "pool_timeout"), ("pool_timeout=inf", "pool_timeout"),
+    ]:
+        with pytest.raises(StoreValueError, match=named) as refused:
+            split_url(f"postgresql://u:secret@h/db?{bad}")
+        assert "secret" not in str(refused.value)
