@@ -149,8 +149,14 @@ class PostgresStore(SqlStore):
         except BaseException:
             self._pool.close()
             raise
+        self._listening = threading.Event()
         self._listener = threading.Thread(target=self._listen, name="sidecar-pg-listener", daemon=True)
         self._listener.start()
+        # Serve only once other sidecars' commits reach us: a commit announced before LISTEN would
+        # never wake the long polls waiting for it.
+        if not self._listening.wait(_CONNECT_TIMEOUT):
+            log.warning("not yet listening for other sidecars' commits on %s; long polls re-check once it is",
+                        self._shown)
 
     def describe(self) -> str:
         return f"PostgreSQL database {self._shown}"
@@ -232,11 +238,12 @@ class PostgresStore(SqlStore):
 
     def _listen(self) -> None:
         delay = 0.1
-        missed = False
+        missed = True  # commits may have gone unannounced to us (at first: those before LISTEN)
         while not self._closed.is_set():
             try:
                 with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=int(_CONNECT_TIMEOUT)) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    self._listening.set()
                     delay = 0.1
                     if missed:
                         # Commits made while we were not listening are unknown: everyone looks again.
