@@ -371,12 +371,20 @@ def test_kill_9_with_a_batch_in_flight_keeps_queue_state_and_delayed_signals(tmp
     w = RawWorker(second.address)
     try:
         again = w.next(ENTITY_ITEM)
-        assert again.entityRequestV2.entityState.value == "1" and operations(again) == operations(in_flight)
+        assert again.entityRequestV2.entityState.value == "1"
+        later = [("entityOperationSignaled", "later")]
+        # A slow restart may let the delayed signal fall due and join the batch handed out again.
+        joined = operations(again) == operations(in_flight) + later
+        assert operations(again) == operations(in_flight) or joined, operations(again)
         expect_status(lambda: finish(w, in_flight, ok(), state="3"), Code.NOT_FOUND)
-        finish(w, again, ok(), state="3")
-        late = w.next(ENTITY_ITEM, timeout=15)
-        assert operations(late) == [("entityOperationSignaled", "later")] and now() >= due
-        finish(w, late, ok(), state="3")
+        if joined:
+            assert now() >= due
+            finish(w, again, ok(), ok(), state="3")
+        else:
+            finish(w, again, ok(), state="3")
+            late = w.next(ENTITY_ITEM, timeout=15)
+            assert operations(late) == later and now() >= due
+            finish(w, late, ok(), state="3")
         assert get_entity(w.stub, "@counter@a").serializedState.value == "3"  # type: ignore[union-attr]
     finally:
         w.close()
