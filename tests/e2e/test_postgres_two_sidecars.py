@@ -365,6 +365,29 @@ def test_version_filters_route_instances_scheduled_on_a_to_matching_workers(pair
     }
 
 
+def only_on_a(ctx: task.OrchestrationContext, x: int) -> Any:
+    return (yield ctx.call_activity(double, input=x))
+
+
+def only_on_b(ctx: task.OrchestrationContext, x: int) -> Any:
+    return (yield ctx.call_activity(triple, input=x))
+
+
+def triple(ctx: task.ActivityContext, x: int) -> int:
+    return 3 * x
+
+
+def test_workers_with_different_registrations_and_filters_each_get_only_their_own(pair: TwoSidecars) -> None:
+    """Two applications on one database: with derived filters, neither is offered the other's work."""
+    pair.worker(pair.a, [only_on_a], [double], prepare=lambda w: w.use_work_item_filters())
+    pair.worker(pair.b, [only_on_b], [triple], prepare=lambda w: w.use_work_item_filters())
+    on_a, on_b = pair.client(pair.a), pair.client(pair.b)
+    started = [(on_b.schedule_new_orchestration(only_on_a, input=i), 2 * i) for i in range(5)]
+    started += [(on_a.schedule_new_orchestration(only_on_b, input=i), 3 * i) for i in range(5)]
+    for iid, expected in started:
+        assert completed(on_a, iid) == expected
+
+
 # ================================================================ 6. rewind and purge
 
 
