@@ -80,7 +80,7 @@ class Refusal:
 
     @property
     def too_large(self) -> bool:
-        return self.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        return self.code == grpc.StatusCode.RESOURCE_EXHAUSTED and about_size(self.details)
 
     def failure_details(self, subject: str) -> pb.TaskFailureDetails:
         """Failure details naming ``subject`` (e.g. "the result of activity 'x'") and the problem."""

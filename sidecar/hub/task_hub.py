@@ -385,6 +385,7 @@ class TaskHub:
                     )
                 if current is not None:
                     tx.release_entity(entity_id, None, None)
+                    tx.delete_entity_if_empty(entity_id)  # the settle above may have emptied it
                 tried.append(entity_id)
             return None
 

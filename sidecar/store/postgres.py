@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -183,7 +184,9 @@ class PostgresStore(SqlStore):
     def _classify(self, exc: BaseException) -> Failure | StoreError:
         if isinstance(exc, _RETRY):
             return Failure.RETRY
-        if isinstance(exc, (errors.DiskFull, errors.OutOfMemory, errors.ProgramLimitExceeded)):
+        if isinstance(exc, errors.ProgramLimitExceeded):  # a row or index entry too big: permanent
+            return StoreValueError(f"a value is too large for the PostgreSQL database {self._shown}: {_first_line(exc)}")
+        if isinstance(exc, (errors.DiskFull, errors.OutOfMemory)):
             return StoreFullError(
                 f"the PostgreSQL database {self._shown} is full (no room for the write: {_first_line(exc)}); "
                 "free space on the server; the work is kept and resumes then"
@@ -283,10 +286,14 @@ class PostgresStore(SqlStore):
             try:
                 self._migrate_once()
                 return
-            except _RETRY:  # DDL of a migration against the transactions of running sidecars
+            except _RETRY as exc:  # DDL of a migration against the transactions of running sidecars
                 if attempt == MAX_ATTEMPTS:
-                    raise
+                    raise StoreUnavailableError(
+                        f"the schema migration of the PostgreSQL database {self._shown} kept colliding with "
+                        f"other sessions ({_first_line(exc)}); start the sidecar again"
+                    ) from exc
                 log.info("the schema migration of %s lost a race; running it again", self._shown)
+                time.sleep(min(0.05 * 2**attempt, 1.0))
 
     def _migrate_once(self) -> None:
         try:

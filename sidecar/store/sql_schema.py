@@ -182,6 +182,5 @@ def bring_up_to_date(db: _Executes, dialect: Dialect, found: int | None, where: 
     for statement in dialect.create_tables().split(";"):
         if statement.strip():
             db.execute(statement)
-    if found != SCHEMA_VERSION:
-        db.execute("DELETE FROM schema_version")
-        db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+    db.execute("DELETE FROM schema_version")
+    db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))

@@ -489,3 +489,18 @@ def test_an_unlocked_entity_with_a_stranded_lock_request_is_settled_when_leased(
     entity = hub.get_entity("@acct@a", T0)
     assert entity is not None and entity.locked_by == "y" and entity.backlog == 0
     assert inbox_kinds(hub, "y") == ["executionStarted", "entityLockGranted"]
+
+
+def test_a_stranded_unlock_is_settled_when_leased_and_the_empty_entity_is_deleted(hub: TaskHub) -> None:
+    start(hub, "x")
+    turn(hub, "x", [lock_action(1, "x", "cs-x", ["@acct@a"])])
+    assert hub.get_entity("@acct@a", T0).locked_by == "x"  # type: ignore[union-attr]
+    unlock = engine_events.new_event(T0)
+    unlock.entityUnlockSent.CopyFrom(pb.EntityUnlockSentEvent(criticalSectionId="cs-x"))
+    hub.store.run(lambda tx: tx.enqueue_entity_message("@acct@a", "unlock", "x", unlock, T0))
+
+    assert hub.lease_entity(T0, LEASE) is None  # settled: unlocked, and nothing left to run
+    assert hub.get_entity("@acct@a", T0) is None  # no state, lock or queue: the row is gone
+    everything = EntityQueryFilter(include_transient=True)
+    assert hub.query_entities(everything, 100, None, T0)[0] == []
+    assert hub.lease_entity(T0, LEASE) is None

@@ -294,8 +294,7 @@ class SidecarProcessFactory:
     def start(self, db_path: str | os.PathLike[str], port: int, *extra: str, timeout: float = 30) -> SidecarProcess:
         log_path = self.log_dir / f"sidecar-{len(self.started)}-{port}.log"
         log_file = open(log_path, "wb")  # noqa: SIM115 - handed to the child, closed below
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        env = sidecar_env()
         proc = subprocess.Popen(
             [sys.executable, "-m", "sidecar", "--store", str(db_path), "--port", str(port), *extra],
             stdout=log_file,
@@ -473,7 +472,7 @@ def fresh_postgres() -> Iterator[str]:
     from tests.pg_support import create_database, drop_database, require_postgres
 
     require_postgres()
-    url = create_database("durabletask_faults")
+    url = create_database("durabletask_test")
     try:
         yield url
     finally:

@@ -511,6 +511,7 @@ def test_a_store_listens_for_other_sidecars_before_it_is_returned(fresh_postgres
 
     open_store(fresh_postgres).close()  # the schema, so that the openings below are short
     with psycopg.connect(fresh_postgres, autocommit=True) as observer:
+        eventually(lambda: listeners(observer) == 0, "the first store's listener to leave")
         for _ in range(3):
             store = open_store(fresh_postgres)
             try:

@@ -36,7 +36,7 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -51,7 +51,6 @@ from durabletask.client import OrchestrationState, OrchestrationStatus, TaskHubG
 from durabletask.grpc_options import GrpcWorkerResiliencyOptions
 from durabletask.worker import TaskHubGrpcWorker
 from tests.e2e.conftest import SidecarProcess, SidecarProcessFactory, free_port
-from tests.pg_support import create_database, drop_database, require_postgres
 
 pytestmark = [
     pytest.mark.slow,
@@ -536,24 +535,13 @@ def wait_all(clients: list[TaskHubGrpcClient], ids: list[str], deadline: float) 
     return states
 
 
-@pytest.fixture
-def scaleout_database() -> Iterator[str]:
-    """A fresh database for this test only, dropped afterwards (the sidecars are gone by then)."""
-    require_postgres()
-    url = create_database("durabletask_scaleout")
-    try:
-        yield url
-    finally:
-        drop_database(url)
-
-
 # ------------------------------------------------------------------ the test
 
 
 def test_three_sidecars_on_postgres_survive_kill_9_with_exact_results(
-    scaleout_database: str, sidecar_process: SidecarProcessFactory, capsys: pytest.CaptureFixture[str]
+    fresh_postgres: str, sidecar_process: SidecarProcessFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = scaleout_database
+    url = fresh_postgres
     began = time.monotonic()
     run_deadline = began + RUN_DEADLINE
     progress = Progress()

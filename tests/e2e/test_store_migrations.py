@@ -216,25 +216,28 @@ def test_a_sidecar_starting_on_a_live_postgres_database_runs_no_ddl(fresh_postgr
     # A running sidecar's open transaction holds ROW EXCLUSIVE on the tables it writes; any DDL
     # on them, even "IF NOT EXISTS", would wait for it.
     running = psycopg.connect(fresh_postgres)
+    opened: list[Any] = []
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            opened.append(open_store(fresh_postgres))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    starting = threading.Thread(target=open_one)
     try:
         for table in ("instances", "history", "inbox", "activity_tasks", "entities", "entity_queue"):
             running.execute(f"LOCK TABLE {table} IN ROW EXCLUSIVE MODE")
-        opened: list[Any] = []
-        errors: list[BaseException] = []
-
-        def open_one() -> None:
-            try:
-                opened.append(open_store(fresh_postgres))
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-
-        starting = threading.Thread(target=open_one)
         starting.start()
         starting.join(timeout=20)
         assert not starting.is_alive(), "the second store waited for the running transaction"
         assert not errors, errors
         assert opened[0].schema_version() == SCHEMA_VERSION
-        opened[0].close()
     finally:
         running.rollback()
         running.close()
+        if starting.is_alive():
+            starting.join(timeout=30)  # released by the rollback
+        for store in opened:
+            store.close()

@@ -201,7 +201,7 @@ def test_another_failure_hands_the_item_back_at_once(sidecar: ScriptedSidecar, w
     [
         (TOO_LARGE[1], "the message of 200016 bytes exceeds the maximum message size of 100000 bytes"),
         ("CLIENT: Sent message larger than max (5000 vs. 4000)", "maximum message size of 4000 bytes"),
-        ("payload over quota", "is too large to deliver (payload over quota)"),
+        ("message too large for the queue", "is too large to deliver (message too large for the queue)"),
     ],
 )
 def test_too_large_failure_messages_name_the_sizes_when_known(details: str, expected: str) -> None:

@@ -204,3 +204,19 @@ def test_postgres_pool_parameters_are_taken_out_of_the_url() -> None:
         with pytest.raises(StoreValueError, match=named) as refused:
             split_url(f"postgresql://u:secret@h/db?{bad}")
         assert "secret" not in str(refused.value)
+
+
+def test_postgres_failures_are_classified_by_cause() -> None:
+    pytest.importorskip("psycopg")
+    from psycopg import errors
+
+    from sidecar.store.base import StoreFullError, StoreValueError
+    from sidecar.store.postgres import PostgresStore
+
+    store = PostgresStore.__new__(PostgresStore)  # only the classification is used: no connection
+    store._shown = "postgresql://u:***@h/db"
+    full = store._classify(errors.DiskFull("could not extend file: No space left on device"))
+    assert isinstance(full, StoreFullError) and "is full" in str(full)
+    # A row or index entry over PostgreSQL's limits never fits: refused, not retried as "full".
+    too_big = store._classify(errors.ProgramLimitExceeded("index row size 9000 exceeds maximum 2712"))
+    assert isinstance(too_big, StoreValueError) and "index row size" in str(too_big)
