@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import pytest
@@ -43,6 +44,7 @@ from sidecar.engine_events import to_timestamp
 from sidecar.server import SidecarServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+_T = TypeVar("_T")
 
 
 def free_port() -> int:
@@ -466,14 +468,14 @@ def sidecar_env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def fresh_postgres() -> Iterator[str]:
-    """The URL of a new PostgreSQL database of its own, dropped after the test (skips without a server)."""
-    from tests.pg_support import create_database, drop_database, require_postgres
-
-    require_postgres()
-    url = create_database("durabletask_test")
-    try:
-        yield url
-    finally:
-        drop_database(url)
+def eventually(probe: Callable[[], _T | None], timeout: float, what: str, every: float = 0.05) -> _T:
+    """Poll ``probe`` until it returns a value other than None/False; fails the test at the timeout."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while True:
+        value = probe()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        pause.wait(every)

@@ -36,6 +36,7 @@ from durabletask.worker import (
 )
 from sidecar.dispatch import DispatchOptions
 from sidecar.server import SidecarServer
+from tests.e2e.conftest import eventually
 
 pytestmark = pytest.mark.our_sidecar("runs two of this repository's sidecars on one PostgreSQL database")
 
@@ -54,19 +55,6 @@ def key() -> str:
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def eventually(probe: Callable[[], T | None], what: str, timeout: float = WAIT) -> T:
-    """Poll ``probe`` until it returns something other than None/False; fails the test at the timeout."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while True:
-        value = probe()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        pause.wait(0.05)
 
 
 def completed(client: TaskHubGrpcClient, instance_id: str) -> Any:
@@ -206,7 +194,7 @@ def test_timer_event_and_scheduled_start_sent_through_a_fire_on_b(pair: TwoSidec
 
     iid = client.schedule_new_orchestration(timer_then_event)
     eventually(lambda: (s := client.get_orchestration_state(iid)) and s.get_custom_status() == "waiting",
-               "the instance to wait for its event after its timer")
+               WAIT, "the instance to wait for its event after its timer")
     client.raise_orchestration_event(iid, "approval", data={"by": "A"})
     output = completed(client, iid)
     assert output["approval"] == {"by": "A"}
@@ -242,7 +230,7 @@ def test_suspend_resume_and_terminate_through_a_apply_to_an_instance_run_on_b(pa
     assert state is not None and state.runtime_status is OrchestrationStatus.RUNNING
     client.suspend_orchestration(iid, reason="hold on")
     for seen_by in (client, on_b):
-        eventually(partial(status_on, seen_by, iid, OrchestrationStatus.SUSPENDED), "SUSPENDED")
+        eventually(partial(status_on, seen_by, iid, OrchestrationStatus.SUSPENDED), WAIT, "SUSPENDED")
     client.raise_orchestration_event(iid, "go", data="went")
     assert_not_finished(client, iid)  # a suspended instance takes no turn, the event waits
     assert status_on(on_b, iid, OrchestrationStatus.SUSPENDED)
@@ -298,7 +286,7 @@ def test_delayed_signal_through_a_is_applied_on_b_not_before_its_time(pair: TwoS
     due = now() + timedelta(seconds=1.5)
     client.signal_entity(target, "stamp", signal_time=due)
     assert entity_state(client, target) is None  # not applied yet (the entity exists, without state)
-    fired_at = eventually(lambda: entity_state(client, target), "the delayed signal to be applied")
+    fired_at = eventually(lambda: entity_state(client, target), WAIT, "the delayed signal to be applied")
     assert fired_at >= due.timestamp() - 0.001, f"applied {due.timestamp() - fired_at:.3f}s early"
     assert fired_at < due.timestamp() + 10, "applied far too late"
 
@@ -309,17 +297,17 @@ def test_critical_section_on_b_holds_signals_sent_through_a(pair: TwoSidecars) -
     src, dst = key(), key()
     source, target = EntityInstanceId("Account", src), EntityInstanceId("Account", dst)
     client.signal_entity(source, "deposit", 10)
-    eventually(lambda: entity_state(client, source) == 10, "the opening deposit")
+    eventually(lambda: entity_state(client, source) == 10, WAIT, "the opening deposit")
 
     iid = client.schedule_new_orchestration(guarded_transfer, input={"from": src, "to": dst, "amount": 3})
     eventually(lambda: (s := client.get_orchestration_state(iid)) and s.get_custom_status() == "locked",
-               "the critical section to start")
+               WAIT, "the critical section to start")
     meta = client.get_entity(source)
     assert meta is not None and meta.get_locked_by() == iid
     client.signal_entity(source, "deposit", 100)  # another sender: must wait for the lock
     client.raise_orchestration_event(iid, "proceed")
     assert completed(client, iid) == 10, "the signal ran inside the critical section"
-    eventually(lambda: entity_state(client, source) == 107, "the held signal after the section")
+    eventually(lambda: entity_state(client, source) == 107, WAIT, "the held signal after the section")
     assert entity_state(client, target) == 3
     for entity_id in (source, target):
         meta = client.get_entity(entity_id)
@@ -511,11 +499,11 @@ def test_a_store_listens_for_other_sidecars_before_it_is_returned(fresh_postgres
 
     open_store(fresh_postgres).close()  # the schema, so that the openings below are short
     with psycopg.connect(fresh_postgres, autocommit=True) as observer:
-        eventually(lambda: listeners(observer) == 0, "the first store's listener to leave")
+        eventually(lambda: listeners(observer) == 0, WAIT, "the first store's listener to leave")
         for _ in range(3):
             store = open_store(fresh_postgres)
             try:
                 assert listeners(observer) == 1
             finally:
                 store.close()
-            eventually(lambda: listeners(observer) == 0, "the closed store's listener to leave")
+            eventually(lambda: listeners(observer) == 0, WAIT, "the closed store's listener to leave")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
@@ -25,6 +24,7 @@ from durabletask.scheduled import (
     ScheduleUpdateOptions,
 )
 from durabletask.worker import TaskHubGrpcWorker
+from tests.e2e.conftest import eventually
 from tests.e2e.test_entities import require_entity_support
 
 T = TypeVar("T")
@@ -84,19 +84,6 @@ def due_time(schedule_id: str, instance_id: str) -> datetime:
 
 def dues(schedule_id: str, runs: list[tuple[str, Any]]) -> list[datetime]:
     return [due_time(schedule_id, instance_id) for instance_id, _ in runs]
-
-
-def eventually(probe: Callable[[], T | None], timeout: float, what: str, every: float = 0.05) -> T:
-    """Poll ``probe`` until it returns a value other than None/False; fails the test at the timeout."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while True:
-        value = probe()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        pause.wait(every)
 
 
 def on_grid(times: list[datetime], interval: timedelta) -> bool:
