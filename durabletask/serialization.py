@@ -52,6 +52,7 @@ import sys
 import types
 import typing
 import uuid
+import weakref
 from abc import ABC, abstractmethod
 from collections import abc as cabc
 from types import SimpleNamespace
@@ -196,14 +197,30 @@ def default_converter() -> DataConverter:
 # ---------------------------------------------------------------------------
 
 
+_INPUT_TYPES: weakref.WeakKeyDictionary[Any, dict[int, Any]] = weakref.WeakKeyDictionary()
+_RETURN_TYPES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
 def input_type_of(fn: Any, position: int = 1) -> Any:
     """The annotated type of ``fn``'s input parameter, or None.
 
     ``position`` is the index of the input among the positional parameters
     (1 for ``(ctx, input)`` functions). String annotations are resolved.
     Returns None when the parameter is missing, unannotated, unresolvable or
-    ``Any``.
+    ``Any``. Remembered per function (replay asks for every task on every turn).
     """
+    try:
+        known = _INPUT_TYPES.get(fn)
+    except TypeError:  # not weakly referenceable or not hashable: work it out each time
+        return _input_type_of(fn, position)
+    if known is not None and position in known:
+        return known[position]
+    found = _input_type_of(fn, position)
+    _INPUT_TYPES.setdefault(fn, {})[position] = found
+    return found
+
+
+def _input_type_of(fn: Any, position: int) -> Any:
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):
@@ -222,10 +239,21 @@ def input_type_of(fn: Any, position: int = 1) -> Any:
 
 
 def return_type_of(fn: Any) -> Any:
-    """The annotated result type of ``fn``, or None.
+    """The annotated result type of ``fn``, or None (remembered per function).
 
     For a generator orchestrator annotated ``Generator[Y, S, R]`` this is ``R``.
     """
+    try:
+        return _RETURN_TYPES[fn]
+    except KeyError:
+        found = _return_type_of(fn)
+        _RETURN_TYPES[fn] = found
+        return found
+    except TypeError:  # not weakly referenceable or not hashable (a name): work it out each time
+        return _return_type_of(fn)
+
+
+def _return_type_of(fn: Any) -> Any:
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):

@@ -609,3 +609,24 @@ def test_dataclass_fields_helper_is_not_confused_by_slots() -> None:
         b: list[Point] = dataclasses.field(default_factory=list)
 
     assert roundtrip(Frozen(1, [Point(1, 1)]), Frozen) == Frozen(1, [Point(1, 1)])
+
+
+def test_annotation_lookups_are_remembered_and_accept_any_callable_or_name() -> None:
+    import functools
+
+    from durabletask import serialization
+
+    def annotated(ctx: Any, value: int) -> str:
+        return str(value)
+
+    class CallableObject:
+        def __call__(self, ctx: Any, value: float) -> bytes:
+            return b""
+
+    assert return_type_of(annotated) is str and input_type_of(annotated) is int
+    assert serialization._RETURN_TYPES[annotated] is str and serialization._INPUT_TYPES[annotated] == {1: int}
+    assert return_type_of(annotated) is str and input_type_of(annotated) is int  # from memory
+    for unremembered in ("an_activity_name", len):  # not weakly referenceable: worked out each time
+        assert return_type_of(unremembered) is None and input_type_of(unremembered) is None
+    assert return_type_of(functools.partial(annotated)) is str
+    assert return_type_of(CallableObject()) is bytes and input_type_of(CallableObject()) is float
