@@ -55,6 +55,7 @@ import uuid
 import weakref
 from abc import ABC, abstractmethod
 from collections import abc as cabc
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -197,27 +198,30 @@ def default_converter() -> DataConverter:
 # ---------------------------------------------------------------------------
 
 
-_INPUT_TYPES: weakref.WeakKeyDictionary[Any, dict[int, Any]] = weakref.WeakKeyDictionary()
-_RETURN_TYPES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_REMEMBERED: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def _remembered(fn: Any, key: Any, work_out: Callable[[], Any]) -> Any:
+    """``work_out()``, done once per function and key (each time for a name or other value that
+    cannot be weakly referenced): replay asks for the same annotations for every task on every turn."""
+    try:
+        known = _REMEMBERED.setdefault(fn, {})
+    except TypeError:
+        return work_out()
+    if key not in known:
+        known[key] = work_out()
+    return known[key]
 
 
 def input_type_of(fn: Any, position: int = 1) -> Any:
-    """The annotated type of ``fn``'s input parameter, or None.
+    """The annotated type of ``fn``'s input parameter, or None (remembered per function).
 
     ``position`` is the index of the input among the positional parameters
     (1 for ``(ctx, input)`` functions). String annotations are resolved.
     Returns None when the parameter is missing, unannotated, unresolvable or
-    ``Any``. Remembered per function (replay asks for every task on every turn).
+    ``Any``.
     """
-    try:
-        known = _INPUT_TYPES.get(fn)
-    except TypeError:  # not weakly referenceable or not hashable: work it out each time
-        return _input_type_of(fn, position)
-    if known is not None and position in known:
-        return known[position]
-    found = _input_type_of(fn, position)
-    _INPUT_TYPES.setdefault(fn, {})[position] = found
-    return found
+    return _remembered(fn, position, lambda: _input_type_of(fn, position))
 
 
 def _input_type_of(fn: Any, position: int) -> Any:
@@ -243,14 +247,7 @@ def return_type_of(fn: Any) -> Any:
 
     For a generator orchestrator annotated ``Generator[Y, S, R]`` this is ``R``.
     """
-    try:
-        return _RETURN_TYPES[fn]
-    except KeyError:
-        found = _return_type_of(fn)
-        _RETURN_TYPES[fn] = found
-        return found
-    except TypeError:  # not weakly referenceable or not hashable (a name): work it out each time
-        return _return_type_of(fn)
+    return _remembered(fn, "return", lambda: _return_type_of(fn))
 
 
 def _return_type_of(fn: Any) -> Any:

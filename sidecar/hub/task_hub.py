@@ -12,11 +12,12 @@ import logging
 from collections.abc import Collection
 from datetime import datetime, timedelta
 
+import sidecar.hub.instances as instances
+import sidecar.hub.rewind as rewind
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar import engine, engine_events
 from sidecar import entity_scheduler as sched
 from sidecar.entity_batch import InvalidBatchResultError, apply_batch_result
-from sidecar.hub import instances, rewind
 from sidecar.hub.entity_routing import (
     apply_batch_outcome,
     deliver_to_entity,

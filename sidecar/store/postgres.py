@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,12 +34,13 @@ from sidecar.store.base import (
     CommitNotice,
     StoreError,
     StoreFullError,
+    StoreTx,
     StoreUnavailableError,
     StoreValueError,
 )
 from sidecar.store.sql_schema import POSTGRES, bring_up_to_date
-from sidecar.store.sql_store import MAX_ATTEMPTS, Failure, SqlStore
-from sidecar.store.sql_tx import Row, SqlFlavor
+from sidecar.store.sql_store import Failure, SqlStore
+from sidecar.store.sql_tx import Row, SqlFlavor, SqlTx
 from sidecar.store.urls import redact
 
 log = logging.getLogger("durabletask-sidecar.store")
@@ -108,10 +108,12 @@ def split_url(url: str) -> tuple[str, PoolSettings]:
         raise StoreValueError(f"the store URL needs 1 <= pool_min <= pool_max ({redact(url)})")
     try:
         timeout = float(ours.get("pool_timeout", default.timeout))
+        if not 0 < timeout < float("inf"):
+            raise ValueError(timeout)
     except ValueError:
-        timeout = -1.0
-    if not 0 < timeout < float("inf"):
-        raise StoreValueError(f"pool_timeout in the store URL must be a positive number of seconds ({redact(url)})")
+        raise StoreValueError(
+            f"pool_timeout in the store URL must be a positive number of seconds ({redact(url)})"
+        ) from None
     return urlunsplit(parts._replace(query=urlencode(rest))), PoolSettings(pool_min, pool_max, timeout)
 
 
@@ -282,38 +284,24 @@ class PostgresStore(SqlStore):
         return int(rows[0]["v"] or 0)
 
     def _migrate(self) -> None:
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                self._migrate_once()
-                return
-            except _RETRY as exc:  # DDL of a migration against the transactions of running sidecars
-                if attempt == MAX_ATTEMPTS:
-                    raise StoreUnavailableError(
-                        f"the schema migration of the PostgreSQL database {self._shown} kept colliding with "
-                        f"other sessions ({_first_line(exc)}); start the sidecar again"
-                    ) from exc
-                log.info("the schema migration of %s lost a race; running it again", self._shown)
-                time.sleep(min(0.05 * 2**attempt, 1.0))
+        def migrate(tx: StoreTx) -> None:
+            assert isinstance(tx, SqlTx)
+            db = tx.db
+            db.query("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+            exists = db.query("SELECT to_regclass('schema_version') IS NOT NULL AS present")[0]["present"]
+            found: int | None = None
+            if exists:
+                value = db.query("SELECT MAX(version) AS v FROM schema_version")[0]["v"]
+                found = int(value) if value is not None else None
+            bring_up_to_date(db, POSTGRES, found, self.describe())
 
-    def _migrate_once(self) -> None:
         try:
-            with self._pool.connection() as conn, conn.transaction():
-                db = _Connection(conn)
-                db.query("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
-                exists = db.query("SELECT to_regclass('schema_version') IS NOT NULL AS present")[0]["present"]
-                found: int | None = None
-                if exists:
-                    value = db.query("SELECT MAX(version) AS v FROM schema_version")[0]["v"]
-                    found = int(value) if value is not None else None
-                bring_up_to_date(db, POSTGRES, found, self.describe())
-        except StoreError:
-            raise
-        except Exception as exc:
-            verdict = self._classify(exc)
-            if isinstance(verdict, StoreError):
-                raise verdict from exc
-            raise
-
+            self.run(migrate)  # a race with running sidecars' transactions is run again there
+        except _RETRY as exc:
+            raise StoreUnavailableError(
+                f"the schema migration of the PostgreSQL database {self._shown} kept colliding with "
+                f"other sessions ({_first_line(exc)}); start the sidecar again"
+            ) from exc
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()

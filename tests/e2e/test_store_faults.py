@@ -46,7 +46,16 @@ from sidecar.model import InstanceSnapshot
 from sidecar.server import SidecarServer
 from sidecar.store import InstanceFilter, SqliteStore
 from sidecar.store.urls import redact
-from tests.e2e.conftest import REPO_ROOT, RawWorker, complete, free_port, kinds, schedule, sidecar_env
+from tests.e2e.conftest import (
+    REPO_ROOT,
+    RawWorker,
+    complete,
+    eventually,
+    free_port,
+    kinds,
+    schedule,
+    sidecar_env,
+)
 from tests.e2e.v0_database import write_v0_database
 
 pytestmark = pytest.mark.our_sidecar("checks this sidecar's own store failure handling")
@@ -287,7 +296,10 @@ def test_full_store_with_the_sdk_worker_loses_nothing(
             ids = [client.schedule_new_orchestration(padded_echo, input=n, instance_id=f"sdk-{n}") for n in range(6)]
             fullness.set(True)
             worker.start()
-            time.sleep(2.0)  # the worker runs into the full store for a while
+            eventually(  # the worker runs into the full store
+                lambda: any("completion failed" in r.getMessage() for r in caplog.records),
+                WAIT, "a completion to fail on the full store",
+            )
             error = rpc_error(
                 lambda: client.schedule_new_orchestration(padded_echo, input="x" * BIG, instance_id="late")
             )
@@ -387,10 +399,11 @@ def test_postgres_sessions_killed_mid_run_lose_nothing(fresh_postgres: str) -> N
             prober = threading.Thread(target=probe, daemon=True)
             prober.start()
             killed = []
-            for pause in (0.6, 0.8):
-                time.sleep(pause)
+            for calls in (10, 40):  # mid-run: after some of the 90 activity calls, well before the last
+                eventually(lambda n=calls: len(CALLS) >= n, WAIT, f"{calls} activity calls")
                 killed.append(terminate_sessions(fresh_postgres))
-            time.sleep(0.5)
+            probed = len(codes)
+            eventually(lambda: len(codes) >= probed + 20, WAIT, "client calls after the second kill")
             probing.clear()
             prober.join(timeout=60)
             assert all(k > 0 for k in killed), killed

@@ -624,7 +624,7 @@ def test_annotation_lookups_are_remembered_and_accept_any_callable_or_name() -> 
             return b""
 
     assert return_type_of(annotated) is str and input_type_of(annotated) is int
-    assert serialization._RETURN_TYPES[annotated] is str and serialization._INPUT_TYPES[annotated] == {1: int}
+    assert serialization._REMEMBERED[annotated] == {"return": str, 1: int}
     assert return_type_of(annotated) is str and input_type_of(annotated) is int  # from memory
     for unremembered in ("an_activity_name", len):  # not weakly referenceable: worked out each time
         assert return_type_of(unremembered) is None and input_type_of(unremembered) is None
