@@ -22,12 +22,14 @@ from durabletask.grpc_options import GrpcChannelOptions, GrpcWorkerResiliencyOpt
 from durabletask.internal import grpc_channel
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal.entity_executor import DEFAULT_MAXIMUM_ENTITY_STATE_SIZE, EntityStateTooLargeError
+from durabletask.internal.protocol_extensions import KEEPS_REPLAY_STATE
 from durabletask.internal.registry import (
     ActivityNotRegisteredError,
     EntityNotRegisteredError,
     OrchestratorNotRegisteredError,
     Registry,
 )
+from durabletask.internal.replay_cache import DEFAULT_MAXIMUM_CACHED_ORCHESTRATIONS, ReplayCache
 from durabletask.internal.worker_dispatch import DispatchLimits, VersionVerdict, WorkItemDispatcher
 from durabletask.internal.worker_stream import WorkItemStream
 from durabletask.task import get_entity_name
@@ -292,6 +294,7 @@ class TaskHubGrpcWorker:
         exception_properties_provider: Any = None,
         emit_trace_spans: bool = True,
         maximum_entity_state_size: int | None = DEFAULT_MAXIMUM_ENTITY_STATE_SIZE,
+        maximum_cached_orchestrations: int = DEFAULT_MAXIMUM_CACHED_ORCHESTRATIONS,
         **_ignored: Any,
     ) -> None:
         self._registry = Registry()
@@ -318,6 +321,8 @@ class TaskHubGrpcWorker:
                 f"maximum_entity_state_size must be a positive number of bytes or None, not {maximum_entity_state_size!r}"
             )
         self._maximum_entity_state_size = maximum_entity_state_size
+        ReplayCache(maximum_cached_orchestrations)  # validates the size
+        self._maximum_cached_orchestrations = maximum_cached_orchestrations
         self._versioning: VersioningOptions | None = None
         self._work_item_filters: WorkItemFilters | None = None
         self._derive_filters = False
@@ -447,13 +452,19 @@ class TaskHubGrpcWorker:
             return WorkItemFilters._from_registry(self._registry, self._versioning)
         return self._work_item_filters
 
+    def _all_capabilities(self) -> set[int]:
+        """The capabilities added by the user, and the replay cache's when it is on."""
+        if self._maximum_cached_orchestrations > 0:
+            return self._capabilities | {KEEPS_REPLAY_STATE}
+        return self._capabilities
+
     def _build_request(self) -> pb.GetWorkItemsRequest:
         options = self._concurrency_options
         request = pb.GetWorkItemsRequest(
             maxConcurrentOrchestrationWorkItems=options.maximum_concurrent_orchestration_work_items,
             maxConcurrentActivityWorkItems=options.maximum_concurrent_activity_work_items,
             maxConcurrentEntityWorkItems=options.maximum_concurrent_entity_work_items,
-            capabilities=sorted(self._capabilities),  # type: ignore[arg-type]
+            capabilities=sorted(self._all_capabilities()),  # type: ignore[arg-type]
             worker_instance_id=self._worker_instance_id,
         )
         filters = self._effective_filters()
@@ -492,6 +503,7 @@ class TaskHubGrpcWorker:
                 version_gate=self._version_gate if self._versioning is not None else None,
                 default_version=self._versioning.default_version if self._versioning is not None else None,
                 maximum_entity_state_size=self._maximum_entity_state_size,
+                maximum_cached_orchestrations=self._maximum_cached_orchestrations,
             )
             stream = WorkItemStream(
                 host_address=self._host_address,

@@ -27,6 +27,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from datetime import datetime, timedelta, timezone
 from enum import Enum
 
 from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal.protocol_extensions import KEEPS_REPLAY_STATE, mark_omitted
 from sidecar.entity_batch import InvalidBatchResultError
 from sidecar.entity_scheduler import DEFAULT_MAX_BATCH
 from sidecar.hub import TaskHub
@@ -53,6 +55,9 @@ log = logging.getLogger("durabletask-sidecar.dispatch")
 # Completion failures that leave nothing to hand back: a stale token; a result the hub refused
 # (it already released the item with the hand-back delay); a value the store cannot keep (the
 # worker answers INVALID_ARGUMENT with a failure in its place, under the same token).
+# Instances per stream whose replay state the sidecar tracks (the worker bounds its own cache).
+_MAX_REPLAYED_PER_STREAM = 10_000
+
 _NOT_HANDED_BACK = (LeaseNotFoundError, InvalidTurnError, InvalidBatchResultError, StoreValueError)
 
 
@@ -133,6 +138,36 @@ class WorkStream:
     queue: queue.SimpleQueue[pb.WorkItem | None] = field(default_factory=queue.SimpleQueue)
     outstanding: dict[str, WorkKind] = field(default_factory=dict)
     closed: bool = False
+    # Instances whose replayed state the stream's worker keeps (see protocol_extensions):
+    # instance ID -> the turn it last completed, as (execution ID, first history seq, events seen).
+    replayed: OrderedDict[str, tuple[str, int, int]] = field(default_factory=OrderedDict)
+
+    @property
+    def keeps_replay_state(self) -> bool:
+        """True when the worker declared that it keeps orchestrations' replayed state between turns."""
+        return KEEPS_REPLAY_STATE in self.capabilities
+
+    def omittable(self, item: OrchestrationWorkItem) -> int:
+        """How many past events of ``item`` the worker has processed already (0: send them all)."""
+        if not self.keeps_replay_state:
+            return 0
+        mark = self.replayed.get(item.instance.instance_id)
+        if mark is None:
+            return 0
+        execution_id, first_seq, seen = mark
+        if execution_id != item.instance.execution_id or first_seq != item.history_first_seq:
+            return 0
+        return seen if seen <= len(item.past_events) else 0
+
+    def remember_replayed(self, instance_id: str, mark: tuple[str, int, int] | None) -> None:
+        """Record (or, with None, forget) the turn the worker last completed for an instance."""
+        if mark is None:
+            self.replayed.pop(instance_id, None)
+            return
+        self.replayed[instance_id] = mark
+        self.replayed.move_to_end(instance_id)
+        while len(self.replayed) > _MAX_REPLAYED_PER_STREAM:
+            self.replayed.popitem(last=False)
 
     def free(self, kind: WorkKind) -> int:
         used = sum(1 for k in self.outstanding.values() if k == kind)
@@ -170,6 +205,8 @@ class _Held:
     deadline: datetime  # the clock time at which the stream's hold ends
     renewed_until: datetime
     turn: _HeldTurn | None = None
+    # What the worker has seen once it completes the turn: (execution ID, first history seq, events).
+    replay_mark: tuple[str, int, int] | None = None
 
 
 @dataclass(eq=False)
@@ -324,6 +361,8 @@ class Dispatcher:
                 held.stream.outstanding.pop(token, None)
                 if completed and held.turn is not None:
                     self._rejected.pop(held.turn.instance_id, None)
+                if held.turn is not None:
+                    held.stream.remember_replayed(held.turn.instance_id, held.replay_mark if completed else None)
             self._wake = True
             self._lock.notify_all()
 
@@ -594,6 +633,8 @@ class Dispatcher:
         lease_for = min(self.options.lease_of(kind), self.options.max_hold_of(kind))
         item: OrchestrationWorkItem | ActivityWorkItem | EntityWorkItem | None
         turn: _HeldTurn | None = None
+        mark: tuple[str, int, int] | None = None
+        omitted = 0
         if kind == ENTITY:
             item = self.hub.lease_entity(
                 now,
@@ -615,11 +656,16 @@ class Dispatcher:
             if item is not None:
                 inst = item.instance
                 turn = _HeldTurn(inst.instance_id, inst.name, inst.version, inst.execution_id)
+                if stream.keeps_replay_state:
+                    with self._lock:
+                        omitted = stream.omittable(item)
+                    seen = len(item.past_events) + len(item.new_events)
+                    mark = (inst.execution_id, item.history_first_seq, seen)
         else:
             item = self.hub.lease_activity(now, lease_for, stream.activity_names, versions=stream.activity_versions)
         if item is None:
             return False
-        work = _to_work_item(item)
+        work = _to_work_item(item, omitted)
         with self._lock:
             if turn is not None:
                 rejection = self._rejected.get(turn.instance_id)
@@ -628,7 +674,7 @@ class Dispatcher:
             if not stream.closed:
                 stream.outstanding[item.token] = kind
                 deadline = now + self.options.max_hold_of(kind)
-                self._tokens[item.token] = _Held(stream, kind, deadline, now + lease_for, turn)
+                self._tokens[item.token] = _Held(stream, kind, deadline, now + lease_for, turn, mark)
                 stream.queue.put(work)
                 return True
         # The stream closed meanwhile: hand the lease straight back.
@@ -683,7 +729,8 @@ def _takes(stream: WorkStream, name: str, version: str | None) -> bool:
     return not versions or (version or "") in versions
 
 
-def _to_work_item(item: OrchestrationWorkItem | ActivityWorkItem | EntityWorkItem) -> pb.WorkItem:
+def _to_work_item(item: OrchestrationWorkItem | ActivityWorkItem | EntityWorkItem, omitted: int = 0) -> pb.WorkItem:
+    """The work item sent to a worker; for a turn, without the first ``omitted`` past events."""
     if isinstance(item, EntityWorkItem):
         entity = pb.EntityRequest(instanceId=item.instance_id, operationRequests=item.operations)
         if item.state is not None:
@@ -692,10 +739,12 @@ def _to_work_item(item: OrchestrationWorkItem | ActivityWorkItem | EntityWorkIte
     if isinstance(item, OrchestrationWorkItem):
         request = pb.OrchestratorRequest(
             instanceId=item.instance.instance_id,
-            pastEvents=item.past_events,
+            pastEvents=item.past_events[omitted:] if omitted else item.past_events,
             newEvents=item.new_events,
         )
         request.executionId.value = item.instance.execution_id
+        if omitted:
+            mark_omitted(request, omitted)
         return pb.WorkItem(orchestratorRequest=request, completionToken=item.token)
     task = item.task
     activity = pb.ActivityRequest(name=task.name, taskId=task.task_id, tags=task.tags)

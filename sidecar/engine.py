@@ -19,7 +19,6 @@ Outbound effects of a turn, in brief:
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -36,6 +35,7 @@ from sidecar.engine_events import (
     optional_str,
     status_name,
 )
+from sidecar.engine_history import HistorySummary, select_new_events
 from sidecar.engine_rewind import apply_rewind, check_not_ignoring_rewind
 from sidecar.engine_validate import ACTION_KIND, ENTITY_MESSAGE_KIND, is_rewind_response, validate_turn
 from sidecar.ids import IdFactory, random_id
@@ -53,6 +53,7 @@ from sidecar.model import (
 
 __all__ = [
     "TERMINATED_ERROR_TYPE",
+    "HistorySummary",
     "InvalidTurnError",
     "activity_result_event",
     "apply_turn",
@@ -169,82 +170,6 @@ def terminate(instance: InstanceSnapshot, output: str | None, now: datetime) -> 
     if parent_message is not None:
         result.messages.append(parent_message)
     return result
-
-
-def _resolution_key(event: pb.HistoryEvent) -> tuple[str, int | str] | None:
-    """Identity of an event that may occur at most once per execution, or None."""
-    kind = event.WhichOneof("eventType")
-    if kind == "taskCompleted":
-        return ("task", event.taskCompleted.taskScheduledId)
-    if kind == "taskFailed":
-        return ("task", event.taskFailed.taskScheduledId)
-    if kind == "timerFired":
-        return ("timer", event.timerFired.timerId)
-    if kind == "subOrchestrationInstanceCompleted":
-        return ("sub", event.subOrchestrationInstanceCompleted.taskScheduledId)
-    if kind == "subOrchestrationInstanceFailed":
-        return ("sub", event.subOrchestrationInstanceFailed.taskScheduledId)
-    if kind == "entityOperationCompleted":
-        return ("entity-op", event.entityOperationCompleted.requestId)
-    if kind == "entityOperationFailed":
-        return ("entity-op", event.entityOperationFailed.requestId)
-    if kind == "entityLockGranted":
-        return ("lock", event.entityLockGranted.criticalSectionId)
-    if kind == "executionStarted":
-        return ("start", 0)
-    return None
-
-
-def select_new_events(
-    past_events: list[pb.HistoryEvent], inbox: list[pb.HistoryEvent]
-) -> tuple[list[int], list[int]]:
-    """Split inbox events (by index) into (deliver, drop).
-
-    Results of activities (taskCompleted/taskFailed by taskScheduledId), timers (timerFired by
-    timerId) and sub-orchestrations (by taskScheduledId) are counted against the scheduling
-    events with that id in ``past_events``: each scheduling admits one result. (The official
-    SDK reuses an action id when it retries, so one id may be scheduled several times.) A
-    result beyond that count, or for nothing scheduled, is dropped. Entity call results (by
-    requestId), lock grants (by criticalSectionId) and executionStarted may occur once.
-    Everything else is delivered in inbox order.
-    """
-    admitted: Counter[tuple[str, int | str]] = Counter()
-    for event in past_events:
-        key = _scheduling_key(event)
-        if key is not None:
-            admitted[key] += 1
-    used: Counter[tuple[str, int | str]] = Counter()
-    for event in past_events:
-        key = _resolution_key(event)
-        if key is not None:
-            used[key] += 1
-    deliver: list[int] = []
-    drop: list[int] = []
-    for index, event in enumerate(inbox):
-        key = _resolution_key(event)
-        if key is not None:
-            limit = admitted[key] if key[0] in _COUNTED_KINDS else 1
-            if used[key] >= limit:
-                drop.append(index)
-                continue
-            used[key] += 1
-        deliver.append(index)
-    return deliver, drop
-
-
-_COUNTED_KINDS = frozenset({"task", "timer", "sub"})
-
-
-def _scheduling_key(event: pb.HistoryEvent) -> tuple[str, int | str] | None:
-    """The resolution key a scheduling event admits one result for, or None."""
-    kind = event.WhichOneof("eventType")
-    if kind == "taskScheduled":
-        return ("task", event.eventId)
-    if kind == "timerCreated":
-        return ("timer", event.eventId)
-    if kind == "subOrchestrationInstanceCreated":
-        return ("sub", event.eventId)
-    return None
 
 
 def _status_after_events(status: int, new_events: list[pb.HistoryEvent]) -> int:

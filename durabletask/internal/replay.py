@@ -132,32 +132,54 @@ class OrchestrationExecutor:
         new_events: Sequence[pb.HistoryEvent],
     ) -> ExecutionResults:
         """Replay ``old_events``, process ``new_events`` and return the turn's actions."""
+        return self.execute_turn(instance_id, old_events, new_events)[0]
+
+    def execute_turn(
+        self,
+        instance_id: str,
+        old_events: Sequence[pb.HistoryEvent],
+        new_events: Sequence[pb.HistoryEvent],
+        state: ReplayState | None = None,
+    ) -> tuple[ExecutionResults, ReplayState | None]:
+        """Run one turn; also return the replayed state to continue from next turn (None once finished).
+
+        With ``state`` (what an earlier turn returned), ``old_events`` are only the past events
+        after those the state has processed: the replay continues where it stopped instead of
+        starting over. The result is the same as a full replay of the whole history.
+        """
         if not new_events:
             raise task.OrchestrationStateError("an orchestration turn needs at least one new event")
-        if rewind.is_rewind_request(old_events, new_events):
-            action = rewind.rewind_action(self, instance_id, old_events, new_events, self._logger)
-            return ExecutionResults(actions=[action], custom_status=None)
-        if any(e.HasField("executionCompleted") for e in old_events):
-            self._logger.warning("%s: the execution has already completed; nothing to do", instance_id)
-            return ExecutionResults(actions=[], custom_status=None)
-        ctx = RuntimeOrchestrationContext(
-            instance_id,
-            data_converter=self._converter,
-            logger=self._logger,
-            maximum_timer_interval=self._maximum_timer_interval,
-            default_version=self._default_version,
-        )
-        turn = _ReplayTurn(self, ctx)
+        if state is None:
+            if rewind.is_rewind_request(old_events, new_events):
+                action = rewind.rewind_action(self, instance_id, old_events, new_events, self._logger)
+                return ExecutionResults(actions=[action], custom_status=None), None
+            if any(e.HasField("executionCompleted") for e in old_events):
+                self._logger.warning("%s: the execution has already completed; nothing to do", instance_id)
+                return ExecutionResults(actions=[], custom_status=None), None
+            ctx = RuntimeOrchestrationContext(
+                instance_id,
+                data_converter=self._converter,
+                logger=self._logger,
+                maximum_timer_interval=self._maximum_timer_interval,
+                default_version=self._default_version,
+            )
+            # A rewound history lost the scheduling of its failed work: replay issues it anew.
+            state = ReplayState(ctx, _ReplayTurn(self, ctx), rewound=rewind.was_rewound(old_events))
+        elif state.ctx.is_finished:
+            raise task.OrchestrationStateError("the replayed state belongs to a finished execution")
+        ctx, turn = state.ctx, state.turn
+        resumed = state.processed > 0
         try:
             ctx.set_replaying(True)
             for event in old_events:
                 turn.process(event)
-            # A rewound history lost the scheduling of its failed work: replay issues it anew.
-            if old_events and not ctx.is_finished and not rewind.was_rewound(old_events):
+                state.processed += 1
+            if (old_events or resumed) and not ctx.is_finished and not state.rewound:
                 turn.check_replay_consumed_actions()
             ctx.set_replaying(False)
             for event in new_events:
                 turn.process(event)
+                state.processed += 1
             if not ctx.is_started and not ctx.is_finished:
                 raise task.OrchestrationStateError("the history has no executionStarted event")
         except task.NonDeterminismError as exc:
@@ -165,7 +187,8 @@ class OrchestrationExecutor:
             ctx.set_failed(exc, drop_pending=True)
         except Exception as exc:
             ctx.set_failed(exc)
-        return ExecutionResults(actions=ctx.get_actions(), custom_status=ctx.custom_status)
+        results = ExecutionResults(actions=ctx.get_actions(), custom_status=ctx.custom_status)
+        return results, None if ctx.is_finished else state
 
     def _decode_input(self, fn: Any, started: pb.ExecutionStartedEvent) -> Any:
         if not started.HasField("input") or started.input.value == "":
@@ -174,6 +197,23 @@ class OrchestrationExecutor:
         if target is not None and not self._converter.can_reconstruct(target):
             target = None
         return self._converter.deserialize(started.input.value, target)
+
+
+class ReplayState:
+    """An orchestration's replayed state between turns: its context, where replay stands, what it has seen."""
+
+    __slots__ = ("ctx", "processed", "rewound", "turn")
+
+    def __init__(self, ctx: RuntimeOrchestrationContext, turn: _ReplayTurn, *, rewound: bool) -> None:
+        self.ctx = ctx
+        self.turn = turn
+        self.rewound = rewound
+        self.processed = 0  # history events applied so far, past and new
+
+    @property
+    def next_action_id(self) -> int:
+        """An action id the execution has not used yet."""
+        return self.ctx.next_free_sequence_number
 
 
 class _ReplayTurn:

@@ -127,6 +127,11 @@ class RuntimeOrchestrationContext(task.OrchestrationContext):
         self._version = version
         self._parent_instance_id = parent_instance_id
 
+    @property
+    def next_free_sequence_number(self) -> int:
+        """The id the next action would get (without taking it)."""
+        return self._sequence + 1
+
     def next_sequence_number(self) -> int:
         """The id for the next action."""
         self._sequence += 1

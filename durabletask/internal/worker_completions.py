@@ -179,6 +179,24 @@ class CompletionSender:
             return Outcome(grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
         return Outcome(None)
 
+    def history(self, instance_id: str, execution_id: str) -> list[pb.HistoryEvent] | Outcome:
+        """The stored history of an instance's execution (one attempt), or the failure; never raises."""
+        stub = self._stub_provider()
+        if stub is None:
+            return Outcome(grpc.StatusCode.UNAVAILABLE, "not connected to the sidecar")
+        request = pb.StreamInstanceHistoryRequest(instanceId=instance_id, forWorkItemProcessing=True)
+        request.executionId.value = execution_id
+        try:
+            chunks = stub.StreamInstanceHistory(request, timeout=self._call_timeout, metadata=self._metadata)
+            return [event for chunk in chunks for event in chunk.events]
+        except grpc.RpcError as err:
+            if isinstance(err, grpc.Call):
+                return Outcome(err.code(), err.details() or "")
+            return Outcome(grpc.StatusCode.UNKNOWN, str(err))
+        except Exception as exc:
+            self._logger.exception("StreamInstanceHistory failed")
+            return Outcome(grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
+
     def call_with_retries(self, method: str, request: Any) -> Outcome:
         """``method`` retried after transient failures, with a growing delay (not once stopping)."""
         delays = iter(self._retry_delays)

@@ -24,8 +24,10 @@ from durabletask import serialization
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal.activity_executor import ActivityExecutor
 from durabletask.internal.entity_executor import DEFAULT_MAXIMUM_ENTITY_STATE_SIZE, EntityExecutor
+from durabletask.internal.protocol_extensions import omitted_past_events
 from durabletask.internal.registry import Registry
-from durabletask.internal.replay import OrchestrationExecutor
+from durabletask.internal.replay import OrchestrationExecutor, ReplayState
+from durabletask.internal.replay_cache import DEFAULT_MAXIMUM_CACHED_ORCHESTRATIONS, ReplayCache
 from durabletask.internal.rewind import is_rewind_request
 from durabletask.internal.worker_completions import (
     CompletionSender,
@@ -108,21 +110,21 @@ async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
-def _next_action_id(req: pb.OrchestratorRequest) -> int:
-    """An action id not used by the instance's history yet."""
-    return 1 + max((e.eventId for e in (*req.pastEvents, *req.newEvents)), default=0)
+def _next_action_id(events: Sequence[pb.HistoryEvent], floor: int = 1) -> int:
+    """An action id used by none of ``events`` (nor below ``floor``)."""
+    return max(floor, 1 + max((e.eventId for e in events), default=0))
 
 
-def _failure_action_id(req: pb.OrchestratorRequest, response: pb.OrchestratorResponse) -> int:
+def _failure_action_id(first_free_id: int, response: pb.OrchestratorResponse) -> int:
     """The id for a completion that replaces ``response``: its own completion's, else one used nowhere."""
     for action in response.actions:
         if action.HasField("completeOrchestration"):
             return action.id
-    return max([_next_action_id(req), *(a.id + 1 for a in response.actions)])
+    return max([first_free_id, *(a.id + 1 for a in response.actions)])
 
 
-def _instance_version(req: pb.OrchestratorRequest) -> str | None:
-    for event in (*req.pastEvents, *req.newEvents):
+def _instance_version(events: Sequence[pb.HistoryEvent]) -> str | None:
+    for event in events:
         if event.HasField("executionStarted"):
             started = event.executionStarted
             return started.version.value if started.HasField("version") else None
@@ -146,8 +148,10 @@ class WorkItemDispatcher:
         default_version: str | None = None,
         call_timeout: float = 30.0,
         maximum_entity_state_size: int | None = DEFAULT_MAXIMUM_ENTITY_STATE_SIZE,
+        maximum_cached_orchestrations: int = DEFAULT_MAXIMUM_CACHED_ORCHESTRATIONS,
     ) -> None:
         self._registry = registry
+        self._replays = ReplayCache(maximum_cached_orchestrations)
         self._logger = logger
         self._converter = data_converter
         self._maximum_timer_interval = maximum_timer_interval
@@ -302,8 +306,15 @@ class WorkItemDispatcher:
 
     def _run_orchestration(self, req: pb.OrchestratorRequest, token: str) -> None:
         instance_id = req.instanceId
-        verdict = self._version_gate(_instance_version(req)) if self._version_gate else None
-        if verdict is not None and not verdict.reject and is_rewind_request(req.pastEvents, req.newEvents):
+        execution_id = req.executionId.value
+        turn = self._turn_history(req)
+        if turn is None:
+            self._abandon_orchestration(instance_id, token)
+            return
+        past, state = turn
+        version = state.ctx.version if state is not None else _instance_version((*past, *req.newEvents))
+        verdict = self._version_gate(version) if self._version_gate else None
+        if verdict is not None and not verdict.reject and is_rewind_request(past, req.newEvents):
             verdict = None  # rewriting the history runs no orchestrator code; the turn after it fails
         if verdict is not None and verdict.reject:
             self._logger.info("rejecting a turn of '%s': %s", instance_id, verdict.details.errorMessage)
@@ -312,15 +323,18 @@ class WorkItemDispatcher:
         response = pb.OrchestratorResponse(instanceId=instance_id, completionToken=token)
         if req.HasField("orchestrationTraceContext"):
             response.orchestrationTraceContext.CopyFrom(req.orchestrationTraceContext)
+        first_free_id = _next_action_id((*past, *req.newEvents), state.next_action_id if state is not None else 1)
         if verdict is not None:
             self._logger.warning("failing '%s': %s", instance_id, verdict.details.errorMessage)
-            action = pb.OrchestratorAction(id=_next_action_id(req))
+            action = pb.OrchestratorAction(id=first_free_id)
             action.completeOrchestration.orchestrationStatus = pb.ORCHESTRATION_STATUS_FAILED
             action.completeOrchestration.failureDetails.CopyFrom(verdict.details)
             response.actions.append(action)
         else:
             try:
-                results = self._new_orchestration_executor().execute(instance_id, req.pastEvents, req.newEvents)
+                results, state = self._new_orchestration_executor().execute_turn(
+                    instance_id, past, req.newEvents, state
+                )
             except Exception:
                 self._logger.exception("the orchestration executor failed on '%s'; abandoning the turn", instance_id)
                 self._abandon_orchestration(instance_id, token)
@@ -328,7 +342,9 @@ class WorkItemDispatcher:
             response.actions.extend(results.actions)
             if results.custom_status is not None:
                 response.customStatus.value = results.custom_status
-        action_id = _failure_action_id(req, response)
+            if state is not None:
+                self._replays.put(instance_id, execution_id, state)
+        action_id = _failure_action_id(first_free_id, response)
         self._sender.deliver(
             "CompleteOrchestratorTask",
             response,
@@ -336,6 +352,30 @@ class WorkItemDispatcher:
             replacement=lambda refusal: failed_turn_response(response, action_id, refusal),
             abandon=lambda: self._abandon_orchestration(instance_id, token),
         )
+
+    def _turn_history(
+        self, req: pb.OrchestratorRequest
+    ) -> tuple[Sequence[pb.HistoryEvent], ReplayState | None] | None:
+        """The past events to replay and the cached state to continue from (None: hand the turn back).
+
+        When the sidecar left out past events this worker has processed, the cached state
+        continues from them; when that state is gone, the whole history is read instead.
+        """
+        instance_id = req.instanceId
+        omitted = omitted_past_events(req)
+        rewinding = any(e.HasField("executionRewound") for e in req.newEvents)
+        state = self._replays.take(instance_id, req.executionId.value, omitted)
+        if state is not None and not rewinding:
+            return req.pastEvents, state
+        if not omitted:
+            return req.pastEvents, None
+        history = self._sender.history(instance_id, req.executionId.value)
+        if not isinstance(history, list):
+            self._logger.warning(
+                "could not read the history of '%s' (%s: %s)", instance_id, history.code, history.details
+            )
+            return None
+        return history, None
 
     def _new_orchestration_executor(self) -> OrchestrationExecutor:
         return OrchestrationExecutor(

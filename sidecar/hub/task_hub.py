@@ -26,6 +26,7 @@ from sidecar.hub.entity_routing import (
     release_holder,
     settle,
 )
+from sidecar.hub.history_cache import HistoryCache, HistoryView
 from sidecar.ids import IdFactory, random_id
 from sidecar.model import InstanceSnapshot, InvalidTurnError, OutboundMessage, TurnInput
 from sidecar.store.base import (
@@ -58,6 +59,7 @@ class TaskHub:
         self.store = store
         self.abandon_backoff = abandon_backoff or Backoff()
         self.new_id = new_id
+        self.histories = HistoryCache()
 
     # --- lifecycle and notices ---
 
@@ -76,6 +78,7 @@ class TaskHub:
     def reset(self) -> None:
         """Delete all state (tests, DeleteTaskHub)."""
         self.store.reset()
+        self.histories.clear()
 
     # --- client side ---
 
@@ -176,25 +179,32 @@ class TaskHub:
         if names is not None and not names:
             return None
 
-        def fn(tx: StoreTx) -> OrchestrationWorkItem | None:
+        def fn(tx: StoreTx) -> tuple[OrchestrationWorkItem, HistoryView] | None:
             tried: list[str] = list(exclude)
             for _ in range(_LEASE_ATTEMPTS):
                 token = self.new_id()
                 inst = tx.claim_orchestration(now, now + lease_for, token, names, versions, tried, skip_delay)
                 if inst is None:
                     return None
-                item = self._build_turn(tx, inst, token, now)
-                if item is not None:
-                    return item
+                built = self._build_turn(tx, inst, token, now)
+                if built is not None:
+                    return built
                 tried.append(inst.instance_id)
             return None
 
-        return self.store.run(fn)
+        leased = self.store.run(fn)
+        if leased is None:
+            return None
+        item, view = leased
+        self.histories.put(item.instance.instance_id, view)
+        return item
 
-    def _build_turn(self, tx: StoreTx, inst: InstanceSnapshot, token: str, now: datetime) -> OrchestrationWorkItem | None:
+    def _build_turn(
+        self, tx: StoreTx, inst: InstanceSnapshot, token: str, now: datetime
+    ) -> tuple[OrchestrationWorkItem, HistoryView] | None:
         rows = tx.visible_inbox(inst.instance_id, now, inst.execution_id)
-        past = tx.history(inst.instance_id)
-        deliver, drop = engine.select_new_events(past, [r.event for r in rows])
+        view = self.histories.load(tx, inst.instance_id, inst.execution_id)
+        deliver, drop = engine.select_new_events(view.summary, [r.event for r in rows])
         tx.delete_inbox([rows[i].id for i in drop])
         if not deliver:
             tx.release_turn(inst.instance_id, None, None)
@@ -206,7 +216,14 @@ class TaskHub:
         if not new_events[0].HasField("orchestratorStarted"):
             new_events.insert(0, engine_events.new_orchestrator_started(now))
         tx.record_turn(inst.instance_id, token, new_events, [rows[i].id for i in deliver])
-        return OrchestrationWorkItem(token=token, instance=inst, past_events=past, new_events=new_events)
+        item = OrchestrationWorkItem(
+            token=token,
+            instance=inst,
+            past_events=list(view.events),
+            new_events=new_events,
+            history_first_seq=view.first_seq,
+        )
+        return item, view
 
     def complete_orchestration(self, token: str, response: pb.OrchestratorResponse, now: datetime) -> None:
         """Apply a turn's response and release the lease in one transaction.
@@ -215,14 +232,15 @@ class TaskHub:
         is offered again after the hand-back delay).
         """
 
-        def fn(tx: StoreTx) -> InvalidTurnError | None:
+        def fn(tx: StoreTx) -> tuple[str, InvalidTurnError | HistoryView | None]:
             lease = tx.turn_by_lease(token)
             if lease is None:
                 raise LeaseNotFoundError(token)
             inst = lease.instance
+            view = self.histories.load(tx, inst.instance_id, inst.execution_id)
             turn = TurnInput(
                 instance=inst,
-                past_events=tx.history(inst.instance_id),
+                past_events=list(view.events),
                 new_events=lease.new_events,
                 response=response,
                 now=now,
@@ -233,15 +251,23 @@ class TaskHub:
             except InvalidTurnError as exc:
                 delay = self.abandon_backoff.delay(lease.abandon_count)
                 tx.release_turn(inst.instance_id, now + delay, lease.abandon_count + 1)
-                return exc
+                return inst.instance_id, exc
             instances.apply_turn_result(tx, result, now, row=inst, consumed_inbox=lease.consumed_inbox)
             if result.rewind is not None:
                 rewind.rewind_children(tx, inst.instance_id, result.rewind, now)
-            return None
+            if result.instance.is_terminal or result.instance.execution_id != inst.execution_id:
+                return inst.instance_id, None
+            if result.reset_history is not None:
+                return inst.instance_id, view.replaced(result.reset_history)
+            return inst.instance_id, view.extended(result.history_append)
 
-        failure = self.store.run(fn)
-        if failure is not None:
-            raise failure
+        instance_id, outcome = self.store.run(fn)
+        if isinstance(outcome, HistoryView):
+            self.histories.put(instance_id, outcome)
+        elif outcome is None:
+            self.histories.discard(instance_id)
+        else:
+            raise outcome
 
     def abandon_orchestration(self, token: str, now: datetime) -> None:
         """Release a turn lease; the instance is offered again after a growing delay."""

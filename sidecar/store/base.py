@@ -188,6 +188,8 @@ class OrchestrationWorkItem:
     instance: InstanceSnapshot
     past_events: list[pb.HistoryEvent]
     new_events: list[pb.HistoryEvent]
+    # The stored sequence number of past_events[0]: unchanged while the history only grows.
+    history_first_seq: int = 0
 
 
 @dataclass
@@ -314,12 +316,20 @@ class StoreTx(ABC):
         """The instance's history, oldest first."""
 
     @abstractmethod
+    def history_rows(self, instance_id: str, from_seq: int = 0) -> list[tuple[int, pb.HistoryEvent]]:
+        """``(seq, event)`` of the history events with ``seq >= from_seq``, oldest first.
+
+        Within one execution a history's sequence numbers are consecutive and never reused: an
+        append continues after the last one, and a replaced history starts after the old last one.
+        """
+
+    @abstractmethod
     def append_history(self, instance_id: str, events: list[pb.HistoryEvent]) -> None:
         """Append events to the history."""
 
     @abstractmethod
     def replace_history(self, instance_id: str, events: list[pb.HistoryEvent]) -> None:
-        """Replace the whole history."""
+        """Replace the whole history; the new events are numbered after the old last one."""
 
     @abstractmethod
     def add_inbox(

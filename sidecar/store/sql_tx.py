@@ -218,20 +218,32 @@ class SqlTx(StoreTx):
         rows = self.db.query("SELECT event FROM history WHERE instance_id = ? ORDER BY seq", (instance_id,))
         return [pb.HistoryEvent.FromString(bytes(r["event"])) for r in rows]
 
-    def append_history(self, instance_id: str, events: list[pb.HistoryEvent]) -> None:
-        if not events:
-            return
-        start = self.db.query(
+    def history_rows(self, instance_id: str, from_seq: int = 0) -> list[tuple[int, pb.HistoryEvent]]:
+        rows = self.db.query(
+            "SELECT seq, event FROM history WHERE instance_id = ? AND seq >= ? ORDER BY seq", (instance_id, from_seq)
+        )
+        return [(int(r["seq"]), pb.HistoryEvent.FromString(bytes(r["event"]))) for r in rows]
+
+    def _next_history_seq(self, instance_id: str) -> int:
+        return int(self.db.query(
             "SELECT COALESCE(MAX(seq), -1) + 1 AS next_seq FROM history WHERE instance_id = ?", (instance_id,)
-        )[0]["next_seq"]
+        )[0]["next_seq"])
+
+    def _insert_history(self, instance_id: str, start: int, events: list[pb.HistoryEvent]) -> None:
         self.db.executemany(
             "INSERT INTO history (instance_id, seq, event) VALUES (?, ?, ?)",
             [(instance_id, start + i, e.SerializeToString()) for i, e in enumerate(events)],
         )
 
+    def append_history(self, instance_id: str, events: list[pb.HistoryEvent]) -> None:
+        if events:
+            self._insert_history(instance_id, self._next_history_seq(instance_id), events)
+
     def replace_history(self, instance_id: str, events: list[pb.HistoryEvent]) -> None:
+        start = self._next_history_seq(instance_id)
         self.db.execute("DELETE FROM history WHERE instance_id = ?", (instance_id,))
-        self.append_history(instance_id, events)
+        if events:
+            self._insert_history(instance_id, start, events)
 
     def _insert_inbox(
         self, instance_id: str, event: pb.HistoryEvent, visible_at: datetime, execution_id: str | None, ord_: int | None

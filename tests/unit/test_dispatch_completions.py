@@ -20,7 +20,7 @@ from durabletask.internal.worker_completions import (
     TOO_LARGE_ERROR_TYPE,
     Refusal,
 )
-from durabletask.internal.worker_dispatch import _failure_action_id
+from durabletask.internal.worker_dispatch import _failure_action_id, _next_action_id
 from durabletask.worker import TaskHubGrpcWorker
 from tests.unit.test_worker_transport import (
     FAST_RECONNECT,
@@ -216,7 +216,8 @@ def test_a_failure_replacing_a_turn_without_completion_takes_an_unused_action_id
     response = pb.OrchestratorResponse(instanceId="i")
     response.actions.add(id=4).scheduleTask.name = "b"
     response.actions.add(id=9).scheduleTask.name = "c"
-    assert _failure_action_id(req, response) == 10
-    assert _failure_action_id(req, pb.OrchestratorResponse()) == 4
+    first_free = _next_action_id(req.pastEvents)
+    assert _failure_action_id(first_free, response) == 10
+    assert _failure_action_id(first_free, pb.OrchestratorResponse()) == 4
     response.actions.add(id=6).completeOrchestration.orchestrationStatus = pb.ORCHESTRATION_STATUS_COMPLETED
-    assert _failure_action_id(req, response) == 6
+    assert _failure_action_id(first_free, response) == 6

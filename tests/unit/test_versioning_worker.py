@@ -61,11 +61,12 @@ def test_a_strategy_the_worker_does_not_know_is_a_mismatch() -> None:
 
 def test_the_fail_answer_uses_an_action_id_the_history_does_not() -> None:
     req = pb.OrchestratorRequest(instanceId="i")
-    assert _next_action_id(req) == 1
+    assert _next_action_id([*req.pastEvents, *req.newEvents]) == 1
     req.pastEvents.append(ph.new_task_scheduled_event(4, "a"))
     req.pastEvents.append(ph.new_timer_created_event(7, T0))
     req.newEvents.append(ph.new_orchestrator_started_event())
-    assert _next_action_id(req) == 8
+    assert _next_action_id([*req.pastEvents, *req.newEvents]) == 8
+    assert _next_action_id([*req.pastEvents, *req.newEvents], floor=12) == 12
 
 
 class RecordingStub:

@@ -12,6 +12,7 @@ import pytest
 
 from durabletask.grpc_options import GrpcWorkerResiliencyOptions
 from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal.protocol_extensions import KEEPS_REPLAY_STATE
 from durabletask.internal.registry import (
     ActivityNotRegisteredError as RegistryActivityError,
 )
@@ -183,9 +184,17 @@ def test_request_carries_limits_capabilities_and_no_filters_by_default() -> None
     assert request.maxConcurrentActivityWorkItems == 7
     assert request.maxConcurrentOrchestrationWorkItems == 8
     assert request.maxConcurrentEntityWorkItems == 9
-    assert list(request.capabilities) == [pb.WORKER_CAPABILITY_SCHEDULED_TASKS]
+    assert list(request.capabilities) == [pb.WORKER_CAPABILITY_SCHEDULED_TASKS, KEEPS_REPLAY_STATE]
     assert not request.HasField("workItemFilters")
     assert request.worker_instance_id
+
+
+def test_the_replay_cache_capability_goes_with_the_cache() -> None:
+    assert KEEPS_REPLAY_STATE in TaskHubGrpcWorker()._build_request().capabilities
+    assert not TaskHubGrpcWorker(maximum_cached_orchestrations=0)._build_request().capabilities
+    for bad in (-1, 1.5, True, "10"):
+        with pytest.raises(ValueError, match="cache size"):
+            TaskHubGrpcWorker(maximum_cached_orchestrations=bad)  # type: ignore[arg-type]
 
 
 def test_derived_filters_follow_registrations_and_strict_version() -> None:

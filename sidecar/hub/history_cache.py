@@ -1,0 +1,114 @@
+"""Histories this sidecar read or wrote lately, so that a turn reads only what is new.
+
+A cached :class:`HistoryView` is never trusted blindly: before each use the store is asked for
+the rows from the view's last sequence number on. Sequence numbers are never reused within an
+execution (a replaced history is numbered after the old one), so when that row is still there
+the view is a true prefix of the stored history and the rows after it are what was appended
+since (by this sidecar or another one); when it is gone the history was replaced and is read
+again in full. Correctness never depends on the cache, only the cost of a turn does.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from durabletask.internal import orchestrator_service_pb2 as pb
+from sidecar.engine_history import HistorySummary
+from sidecar.store.base import StoreTx
+
+DEFAULT_CAPACITY = 1000  # instances
+DEFAULT_MAX_EVENTS = 500_000  # events over all cached views
+
+
+@dataclass(frozen=True)
+class HistoryView:
+    """One execution's stored history: its events, the number of the first, and their summary."""
+
+    execution_id: str
+    first_seq: int
+    events: tuple[pb.HistoryEvent, ...]
+    summary: HistorySummary
+
+    @classmethod
+    def of(cls, execution_id: str, rows: Sequence[tuple[int, pb.HistoryEvent]]) -> HistoryView:
+        """The view of a history read in full."""
+        events = tuple(event for _, event in rows)
+        return cls(execution_id, rows[0][0] if rows else 0, events, HistorySummary(events))
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next appended event gets."""
+        return self.first_seq + len(self.events)
+
+    def extended(self, events: Sequence[pb.HistoryEvent]) -> HistoryView:
+        """This view with ``events`` appended."""
+        if not events:
+            return self
+        summary = self.summary.copy()
+        summary.add(events)
+        return HistoryView(self.execution_id, self.first_seq, self.events + tuple(events), summary)
+
+    def replaced(self, events: Sequence[pb.HistoryEvent]) -> HistoryView:
+        """The view after the history was replaced by ``events`` (numbered after this one)."""
+        return HistoryView(self.execution_id, self.next_seq, tuple(events), HistorySummary(events))
+
+
+class HistoryCache:
+    """A bounded, least-recently-used map of instance ID -> :class:`HistoryView`."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, max_events: int = DEFAULT_MAX_EVENTS) -> None:
+        self.capacity = capacity
+        self.max_events = max_events
+        self._views: OrderedDict[str, HistoryView] = OrderedDict()
+        self._events = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    @property
+    def event_count(self) -> int:
+        """Events held over all views."""
+        return self._events
+
+    def load(self, tx: StoreTx, instance_id: str, execution_id: str) -> HistoryView:
+        """The instance's stored history as of ``tx``: the cached view plus what was appended, or read in full."""
+        with self._lock:
+            cached = self._views.get(instance_id)
+        if cached is not None and cached.execution_id == execution_id and cached.events:
+            last = cached.next_seq - 1
+            rows = tx.history_rows(instance_id, last)
+            if rows and rows[0][0] == last:
+                return cached.extended([event for _, event in rows[1:]])
+        return HistoryView.of(execution_id, tx.history_rows(instance_id))
+
+    def put(self, instance_id: str, view: HistoryView) -> None:
+        """Remember ``view`` (after the transaction that read or wrote it committed)."""
+        if self.capacity <= 0 or len(view.events) > self.max_events:
+            self.discard(instance_id)
+            return
+        with self._lock:
+            old = self._views.pop(instance_id, None)
+            if old is not None:
+                self._events -= len(old.events)
+            self._views[instance_id] = view
+            self._events += len(view.events)
+            while self._views and (len(self._views) > self.capacity or self._events > self.max_events):
+                _, evicted = self._views.popitem(last=False)
+                self._events -= len(evicted.events)
+
+    def discard(self, instance_id: str) -> None:
+        """Forget the instance's view."""
+        with self._lock:
+            old = self._views.pop(instance_id, None)
+            if old is not None:
+                self._events -= len(old.events)
+
+    def clear(self) -> None:
+        """Forget every view."""
+        with self._lock:
+            self._views.clear()
+            self._events = 0
