@@ -55,6 +55,9 @@ log = logging.getLogger("durabletask-sidecar.dispatch")
 # Completion failures that leave nothing to hand back: a stale token; a result the hub refused
 # (it already released the item with the hand-back delay); a value the store cannot keep (the
 # worker answers INVALID_ARGUMENT with a failure in its place, under the same token).
+# Dispatch passes per cycle (the cycle's upkeep, such as lease renewals, runs between them).
+_PASSES_PER_CYCLE = 32
+
 # Instances per stream whose replay state the sidecar tracks (the worker bounds its own cache).
 _MAX_REPLAYED_PER_STREAM = 10_000
 
@@ -119,6 +122,16 @@ class DispatchOptions:
         }[kind]
 
 
+# Which history a worker replayed, and how far: (execution ID, history key, first history seq,
+# events seen). The first three name the stored history; they change when it starts over.
+ReplayMark = tuple[str, str | None, int, int]
+
+
+def replay_identity(item: OrchestrationWorkItem) -> tuple[str, str | None, int]:
+    """The identity of the history a turn carries: (execution ID, history key, first seq)."""
+    return (item.instance.execution_id, item.history_key, item.history_first_seq)
+
+
 @dataclass(eq=False)
 class WorkStream:
     """One open GetWorkItems call: its limits, filters and the items on their way to it."""
@@ -139,8 +152,8 @@ class WorkStream:
     outstanding: dict[str, WorkKind] = field(default_factory=dict)
     closed: bool = False
     # Instances whose replayed state the stream's worker keeps (see protocol_extensions):
-    # instance ID -> the turn it last completed, as (execution ID, first history seq, events seen).
-    replayed: OrderedDict[str, tuple[str, int, int]] = field(default_factory=OrderedDict)
+    # instance ID -> the turn it last completed (see ReplayMark).
+    replayed: OrderedDict[str, ReplayMark] = field(default_factory=OrderedDict)
 
     @property
     def keeps_replay_state(self) -> bool:
@@ -154,12 +167,12 @@ class WorkStream:
         mark = self.replayed.get(item.instance.instance_id)
         if mark is None:
             return 0
-        execution_id, first_seq, seen = mark
-        if execution_id != item.instance.execution_id or first_seq != item.history_first_seq:
+        if mark[:3] != replay_identity(item):
             return 0
+        seen = mark[3]
         return seen if seen <= len(item.past_events) else 0
 
-    def remember_replayed(self, instance_id: str, mark: tuple[str, int, int] | None) -> None:
+    def remember_replayed(self, instance_id: str, mark: ReplayMark | None) -> None:
         """Record (or, with None, forget) the turn the worker last completed for an instance."""
         if mark is None:
             self.replayed.pop(instance_id, None)
@@ -205,8 +218,8 @@ class _Held:
     deadline: datetime  # the clock time at which the stream's hold ends
     renewed_until: datetime
     turn: _HeldTurn | None = None
-    # What the worker has seen once it completes the turn: (execution ID, first history seq, events).
-    replay_mark: tuple[str, int, int] | None = None
+    # What the worker has seen once it completes the turn.
+    replay_mark: ReplayMark | None = None
 
 
 @dataclass(eq=False)
@@ -610,22 +623,23 @@ class Dispatcher:
                         del self._rejected[instance_id]
 
     def _dispatch_all(self) -> bool:
-        """Lease work for every stream with free capacity, round-robin. True if anything was sent."""
+        """Lease work for every stream with free capacity. True if anything was sent.
+
+        In passes of one item per stream and kind, so that no kind of work waits for another
+        to run dry: a backlog of new orchestrations does not hold back activities, whose tasks
+        appear while the backlog drains. A kind found empty is asked again in the next pass.
+        """
         with self._lock:
             streams = list(self._streams.values())
         sent = False
-        for kind in (ORCHESTRATION, ACTIVITY, ENTITY):
-            exhausted: set[int] = set()
-            progress = True
-            while progress:
-                progress = False
+        for _ in range(_PASSES_PER_CYCLE):
+            progress = False
+            for kind in (ORCHESTRATION, ACTIVITY, ENTITY):
                 for stream in streams:
-                    if stream.id in exhausted or stream.closed or stream.free(kind) <= 0:
-                        continue
-                    if self._lease_for(stream, kind):
+                    if not stream.closed and stream.free(kind) > 0 and self._lease_for(stream, kind):
                         progress = sent = True
-                    else:
-                        exhausted.add(stream.id)
+            if not progress:
+                break
         return sent
 
     def _lease_for(self, stream: WorkStream, kind: WorkKind) -> bool:
@@ -633,7 +647,7 @@ class Dispatcher:
         lease_for = min(self.options.lease_of(kind), self.options.max_hold_of(kind))
         item: OrchestrationWorkItem | ActivityWorkItem | EntityWorkItem | None
         turn: _HeldTurn | None = None
-        mark: tuple[str, int, int] | None = None
+        mark: ReplayMark | None = None
         omitted = 0
         if kind == ENTITY:
             item = self.hub.lease_entity(
@@ -659,8 +673,7 @@ class Dispatcher:
                 if stream.keeps_replay_state:
                     with self._lock:
                         omitted = stream.omittable(item)
-                    seen = len(item.past_events) + len(item.new_events)
-                    mark = (inst.execution_id, item.history_first_seq, seen)
+                    mark = (*replay_identity(item), len(item.past_events) + len(item.new_events))
         else:
             item = self.hub.lease_activity(now, lease_for, stream.activity_names, versions=stream.activity_versions)
         if item is None:

@@ -1,11 +1,12 @@
 """Histories this sidecar read or wrote lately, so that a turn reads only what is new.
 
 A cached :class:`HistoryView` is never trusted blindly: before each use the store is asked for
-the rows from the view's last sequence number on. Sequence numbers are never reused within an
-execution (a replaced history is numbered after the old one), so when that row is still there
-the view is a true prefix of the stored history and the rows after it are what was appended
-since (by this sidecar or another one); when it is gone the history was replaced and is read
-again in full. Correctness never depends on the cache, only the cost of a turn does.
+the history's key (new whenever a history starts over: the instance was created again, or its
+history replaced by a rewind or a continue-as-new) and for the rows from the view's last
+sequence number on. With the same key, the history only grew, by appends numbered after the
+view's last event: the rows after it are what was appended since (by this sidecar or another
+one). Otherwise the history is read again in full. Correctness never depends on the cache,
+only the cost of a turn does.
 """
 
 from __future__ import annotations
@@ -25,18 +26,19 @@ DEFAULT_MAX_EVENTS = 500_000  # events over all cached views
 
 @dataclass(frozen=True)
 class HistoryView:
-    """One execution's stored history: its events, the number of the first, and their summary."""
+    """One execution's stored history: its key, its events, the number of the first, and their summary."""
 
+    key: str | None
     execution_id: str
     first_seq: int
     events: tuple[pb.HistoryEvent, ...]
     summary: HistorySummary
 
     @classmethod
-    def of(cls, execution_id: str, rows: Sequence[tuple[int, pb.HistoryEvent]]) -> HistoryView:
+    def of(cls, key: str | None, execution_id: str, rows: Sequence[tuple[int, pb.HistoryEvent]]) -> HistoryView:
         """The view of a history read in full."""
         events = tuple(event for _, event in rows)
-        return cls(execution_id, rows[0][0] if rows else 0, events, HistorySummary(events))
+        return cls(key, execution_id, rows[0][0] if rows else 0, events, HistorySummary(events))
 
     @property
     def next_seq(self) -> int:
@@ -49,11 +51,7 @@ class HistoryView:
             return self
         summary = self.summary.copy()
         summary.add(events)
-        return HistoryView(self.execution_id, self.first_seq, self.events + tuple(events), summary)
-
-    def replaced(self, events: Sequence[pb.HistoryEvent]) -> HistoryView:
-        """The view after the history was replaced by ``events`` (numbered after this one)."""
-        return HistoryView(self.execution_id, self.next_seq, tuple(events), HistorySummary(events))
+        return HistoryView(self.key, self.execution_id, self.first_seq, self.events + tuple(events), summary)
 
 
 class HistoryCache:
@@ -78,12 +76,13 @@ class HistoryCache:
         """The instance's stored history as of ``tx``: the cached view plus what was appended, or read in full."""
         with self._lock:
             cached = self._views.get(instance_id)
-        if cached is not None and cached.execution_id == execution_id and cached.events:
+        key = tx.history_key(instance_id)
+        if cached is not None and cached.key == key and cached.execution_id == execution_id and cached.events:
             last = cached.next_seq - 1
             rows = tx.history_rows(instance_id, last)
             if rows and rows[0][0] == last:
                 return cached.extended([event for _, event in rows[1:]])
-        return HistoryView.of(execution_id, tx.history_rows(instance_id))
+        return HistoryView.of(key, execution_id, tx.history_rows(instance_id))
 
     def put(self, instance_id: str, view: HistoryView) -> None:
         """Remember ``view`` (after the transaction that read or wrote it committed)."""

@@ -60,6 +60,7 @@ class TaskHub:
         self.abandon_backoff = abandon_backoff or Backoff()
         self.new_id = new_id
         self.histories = HistoryCache()
+        self._starts_first = False
 
     # --- lifecycle and notices ---
 
@@ -179,11 +180,22 @@ class TaskHub:
         if names is not None and not names:
             return None
 
+        # New instances and the rest take turns, so that a backlog of starts does not hold back
+        # the instances already running (nor the other way round).
+        self._starts_first = not self._starts_first
+        order = (True, False) if self._starts_first else (False, True)
+
         def fn(tx: StoreTx) -> tuple[OrchestrationWorkItem, HistoryView] | None:
             tried: list[str] = list(exclude)
             for _ in range(_LEASE_ATTEMPTS):
                 token = self.new_id()
-                inst = tx.claim_orchestration(now, now + lease_for, token, names, versions, tried, skip_delay)
+                inst = None
+                for starts in order:
+                    inst = tx.claim_orchestration(
+                        now, now + lease_for, token, names, versions, tried, skip_delay, starts=starts
+                    )
+                    if inst is not None:
+                        break
                 if inst is None:
                     return None
                 built = self._build_turn(tx, inst, token, now)
@@ -222,6 +234,7 @@ class TaskHub:
             past_events=list(view.events),
             new_events=new_events,
             history_first_seq=view.first_seq,
+            history_key=view.key,
         )
         return item, view
 
@@ -258,7 +271,7 @@ class TaskHub:
             if result.instance.is_terminal or result.instance.execution_id != inst.execution_id:
                 return inst.instance_id, None
             if result.reset_history is not None:
-                return inst.instance_id, view.replaced(result.reset_history)
+                return inst.instance_id, None  # a new key: read again next turn
             return inst.instance_id, view.extended(result.history_append)
 
         instance_id, outcome = self.store.run(fn)

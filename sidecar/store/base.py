@@ -188,8 +188,10 @@ class OrchestrationWorkItem:
     instance: InstanceSnapshot
     past_events: list[pb.HistoryEvent]
     new_events: list[pb.HistoryEvent]
-    # The stored sequence number of past_events[0]: unchanged while the history only grows.
+    # The stored sequence number of past_events[0], and the history's key (StoreTx.history_key):
+    # both unchanged while the history only grows.
     history_first_seq: int = 0
+    history_key: str | None = None
 
 
 @dataclass
@@ -324,6 +326,11 @@ class StoreTx(ABC):
         """
 
     @abstractmethod
+    def history_key(self, instance_id: str) -> str | None:
+        """The identity of the instance's history: new whenever the history starts over (the
+        instance row is created or its history replaced); None for rows older than the key."""
+
+    @abstractmethod
     def append_history(self, instance_id: str, events: list[pb.HistoryEvent]) -> None:
         """Append events to the history."""
 
@@ -365,12 +372,15 @@ class StoreTx(ABC):
         versions: VersionFilter | None,
         exclude: Collection[str],
         skip_delay: Collection[str],
+        starts: bool | None = None,
     ) -> InstanceSnapshot | None:
-        """Lease one non-terminal, unleased (or expired) instance with a visible inbox row, oldest first.
+        """Lease one non-terminal, unleased (or expired) instance with a visible inbox row.
 
-        Suspended instances only count resume/terminate events; an instance that has no history
-        yet needs its executionStarted visible. Filters as in ``Store``-level leasing: ``names``
-        (None: all), per-name ``versions``, ``exclude``d IDs, ``skip_delay`` IDs offered during their back-off.
+        The instance whose deliverable row became visible first wins. Suspended instances only
+        count resume/terminate events; an instance that has no history yet needs its
+        executionStarted visible. Filters as in ``Store``-level leasing: ``names`` (None: all),
+        per-name ``versions``, ``exclude``d IDs, ``skip_delay`` IDs offered during their back-off;
+        ``starts`` True counts only executionStarted rows, False only the other rows.
         """
 
     @abstractmethod

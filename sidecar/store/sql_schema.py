@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from sidecar.store.base import SchemaVersionError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS instances (
     lease_inbox TEXT,
     lease_new_events {blob},
     available_at BIGINT NOT NULL DEFAULT 0,
-    abandon_count INTEGER NOT NULL DEFAULT 0
+    abandon_count INTEGER NOT NULL DEFAULT 0,
+    history_key TEXT
 );
 CREATE INDEX IF NOT EXISTS instances_parent ON instances(parent_instance_id);
 CREATE INDEX IF NOT EXISTS instances_completed ON instances(completed_at, instance_id);
@@ -71,6 +72,8 @@ CREATE TABLE IF NOT EXISTS inbox (
 );
 CREATE INDEX IF NOT EXISTS inbox_instance ON inbox(instance_id, ord);
 CREATE INDEX IF NOT EXISTS inbox_visible ON inbox(visible_at);
+CREATE INDEX IF NOT EXISTS inbox_visible_starts ON inbox(visible_at, seq) WHERE kind = 'executionStarted';
+CREATE INDEX IF NOT EXISTS inbox_visible_others ON inbox(visible_at, seq) WHERE kind != 'executionStarted';
 
 CREATE TABLE IF NOT EXISTS activity_tasks (
     id {serial},
@@ -151,6 +154,12 @@ MIGRATIONS: dict[int, dict[str, list[str]]] = {
             "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
         ],
         "postgresql": [],
+    },
+    # 2: partial indexes of visible inbox rows, new instances apart from the rest (fair leasing);
+    # instances.history_key, a new random value whenever a history starts over.
+    2: {
+        "sqlite": ["ALTER TABLE instances ADD COLUMN history_key TEXT"],
+        "postgresql": ["ALTER TABLE instances ADD COLUMN IF NOT EXISTS history_key TEXT"],
     },
 }
 

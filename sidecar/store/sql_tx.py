@@ -8,6 +8,7 @@ SQLite has one writer at a time and needs none.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,6 +54,11 @@ class SqlConnection(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+
+def new_history_key() -> str:
+    """A fresh identity for a history that starts over (a new instance row, a replaced history)."""
+    return secrets.token_hex(16)
 
 
 @dataclass(frozen=True)
@@ -154,8 +160,8 @@ class SqlTx(StoreTx):
 
     def insert_instance(self, instance: InstanceSnapshot) -> None:
         self.db.execute(
-            f"INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES ({marks(_INSTANCE_COLUMN_LIST)})",
-            instance_values(instance),
+            f"INSERT INTO instances ({INSTANCE_COLUMNS}, history_key) VALUES ({marks(_INSTANCE_COLUMN_LIST)}, ?)",
+            (*instance_values(instance), new_history_key()),
         )
         self.notice.instances.add(instance.instance_id)
         self.notice.work_available = True
@@ -239,7 +245,14 @@ class SqlTx(StoreTx):
         if events:
             self._insert_history(instance_id, self._next_history_seq(instance_id), events)
 
+    def history_key(self, instance_id: str) -> str | None:
+        rows = self.db.query("SELECT history_key FROM instances WHERE instance_id = ?", (instance_id,))
+        return rows[0]["history_key"] if rows else None
+
     def replace_history(self, instance_id: str, events: list[pb.HistoryEvent]) -> None:
+        self.db.execute(
+            "UPDATE instances SET history_key = ? WHERE instance_id = ?", (new_history_key(), instance_id)
+        )
         start = self._next_history_seq(instance_id)
         self.db.execute("DELETE FROM history WHERE instance_id = ?", (instance_id,))
         if events:
@@ -306,8 +319,11 @@ class SqlTx(StoreTx):
         versions: VersionFilter | None,
         exclude: Collection[str],
         skip_delay: Collection[str],
+        starts: bool | None = None,
     ) -> InstanceSnapshot | None:
         now_us = to_us(now)
+        # Literal, so that the partial index of each kind of row serves the scan.
+        row_kind = {None: "", True: "AND m.kind = 'executionStarted'", False: "AND m.kind != 'executionStarted'"}[starts]
         extra = ""
         extra_params: list[Any] = []
         if names is not None:
@@ -323,27 +339,29 @@ class SqlTx(StoreTx):
             early = sorted(set(skip_delay))
             available = f"(i.available_at <= ? OR i.instance_id IN ({marks(early)}))"
             available_params.extend(early)
-        deliverable = f"""m.instance_id = i.instance_id AND m.visible_at <= ?
-              AND (m.execution_id IS NULL OR m.execution_id = i.execution_id)
-              AND (i.status != {_SUSPENDED} OR m.kind IN ('executionResumed', 'executionTerminated'))"""
+        # Driven by the inbox's visibility index: the instance whose earliest deliverable event
+        # became visible first, found without scanning every live instance.
+        lock_instance = self.flavor.skip_locked.replace("FOR UPDATE", "FOR UPDATE OF i")
         sql = f"""
             UPDATE instances SET lease_token = ?, lease_expires_at = ?
             WHERE instance_id = (
-                SELECT i.instance_id FROM instances i
-                WHERE i.status NOT IN {TERMINAL_SQL}
+                SELECT i.instance_id FROM inbox m JOIN instances i ON i.instance_id = m.instance_id
+                WHERE m.visible_at <= ? {row_kind}
+                  AND (m.execution_id IS NULL OR m.execution_id = i.execution_id)
+                  AND (i.status != {_SUSPENDED} OR m.kind IN ('executionResumed', 'executionTerminated'))
+                  AND i.status NOT IN {TERMINAL_SQL}
                   AND (i.lease_token IS NULL OR i.lease_expires_at <= ?) AND {available}
-                  AND EXISTS (SELECT 1 FROM inbox m WHERE {deliverable})
                   AND (EXISTS (SELECT 1 FROM history h WHERE h.instance_id = i.instance_id)
                        OR EXISTS (SELECT 1 FROM inbox s WHERE s.instance_id = i.instance_id
                                   AND s.kind = 'executionStarted' AND s.visible_at <= ?))
                   {extra}
-                ORDER BY (SELECT MIN(COALESCE(m.ord, m.seq)) FROM inbox m WHERE {deliverable})
-                LIMIT 1 {self.flavor.skip_locked}
+                ORDER BY m.visible_at, m.seq
+                LIMIT 1 {lock_instance}
             ) AND (lease_token IS NULL OR lease_expires_at <= ?)
             RETURNING {INSTANCE_COLUMNS}
         """
         params = [
-            token, to_us(lease_until), now_us, *available_params, now_us, now_us, *extra_params, now_us, now_us,
+            token, to_us(lease_until), now_us, now_us, *available_params, now_us, *extra_params, now_us,
         ]
         rows = self.db.query(sql, params)
         return row_to_instance(rows[0]) if rows else None

@@ -66,9 +66,19 @@ def start(hub: TaskHub, iid: str, now: datetime = T0) -> None:
 
 
 def turn(hub: TaskHub, iid: str, actions: list[pb.OrchestratorAction], now: datetime = T0) -> list[str]:
-    """Lease the instance's next turn, answer it with ``actions``; returns the kinds of the new events."""
-    item = hub.lease_orchestration(now, LEASE)
-    assert item is not None and item.instance.instance_id == iid
+    """Lease the instance's next turn, answer it with ``actions``; returns the kinds of the new events.
+
+    Turns of other instances leased on the way (new instances and running ones take turns) are
+    handed straight back.
+    """
+    others: list[str] = []
+    while True:
+        item = hub.lease_orchestration(now, LEASE, exclude=others)
+        assert item is not None, f"no turn of '{iid}' to lease"
+        if item.instance.instance_id == iid:
+            break
+        others.append(item.instance.instance_id)
+        assert hub.release_orchestration(item.token)
     hub.complete_orchestration(
         item.token, pb.OrchestratorResponse(instanceId=iid, completionToken=item.token, actions=actions), now
     )
