@@ -28,7 +28,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -49,6 +49,7 @@ from sidecar.store.base import (
     StoreError,
     StoreValueError,
 )
+from sidecar.work_queue import WorkQueue
 
 log = logging.getLogger("durabletask-sidecar.dispatch")
 
@@ -148,7 +149,8 @@ class WorkStream:
     # name -> the only versions this stream takes (names not listed here: any version).
     orchestration_versions: dict[str, frozenset[str]] = field(default_factory=dict)
     activity_versions: dict[str, frozenset[str]] = field(default_factory=dict)
-    queue: queue.SimpleQueue[pb.WorkItem | None] = field(default_factory=queue.SimpleQueue)
+    # Filled by the dispatcher thread (None: the stream ends), read by the stream's RPC.
+    queue: WorkQueue[pb.WorkItem | None] = field(default_factory=WorkQueue)
     outstanding: dict[str, WorkKind] = field(default_factory=dict)
     closed: bool = False
     # Instances whose replayed state the stream's worker keeps (see protocol_extensions):
@@ -266,6 +268,7 @@ class Dispatcher:
         self._releases: list[tuple[float, str, WorkKind]] = []
         self._rejected: dict[str, _Rejection] = {}  # instance ID -> the streams that handed it back
         self._ids = itertools.count(1)
+        self._work_signals = 0  # commits that made work available, counted to re-ask empty kinds
         self._last_renew = time.monotonic()
         self._last_sweep = time.monotonic()
         self._store_failure: str | None = None  # the last store error of the dispatch loop, until it passes
@@ -298,6 +301,8 @@ class Dispatcher:
 
     def _on_change(self, notice: CommitNotice) -> None:
         if notice.work_available or notice.reset or notice.resync:
+            with self._lock:
+                self._work_signals += 1
             self.wake()
 
     # --- streams ----------------------------------------------------------------------------
@@ -329,6 +334,11 @@ class Dispatcher:
         log.debug("stream %d opened (worker %r)", stream.id, stream.worker_id)
         return stream
 
+    def open_streams(self) -> int:
+        """How many streams are open."""
+        with self._lock:
+            return len(self._streams)
+
     def close_stream(self, stream: WorkStream) -> None:
         """Forget a stream; its unfinished work goes back to the queue after the grace period."""
         with self._lock:
@@ -356,6 +366,27 @@ class Dispatcher:
                     item = stream.queue.get(timeout=self.options.health_ping_interval)
                 except queue.Empty:
                     if not is_active() or stream.closed:
+                        return
+                    yield pb.WorkItem(healthPing=pb.HealthPing())
+                    continue
+                if item is None:
+                    return
+                yield item
+        finally:
+            self.close_stream(stream)
+
+    async def aiterate(self, stream: WorkStream) -> AsyncGenerator[pb.WorkItem, None]:
+        """:meth:`iterate` for an event loop: awaits items without holding a thread; closes the stream at the end.
+
+        A client that goes away cancels the awaiting task, which closes the stream too.
+        """
+        try:
+            yield pb.WorkItem(healthPing=pb.HealthPing())
+            while True:
+                try:
+                    item = await stream.queue.aget(timeout=self.options.health_ping_interval)
+                except queue.Empty:
+                    if stream.closed:
                         return
                     yield pb.WorkItem(healthPing=pb.HealthPing())
                     continue
@@ -627,17 +658,24 @@ class Dispatcher:
 
         In passes of one item per stream and kind, so that no kind of work waits for another
         to run dry: a backlog of new orchestrations does not hold back activities, whose tasks
-        appear while the backlog drains. A kind found empty is asked again in the next pass.
+        appear while the backlog drains. A kind found empty for a stream is asked again only
+        after a commit made work available.
         """
         with self._lock:
             streams = list(self._streams.values())
         sent = False
+        empty: dict[tuple[int, WorkKind], int] = {}  # -> the work signal count when found empty
         for _ in range(_PASSES_PER_CYCLE):
             progress = False
             for kind in (ORCHESTRATION, ACTIVITY, ENTITY):
                 for stream in streams:
-                    if not stream.closed and stream.free(kind) > 0 and self._lease_for(stream, kind):
+                    if stream.closed or stream.free(kind) <= 0 or empty.get((stream.id, kind)) == self._work_signals:
+                        continue
+                    signals = self._work_signals
+                    if self._lease_for(stream, kind):
                         progress = sent = True
+                    else:
+                        empty[(stream.id, kind)] = signals
             if not progress:
                 break
         return sent

@@ -1,15 +1,19 @@
 """Wake-ups for long polls: wait until an instance's state changes, without polling the store.
 
 The store calls :meth:`InstanceWatcher.on_change` after each commit; a waiter re-reads
-the instance only when a commit touched it (or the store was reset).
+the instance only when a commit touched it (or the store was reset). A thread waits with
+:meth:`InstanceWatcher.wait_for`; a task on an event loop with
+:meth:`InstanceWatcher.wait_for_async`, which holds no thread while it waits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from sidecar.store.base import CommitNotice
@@ -18,6 +22,20 @@ T = TypeVar("T")
 
 # Upper bound of one condition wait, so a waiter notices a cancelled client or shutdown.
 _RECHECK_SECONDS = 1.0
+
+
+@dataclass(eq=False)
+class _AsyncWaiter:
+    """A task waiting on an event loop: woken through the loop, from the committing thread."""
+
+    loop: asyncio.AbstractEventLoop
+    changed: asyncio.Event
+
+    def wake(self) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.changed.set)
+        except RuntimeError:  # the loop is closed: the waiter is gone
+            pass
 
 
 class InstanceWatcher:
@@ -29,25 +47,40 @@ class InstanceWatcher:
         self._watchers: Counter[str] = Counter()
         self._epoch = 0
         self._closed = False
+        self._async_waiters: dict[str, set[_AsyncWaiter]] = {}
 
     def on_change(self, changes: CommitNotice) -> None:
         """Store listener: bump the counters of watched instances and wake their waiters."""
+        woken: list[_AsyncWaiter] = []
         with self._cond:
             hit = changes.reset or changes.resync
             if hit:
                 self._epoch += 1
+                woken = [w for waiters in self._async_waiters.values() for w in waiters]
             for iid in changes.instances:
                 if iid in self._watchers:
                     self._versions[iid] = self._versions.get(iid, 0) + 1
                     hit = True
+                if not (changes.reset or changes.resync):
+                    woken.extend(self._async_waiters.get(iid, ()))
             if hit:
                 self._cond.notify_all()
+        for waiter in woken:
+            waiter.wake()
+
+    def waiting(self) -> int:
+        """How many waits are in progress (threads and tasks)."""
+        with self._cond:
+            return sum(self._watchers.values()) + sum(len(w) for w in self._async_waiters.values())
 
     def close(self) -> None:
         """Release every waiter (server shutdown)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            woken = [w for waiters in self._async_waiters.values() for w in waiters]
+        for waiter in woken:
+            waiter.wake()
 
     def wait_for(
         self,
@@ -94,3 +127,41 @@ class InstanceWatcher:
                 if self._watchers[instance_id] <= 0:
                     del self._watchers[instance_id]
                     self._versions.pop(instance_id, None)
+
+    async def wait_for_async(
+        self,
+        instance_id: str,
+        read: Callable[[], Awaitable[T]],
+        done: Callable[[T], bool],
+        timeout: float | None,
+    ) -> T:
+        """:meth:`wait_for` for an event loop: awaits changes without holding a thread.
+
+        ``read`` is awaited (it should run the store read off the loop). Cancelling the task
+        (the client went away) ends the wait. Returns the last value read, as ``wait_for`` does.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        waiter = _AsyncWaiter(loop, asyncio.Event())
+        with self._cond:
+            self._async_waiters.setdefault(instance_id, set()).add(waiter)
+        try:
+            while True:
+                waiter.changed.clear()  # changes from now on wake us: the read below may miss them
+                value = await read()
+                if done(value) or self._closed:
+                    return value
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    return value
+                try:
+                    await asyncio.wait_for(waiter.changed.wait(), remaining)
+                except asyncio.TimeoutError:
+                    return value
+        finally:
+            with self._cond:
+                waiters = self._async_waiters.get(instance_id)
+                if waiters is not None:
+                    waiters.discard(waiter)
+                    if not waiters:
+                        del self._async_waiters[instance_id]

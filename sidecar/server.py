@@ -18,7 +18,6 @@ import dataclasses
 import logging
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent import futures
 from datetime import datetime
 from typing import Any
 
@@ -59,11 +58,13 @@ from sidecar.store.base import (
     InstanceNotFoundError,
     StoreError,
 )
+from sidecar.transport import LoopServer
 
 log = logging.getLogger("durabletask-sidecar")
 
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
-DEFAULT_MAX_WORKERS = 256
+# Threads running unary RPCs (store calls) at once; streams and long polls need none.
+DEFAULT_MAX_WORKERS = 64
 HISTORY_CHUNK_SIZE = 100
 _PENDING = pb.ORCHESTRATION_STATUS_PENDING
 
@@ -178,12 +179,18 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
             return pb.GetInstanceResponse(exists=False)
         return pb.GetInstanceResponse(exists=True, orchestrationState=to_state(inst, request.getInputsAndOutputs))
 
-    def _wait(
-        self, request: pb.GetInstanceRequest, context: grpc.ServicerContext, done: Callable[[InstanceSnapshot], bool]
-    ) -> pb.GetInstanceResponse:
+    # The long polls: RPC name -> when the wait is over. The asyncio transport serves them with
+    # an async wait (see sidecar.transport); these synchronous forms block a thread each.
+    WAITS: dict[str, Callable[[InstanceSnapshot], bool]] = {
+        "WaitForInstanceStart": lambda inst: inst.status != _PENDING,
+        "WaitForInstanceCompletion": lambda inst: inst.status in TERMINAL_STATUSES,
+    }
+
+    def _wait(self, request: pb.GetInstanceRequest, context: grpc.ServicerContext, rpc: str) -> pb.GetInstanceResponse:
         # An instance that does not exist yet may be created while we wait (a child about to
         # be started): like the official backends, wait for it rather than answer NOT_FOUND.
         instance_id = check_instance_id(request.instanceId)
+        done = self.WAITS[rpc]
         final = self.watcher.wait_for(
             instance_id,
             read=lambda: self.hub.get_instance(instance_id),
@@ -191,19 +198,23 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
             timeout=context.time_remaining(),
             is_active=context.is_active,
         )
-        if final is None or not done(final):
+        return self.waited(request, final, rpc)
+
+    def waited(self, request: pb.GetInstanceRequest, final: InstanceSnapshot | None, rpc: str) -> pb.GetInstanceResponse:
+        """The answer to long poll ``rpc`` whose last read gave ``final``: DEADLINE_EXCEEDED unless it is over."""
+        if final is None or not self.WAITS[rpc](final):
             raise RpcFailure(
-                grpc.StatusCode.DEADLINE_EXCEEDED, f"timed out waiting for orchestration instance '{instance_id}'"
+                grpc.StatusCode.DEADLINE_EXCEEDED, f"timed out waiting for orchestration instance '{request.instanceId}'"
             )
         return pb.GetInstanceResponse(exists=True, orchestrationState=to_state(final, request.getInputsAndOutputs))
 
     @mapped_errors
     def WaitForInstanceStart(self, request: pb.GetInstanceRequest, context: grpc.ServicerContext) -> Any:
-        return self._wait(request, context, lambda inst: inst.status != _PENDING)
+        return self._wait(request, context, "WaitForInstanceStart")
 
     @mapped_errors
     def WaitForInstanceCompletion(self, request: pb.GetInstanceRequest, context: grpc.ServicerContext) -> Any:
-        return self._wait(request, context, lambda inst: inst.status in TERMINAL_STATUSES)
+        return self._wait(request, context, "WaitForInstanceCompletion")
 
     @mapped_errors
     def RaiseEvent(self, request: pb.RaiseEventRequest, context: grpc.ServicerContext) -> Any:
@@ -417,7 +428,13 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
 
 
 class SidecarServer:
-    """A gRPC server hosting the sidecar on a store: used by the CLI, tests and ``durabletask.testing``."""
+    """A gRPC server hosting the sidecar on a store: used by the CLI, tests and ``durabletask.testing``.
+
+    It serves with ``grpc.aio`` on an event loop in a thread of its own (see
+    :mod:`sidecar.transport`): open GetWorkItems streams and long polls hold no thread.
+    ``max_workers`` is the size of the thread pool that runs the unary RPCs (the store calls);
+    it bounds how many of those run at once, not how many calls may be open.
+    """
 
     def __init__(
         self,
@@ -445,7 +462,7 @@ class SidecarServer:
             options = dataclasses.replace(options, entity_payload_limit=max_message_size // 2)
         self.dispatcher = Dispatcher(self.hub, options)
         self.servicer = SidecarServicer(self.hub, self.dispatcher, self.watcher)
-        self._server: grpc.Server | None = None
+        self._server: LoopServer | None = None
         self.port: int | None = None
 
     @property
@@ -464,23 +481,17 @@ class SidecarServer:
             ("grpc.http2.max_ping_strikes", 0),
             ("grpc.so_reuseport", 0),
         ]
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="sidecar-rpc"),
-            options=options,
-            maximum_concurrent_rpcs=None,
-        )
-        pb_grpc.add_TaskHubSidecarServiceServicer_to_server(self.servicer, server)
+        transport = LoopServer(self.servicer, pool_size=self.max_workers, options=options)
         target = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
         try:
-            bound = server.add_insecure_port(target)
+            bound = transport.start(target)
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {target}: {exc} (is another process using the port?)") from None
         if not bound:
             raise OSError(f"cannot listen on {target} (is another process using the port?)")
         self.port = bound
+        self._server = transport
         self.dispatcher.start()
-        server.start()
-        self._server = server
         log.info("sidecar listening on %s", self.address)
         return bound
 
@@ -490,7 +501,7 @@ class SidecarServer:
         self.hub.remove_listener(self.watcher.on_change)
         self.watcher.close()
         if self._server is not None:
-            self._server.stop(grace).wait()
+            self._server.stop(grace)
             self._server = None
         if self._owns_store:
             self.hub.close()

@@ -66,6 +66,14 @@ def status_code_for(exc: Exception) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+def error_status(exc: Exception, rpc: str) -> tuple[grpc.StatusCode, str]:
+    """The status and message that report ``exc``, raised by RPC ``rpc``; unexpected errors are logged."""
+    if isinstance(exc, (BadRequest, RpcFailure, InvalidTurnError, StoreError)):
+        return status_code_for(exc), str(exc)
+    log.error("%s failed", rpc, exc_info=exc)
+    return grpc.StatusCode.INTERNAL, f"{rpc} failed: {type(exc).__name__}: {exc}"
+
+
 def mapped_errors(fn: F) -> F:
     """Turn store/validation errors of a unary RPC into gRPC statuses with their messages."""
 
@@ -73,11 +81,8 @@ def mapped_errors(fn: F) -> F:
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return fn(self, request, context)
-        except (BadRequest, RpcFailure, InvalidTurnError, StoreError) as exc:
-            context.abort(status_code_for(exc), str(exc))
         except Exception as exc:
-            log.exception("%s failed", fn.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"{fn.__name__} failed: {type(exc).__name__}: {exc}")
+            context.abort(*error_status(exc, fn.__name__))
 
     return wrapper  # type: ignore[return-value]
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ from sidecar.store.base import (
     StoreUnavailableError,
     StoreValueError,
 )
+from sidecar.store.pg_statistics import ANALYZE_SQL, StatisticsKeeper
 from sidecar.store.sql_schema import POSTGRES, bring_up_to_date
 from sidecar.store.sql_store import Failure, SqlStore
 from sidecar.store.sql_tx import Row, SqlFlavor, SqlTx
@@ -51,6 +54,8 @@ _PAYLOAD_BUDGET = 7000
 # Serializes schema creation and migration between sidecars starting at once.
 _MIGRATION_LOCK = 0x6475726162  # "durab"
 _CONNECT_TIMEOUT = 10.0
+# A pooled connection idle for longer than this is checked (one round trip) before reuse.
+_IDLE_CHECK_AFTER = 2.0
 
 # admin_shutdown, crash_shutdown, cannot_connect_now: the server is restarting.
 _SHUTDOWN_STATES = ("57P01", "57P02", "57P03")
@@ -117,6 +122,25 @@ def split_url(url: str) -> tuple[str, PoolSettings]:
     return urlunsplit(parts._replace(query=urlencode(rest))), PoolSettings(pool_min, pool_max, timeout)
 
 
+class _RecentUse:
+    """Checks a pooled connection before reuse only when it sat idle: a busy one answered a moment ago.
+
+    A connection that broke anyway fails its transaction before the commit, and the transaction
+    runs again on another connection (see ``SqlStore.run``).
+    """
+
+    def __init__(self) -> None:
+        self._returned: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    def returned(self, conn: Any) -> None:
+        self._returned[conn] = time.monotonic()
+
+    def check(self, conn: Any) -> None:
+        returned = self._returned.get(conn)
+        if returned is None or time.monotonic() - returned > _IDLE_CHECK_AFTER:
+            psycopg_pool.ConnectionPool.check_connection(conn)
+
+
 class PostgresStore(SqlStore):
     """PostgreSQL implementation of :class:`~sidecar.store.base.Store` (see the module docstring)."""
 
@@ -129,13 +153,15 @@ class PostgresStore(SqlStore):
         self._origin = uuid.uuid4().hex
         self._closed = threading.Event()
         self._conninfo, pool = split_url(url)
+        self._recent = _RecentUse()
         self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Row]] = psycopg_pool.ConnectionPool(
             self._conninfo,
             min_size=pool.min_size,
             max_size=pool.max_size,
             timeout=pool.timeout,
             kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": int(_CONNECT_TIMEOUT)},
-            check=psycopg_pool.ConnectionPool.check_connection,
+            check=self._recent.check,
+            reset=self._recent.returned,
             open=False,
             name="durabletask-sidecar",
         )
@@ -152,6 +178,7 @@ class PostgresStore(SqlStore):
         except BaseException:
             self._pool.close()
             raise
+        self._statistics = StatisticsKeeper(self._analyze)
         self._listening = threading.Event()
         self._listener = threading.Thread(target=self._listen, name="sidecar-pg-listener", daemon=True)
         self._listener.start()
@@ -215,7 +242,12 @@ class PostgresStore(SqlStore):
         state = exc.sqlstate
         return state is None or state.startswith("08") or state in _SHUTDOWN_STATES
 
+    def _analyze(self) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(ANALYZE_SQL)
+
     def _publish(self, db: Any, notice: CommitNotice) -> None:
+        self._statistics.wrote()
         ids = sorted(notice.instances)
         chunks: list[list[str]] = [[]]
         size = 0
@@ -235,6 +267,7 @@ class PostgresStore(SqlStore):
 
     def close(self) -> None:
         self._closed.set()
+        self._statistics.close()
         self._pool.close()
         if self._listener.is_alive():
             self._listener.join(timeout=5)

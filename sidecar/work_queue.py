@@ -1,0 +1,79 @@
+"""A FIFO queue that any thread feeds and that a blocked thread or an asyncio task reads.
+
+Each GetWorkItems stream has one: the dispatcher thread puts work items (and ``None`` for the
+end) into it; the stream's RPC, served on the sidecar's event loop, awaits :meth:`WorkQueue.aget`
+without holding a thread. :meth:`WorkQueue.get` keeps the blocking interface of ``queue.Queue``
+for synchronous readers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections import deque
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class WorkQueue(Generic[T]):
+    """Thread-safe FIFO with a blocking ``get`` and an awaitable ``aget``; ``queue.Empty`` on timeout."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._items: deque[T] = deque()
+        # Tasks awaiting an item: (their loop, the future that wakes them).
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def put(self, item: T) -> None:
+        """Append ``item`` and wake a reader (from any thread, or from a reader's event loop)."""
+        with self._lock:
+            self._items.append(item)
+            self._ready.notify()
+            waiters, self._waiters = self._waiters, []
+        for loop, waiter in waiters:
+            try:
+                loop.call_soon_threadsafe(_resolve, waiter)
+            except RuntimeError:  # the loop is closed: that reader is gone
+                pass
+
+    def qsize(self) -> int:
+        """How many items wait to be read."""
+        with self._lock:
+            return len(self._items)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> T:
+        """The next item; waits up to ``timeout`` seconds (forever for None) unless ``block`` is False."""
+        with self._ready:
+            if not self._ready.wait_for(lambda: bool(self._items), timeout if block else 0):
+                raise queue.Empty
+            return self._items.popleft()
+
+    async def aget(self, timeout: float | None = None) -> T:
+        """The next item, awaited on the running loop for up to ``timeout`` seconds (forever for None)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            with self._lock:
+                if self._items:
+                    return self._items.popleft()
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._waiters.append((loop, waiter))
+            try:
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    raise queue.Empty
+                await asyncio.wait_for(waiter, remaining)
+            except asyncio.TimeoutError:
+                raise queue.Empty from None
+            finally:
+                with self._lock:
+                    if (loop, waiter) in self._waiters:
+                        self._waiters.remove((loop, waiter))
