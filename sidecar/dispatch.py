@@ -268,7 +268,8 @@ class Dispatcher:
         self._releases: list[tuple[float, str, WorkKind]] = []
         self._rejected: dict[str, _Rejection] = {}  # instance ID -> the streams that handed it back
         self._ids = itertools.count(1)
-        self._work_signals = 0  # commits that made work available, counted to re-ask empty kinds
+        # Commits that made work of each kind available, counted to re-ask kinds found empty.
+        self._work_signals: dict[WorkKind, int] = dict.fromkeys(WorkKind, 0)
         self._last_renew = time.monotonic()
         self._last_sweep = time.monotonic()
         self._store_failure: str | None = None  # the last store error of the dispatch loop, until it passes
@@ -302,7 +303,9 @@ class Dispatcher:
     def _on_change(self, notice: CommitNotice) -> None:
         if notice.work_available or notice.reset or notice.resync:
             with self._lock:
-                self._work_signals += 1
+                for kind in WorkKind:
+                    if notice.may_have_work(kind.value):
+                        self._work_signals[kind] += 1
             self.wake()
 
     # --- streams ----------------------------------------------------------------------------
@@ -669,9 +672,9 @@ class Dispatcher:
             progress = False
             for kind in (ORCHESTRATION, ACTIVITY, ENTITY):
                 for stream in streams:
-                    if stream.closed or stream.free(kind) <= 0 or empty.get((stream.id, kind)) == self._work_signals:
+                    signals = self._work_signals[kind]
+                    if stream.closed or stream.free(kind) <= 0 or empty.get((stream.id, kind)) == signals:
                         continue
-                    signals = self._work_signals
                     if self._lease_for(stream, kind):
                         progress = sent = True
                     else:

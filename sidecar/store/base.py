@@ -130,9 +130,23 @@ class CommitNotice:
     work_available: bool = False
     reset: bool = False
     resync: bool = False
+    # Which kinds of work appeared ("orchestration", "activity", "entity"); empty with
+    # work_available set: not known (every kind may have).
+    work_kinds: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
         return bool(self.instances or self.work_available or self.reset or self.resync)
+
+    def add_work(self, kind: str) -> None:
+        """Record that work of ``kind`` became available."""
+        self.work_available = True
+        self.work_kinds.add(kind)
+
+    def may_have_work(self, kind: str) -> bool:
+        """True when this commit may have made work of ``kind`` available."""
+        if self.reset or self.resync:
+            return True
+        return self.work_available and (not self.work_kinds or kind in self.work_kinds)
 
 
 @dataclass

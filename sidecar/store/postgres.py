@@ -260,7 +260,8 @@ class PostgresStore(SqlStore):
             size += cost
         for chunk in chunks:
             payload = json.dumps(
-                {"o": self._origin, "w": notice.work_available, "r": notice.reset, "i": chunk},
+                {"o": self._origin, "w": notice.work_available, "k": sorted(notice.work_kinds), "r": notice.reset,
+                 "i": chunk},
                 separators=(",", ":"),
             )
             db.query("SELECT pg_notify(?, ?)", (CHANNEL, payload))
@@ -307,8 +308,10 @@ class PostgresStore(SqlStore):
             return
         if data.get("o") == self._origin:
             return
+        kinds = data.get("k")
         self._notify(CommitNotice(instances=set(data.get("i", [])), work_available=bool(data.get("w")),
-                                  reset=bool(data.get("r"))))
+                                  reset=bool(data.get("r")),
+                                  work_kinds={str(k) for k in kinds} if isinstance(kinds, list) else set()))
 
     # --- schema ---
 

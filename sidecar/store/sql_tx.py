@@ -164,7 +164,7 @@ class SqlTx(StoreTx):
             (*instance_values(instance), new_history_key()),
         )
         self.notice.instances.add(instance.instance_id)
-        self.notice.work_available = True
+        self.notice.add_work("orchestration")
 
     def update_instance(self, instance: InstanceSnapshot, *, end_lease: bool) -> None:
         assignments = ", ".join(f"{c} = ?" for c in _INSTANCE_COLUMN_LIST[1:])
@@ -179,7 +179,7 @@ class SqlTx(StoreTx):
             f"UPDATE instances SET {assignments}{lease} WHERE instance_id = ?", (*values[1:], instance.instance_id)
         )
         self.notice.instances.add(instance.instance_id)
-        self.notice.work_available = True
+        self.notice.add_work("orchestration")
 
     def relink_parent(self, instance_id: str, execution_id: str | None, task_id: int) -> None:
         self.db.execute(
@@ -265,7 +265,7 @@ class SqlTx(StoreTx):
             "INSERT INTO inbox (ord, instance_id, execution_id, kind, event, visible_at) VALUES (?, ?, ?, ?, ?, ?)",
             (ord_, instance_id, execution_id, event_kind(event), event.SerializeToString(), to_us(visible_at)),
         )
-        self.notice.work_available = True
+        self.notice.add_work("orchestration")
 
     def add_inbox(
         self, instance_id: str, event: pb.HistoryEvent, visible_at: datetime, execution_id: str | None = None
@@ -402,7 +402,7 @@ class SqlTx(StoreTx):
             " abandon_count = COALESCE(?, abandon_count) WHERE instance_id = ?",
             (None if available_at is None else to_us(available_at), abandon_count, instance_id),
         )
-        self.notice.work_available = True
+        self.notice.add_work("orchestration")
 
     # --- activities ---
 
@@ -418,7 +418,7 @@ class SqlTx(StoreTx):
                 for t in tasks
             ],
         )
-        self.notice.work_available = True
+        self.notice.add_work("activity")
 
     def delete_activity_tasks(self, instance_id: str, *, keep_execution: str | None = None) -> None:
         if keep_execution is None:
@@ -460,7 +460,7 @@ class SqlTx(StoreTx):
             (None if visible_at is None else to_us(visible_at), 1 if count_hand_back else 0, token),
         )
         if n:
-            self.notice.work_available = True
+            self.notice.add_work("activity")
         return n > 0
 
     def activity_hand_backs(self, token: str) -> int | None:
@@ -487,14 +487,14 @@ class SqlTx(StoreTx):
             "UPDATE entities SET locked_by = ?, lock_section = ?, last_modified_at = ? WHERE instance_id = ?",
             (holder, section, to_us(now), entity_id),
         )
-        self.notice.work_available = True
+        self.notice.add_work("entity")
 
     def clear_locks_held_by(self, instance_id: str, now: datetime) -> None:
         self.db.execute(
             "UPDATE entities SET locked_by = NULL, lock_section = NULL, last_modified_at = ? WHERE locked_by = ?",
             (to_us(now), instance_id),
         )
-        self.notice.work_available = True
+        self.notice.add_work("entity")
 
     def entities_locked_by(self, instance_id: str) -> list[str]:
         rows = self.db.query(
@@ -517,7 +517,7 @@ class SqlTx(StoreTx):
             "INSERT INTO entity_queue (entity_id, kind, sender, event, visible_at) VALUES (?, ?, ?, ?, ?)",
             (entity_id, kind, sender, event.SerializeToString(), to_us(visible_at)),
         )
-        self.notice.work_available = True
+        self.notice.add_work("entity")
 
     def entity_queue(self, entity_id: str, now: datetime) -> list[EntityMessageRow]:
         rows = self.db.query(
@@ -622,7 +622,7 @@ class SqlTx(StoreTx):
             " lease_batch = NULL, available_at = 0, abandon_count = 0 WHERE instance_id = ?",
             (state, to_us(now), entity_id),
         )
-        self.notice.work_available = True
+        self.notice.add_work("entity")
 
     def release_entity(self, entity_id: str, available_at: datetime | None, abandon_count: int | None) -> None:
         self.db.execute(
@@ -631,4 +631,4 @@ class SqlTx(StoreTx):
             " WHERE instance_id = ?",
             (None if available_at is None else to_us(available_at), abandon_count, entity_id),
         )
-        self.notice.work_available = True
+        self.notice.add_work("entity")
