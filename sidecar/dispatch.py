@@ -420,6 +420,12 @@ class Dispatcher:
         ``_completing``); the error still reaches the caller.
         """
         token = response.completionToken
+        if any(a.HasField("completeOrchestration") for a in response.actions):
+            # The execution ends (or continues as new): the worker keeps no state for it.
+            with self._lock:
+                held = self._tokens.get(token)
+                if held is not None:
+                    held.replay_mark = None
         with self._completing(ORCHESTRATION, token) as outcome:
             self.hub.complete_orchestration(token, response, self.clock())
             outcome.completed = True

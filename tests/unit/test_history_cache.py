@@ -1,0 +1,221 @@
+"""The sidecar's history cache (bounds, checks against the store) and the running history summary."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+import pytest
+
+from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal import proto_helpers as ph
+from sidecar import engine_events
+from sidecar.engine_history import HistorySummary, select_new_events
+from sidecar.hub import TaskHub
+from sidecar.hub.history_cache import HistoryCache, HistoryView
+from sidecar.model import InstanceSnapshot
+from sidecar.store import Store, open_store
+
+T0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
+
+
+def raised(name: str) -> pb.HistoryEvent:
+    event = engine_events.new_event(T0)
+    event.eventRaised.name = name
+    return event
+
+
+@pytest.fixture
+def store() -> Iterator[Store]:
+    s = open_store("memory")
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def create(store: Store, iid: str, execution_id: str = "e1") -> None:
+    """A (new or again created) instance row: its history starts over."""
+    inst = InstanceSnapshot(instance_id=iid, execution_id=execution_id, name="orch",
+                            status=pb.ORCHESTRATION_STATUS_RUNNING, created_at=T0, last_updated_at=T0)
+    started = engine_events.new_execution_started(name="orch", instance_id=iid, execution_id=execution_id, now=T0)
+    TaskHub(store).create_instance(inst, started, T0, T0, replaceable=[pb.ORCHESTRATION_STATUS_RUNNING])
+
+
+def append(store: Store, iid: str, events: list[pb.HistoryEvent]) -> None:
+    store.run(lambda tx: tx.append_history(iid, events))
+
+
+def replace(store: Store, iid: str, events: list[pb.HistoryEvent]) -> None:
+    store.run(lambda tx: tx.replace_history(iid, events))
+
+
+def load(cache: HistoryCache, store: Store, iid: str, execution_id: str = "e1") -> HistoryView:
+    """Load through the cache; the view must be exactly the stored history."""
+    view = store.run(lambda tx: cache.load(tx, iid, execution_id))
+    stored = store.run(lambda tx: tx.history_rows(iid))
+    assert list(view.events) == [event for _, event in stored]
+    assert view.first_seq == (stored[0][0] if stored else 0) and view.execution_id == execution_id
+    return view
+
+
+def names(view: HistoryView) -> list[str]:
+    return [e.eventRaised.name for e in view.events]
+
+
+def view_of(*event_names: str, first_seq: int = 0) -> HistoryView:
+    return HistoryView.of("key", "e", [(first_seq + i, raised(n)) for i, n in enumerate(event_names)])
+
+
+# ------------------------------------------------------------------ views
+
+
+def test_a_view_and_its_extension() -> None:
+    view = view_of("a", "b", first_seq=4)
+    assert (view.first_seq, view.next_seq) == (4, 6)
+    longer = view.extended([raised("c")])
+    assert (longer.first_seq, longer.next_seq, names(longer)) == (4, 7, ["a", "b", "c"])
+    assert names(view) == ["a", "b"], "extending returns a new view"
+    assert view.extended([]) is view
+    scheduled = longer.extended([ph.new_task_scheduled_event(7, "act")])
+    assert scheduled.summary.admitted[("task", 7)] == 1 and longer.summary.admitted[("task", 7)] == 0
+    empty = HistoryView.of(None, "e", [])
+    assert (empty.first_seq, empty.next_seq, empty.events) == (0, 0, ())
+
+
+def test_load_extends_a_cached_view_with_what_was_appended_since(store: Store) -> None:
+    cache = HistoryCache()
+    create(store, "a")
+    append(store, "a", [raised("a"), raised("b")])
+    cache.put("a", load(cache, store, "a"))
+    append(store, "a", [raised("c")])
+    view = load(cache, store, "a")
+    assert names(view) == ["a", "b", "c"] and view.first_seq == 0
+
+
+@pytest.mark.parametrize("history", [["x"], ["x", "y", "z", "w", "v"], []])
+def test_load_reads_again_a_history_that_was_replaced(store: Store, history: list[str]) -> None:
+    cache = HistoryCache()
+    create(store, "a")
+    append(store, "a", [raised("a"), raised("b"), raised("c")])
+    cache.put("a", load(cache, store, "a"))
+    replace(store, "a", [raised(n) for n in history])
+    append(store, "a", [raised("tail")])
+    assert names(load(cache, store, "a")) == [*history, "tail"]
+
+
+def test_load_reads_again_the_history_of_an_instance_created_again(store: Store) -> None:
+    cache = HistoryCache()
+    create(store, "a")
+    append(store, "a", [raised(f"old{i}") for i in range(3)])
+    cache.put("a", load(cache, store, "a"))
+    create(store, "a")  # the same execution ID again: a new history, numbered from the start
+    append(store, "a", [raised(f"new{i}") for i in range(5)])
+    assert names(load(cache, store, "a")) == [f"new{i}" for i in range(5)]
+
+
+def test_load_ignores_a_view_of_another_execution(store: Store) -> None:
+    cache = HistoryCache()
+    create(store, "a")
+    append(store, "a", [raised("a"), raised("b")])
+    cache.put("a", load(cache, store, "a", "e1"))
+    view = load(cache, store, "a", "e2")
+    assert view.execution_id == "e2" and names(view) == ["a", "b"]
+
+
+def test_capacity_evicts_the_least_recently_used_views() -> None:
+    cache = HistoryCache(capacity=2)
+    views = {iid: view_of(iid) for iid in "abc"}
+    cache.put("a", views["a"])
+    cache.put("b", views["b"])
+    cache.put("a", views["a"])
+    cache.put("c", views["c"])
+    assert len(cache) == 2 and set(cache._views) == {"a", "c"} and cache.event_count == 2
+
+
+def test_the_event_budget_evicts_views_and_refuses_one_too_large() -> None:
+    cache = HistoryCache(capacity=10, max_events=5)
+    big = view_of("0", "1", "2")
+    cache.put("a", big)
+    cache.put("b", big)  # 6 events > 5: the oldest view goes
+    assert set(cache._views) == {"b"} and cache.event_count == 3
+    cache.put("c", view_of(*"012345"))
+    assert set(cache._views) == {"b"}, "a view over the whole budget is not kept"
+    cache.put("b", view_of(*"012345"))
+    assert len(cache) == 0 and cache.event_count == 0, "and it drops the instance's older view"
+
+
+def test_discard_clear_and_capacity_zero() -> None:
+    view = view_of("a", "b")
+    cache = HistoryCache()
+    cache.put("a", view)
+    cache.put("b", view)
+    cache.discard("a")
+    cache.discard("missing")
+    assert set(cache._views) == {"b"} and cache.event_count == 2
+    cache.clear()
+    assert len(cache) == 0 and cache.event_count == 0
+    off = HistoryCache(capacity=0)
+    off.put("a", view)
+    assert len(off) == 0
+
+
+# ------------------------------------------------------------ the summary
+
+
+def scheduled(kind: str, event_id: int) -> pb.HistoryEvent:
+    if kind == "task":
+        return ph.new_task_scheduled_event(event_id, "act")
+    if kind == "timer":
+        return ph.new_timer_created_event(event_id, T0)
+    return ph.new_sub_orchestration_created_event(event_id, "child", f"c{event_id}")
+
+
+def resolved(kind: str, event_id: int, rng: random.Random) -> pb.HistoryEvent:
+    if kind == "task":
+        return ph.new_task_completed_event(event_id) if rng.random() < 0.5 else ph.new_task_failed_event(
+            event_id, ValueError("x"))
+    if kind == "timer":
+        return ph.new_timer_fired_event(event_id, T0)
+    if kind == "entity":
+        return ph.new_entity_operation_completed_event(f"r{event_id}")
+    if kind == "lock":
+        return ph.new_entity_lock_granted_event(f"s{event_id}")
+    return ph.new_sub_orchestration_completed_event(event_id)
+
+
+def random_events(rng: random.Random, count: int) -> list[pb.HistoryEvent]:
+    events: list[pb.HistoryEvent] = []
+    for _ in range(count):
+        kind = rng.choice(["task", "timer", "sub", "entity", "lock", "raised", "start"])
+        event_id = rng.randint(1, 6)
+        if kind == "raised":
+            events.append(raised("e"))
+        elif kind == "start":
+            events.append(ph.new_execution_started_event("orch", "i"))
+        elif kind in ("task", "timer", "sub") and rng.random() < 0.5:
+            events.append(scheduled(kind, event_id))
+        else:
+            events.append(resolved(kind, event_id, rng))
+    return events
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_summary_grown_turn_by_turn_selects_what_the_whole_history_selects(seed: int) -> None:
+    rng = random.Random(seed)
+    history: list[pb.HistoryEvent] = []
+    summary = HistorySummary()
+    for _ in range(8):
+        inbox = random_events(rng, rng.randint(0, 6))
+        selected = select_new_events(summary, inbox)
+        assert selected == select_new_events(history, inbox) == select_new_events(HistorySummary(history), inbox)
+        appended = random_events(rng, rng.randint(0, 5)) + [inbox[i] for i in selected[0]]
+        before = summary.copy()
+        summary.add(appended)
+        assert (before.admitted, before.used) == (HistorySummary(history).admitted, HistorySummary(history).used), (
+            "a copy does not change with the summary it was taken from"
+        )
+        history.extend(appended)
+    assert summary.admitted == HistorySummary(history).admitted
+    assert summary.used == HistorySummary(history).used
