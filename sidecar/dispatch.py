@@ -38,6 +38,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal.protocol_extensions import KEEPS_REPLAY_STATE, mark_omitted
 from sidecar.entity_batch import InvalidBatchResultError
 from sidecar.entity_scheduler import DEFAULT_MAX_BATCH
+from sidecar.group_commit import GroupCommitter
 from sidecar.hub import TaskHub
 from sidecar.model import TERMINAL_STATUSES, InvalidTurnError
 from sidecar.store.base import (
@@ -56,6 +57,9 @@ log = logging.getLogger("durabletask-sidecar.dispatch")
 # Completion failures that leave nothing to hand back: a stale token; a result the hub refused
 # (it already released the item with the hand-back delay); a value the store cannot keep (the
 # worker answers INVALID_ARGUMENT with a failure in its place, under the same token).
+# Activities leased in one transaction for one stream.
+_ACTIVITY_BATCH = 16
+
 # Dispatch passes per cycle (the cycle's upkeep, such as lease renewals, runs between them).
 _PASSES_PER_CYCLE = 32
 
@@ -185,7 +189,8 @@ class WorkStream:
             self.replayed.popitem(last=False)
 
     def free(self, kind: WorkKind) -> int:
-        used = sum(1 for k in self.outstanding.values() if k == kind)
+        # A copy first: completions change ``outstanding`` from other threads (list() does not let them in).
+        used = sum(1 for k in list(self.outstanding.values()) if k == kind)
         limit = {
             WorkKind.ORCHESTRATION: self.max_orchestrations,
             WorkKind.ACTIVITY: self.max_activities,
@@ -276,6 +281,10 @@ class Dispatcher:
         # Tokens whose completion and hand-back both failed -> when their lease has surely run out.
         self._dead_tokens: dict[str, float] = {}
         self._thread: threading.Thread | None = None
+        # Activity results that arrive together are committed in one transaction.
+        self._activity_results: GroupCommitter[tuple[str, pb.ActivityResponse, datetime]] = GroupCommitter(
+            hub.complete_activities, lambda c: hub.complete_activity(*c)
+        )
         hub.add_listener(self._on_change)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -434,7 +443,7 @@ class Dispatcher:
         """Commit an activity result. Raises LeaseNotFoundError for a stale token; other failures hand it back."""
         token = response.completionToken
         with self._completing(ACTIVITY, token):
-            self.hub.complete_activity(token, response, self.clock())
+            self._activity_results.submit((token, response, self.clock()))
 
     def complete_entity(self, result: pb.EntityBatchResult) -> None:
         """Commit an entity batch. Raises LeaseNotFoundError (stale token) or InvalidBatchResultError.
@@ -722,9 +731,28 @@ class Dispatcher:
                         omitted = stream.omittable(item)
                     mark = (*replay_identity(item), len(item.past_events) + len(item.new_events))
         else:
-            item = self.hub.lease_activity(now, lease_for, stream.activity_names, versions=stream.activity_versions)
+            items = self.hub.lease_activities(
+                now, lease_for, stream.activity_names, versions=stream.activity_versions,
+                limit=min(stream.free(ACTIVITY), _ACTIVITY_BATCH),
+            )
+            handed = [self._hand_over(stream, kind, leased, now, lease_for) for leased in items]
+            return any(handed)
         if item is None:
             return False
+        return self._hand_over(stream, kind, item, now, lease_for, turn, mark, omitted)
+
+    def _hand_over(
+        self,
+        stream: WorkStream,
+        kind: WorkKind,
+        item: OrchestrationWorkItem | ActivityWorkItem | EntityWorkItem,
+        now: datetime,
+        lease_for: timedelta,
+        turn: _HeldTurn | None = None,
+        mark: ReplayMark | None = None,
+        omitted: int = 0,
+    ) -> bool:
+        """Put a leased item on the stream, or hand its lease back if the stream closed meanwhile."""
         work = _to_work_item(item, omitted)
         with self._lock:
             if turn is not None:

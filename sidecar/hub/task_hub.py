@@ -9,7 +9,7 @@ rules hold on every store.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
 import sidecar.hub.instances as instances
@@ -317,24 +317,62 @@ class TaskHub:
         versions: VersionFilter | None = None,
     ) -> ActivityWorkItem | None:
         """Lease one visible activity task (optionally only these names and versions)."""
-        if names is not None and not names:
-            return None
-        token = self.new_id()
-        task = self.store.run(lambda tx: tx.claim_activity(now, now + lease_for, token, names, versions))
-        return None if task is None else ActivityWorkItem(token=token, task=task)
+        leased = self.lease_activities(now, lease_for, names, versions=versions, limit=1)
+        return leased[0] if leased else None
+
+    def lease_activities(
+        self,
+        now: datetime,
+        lease_for: timedelta,
+        names: Collection[str] | None = None,
+        *,
+        versions: VersionFilter | None = None,
+        limit: int = 1,
+    ) -> list[ActivityWorkItem]:
+        """Lease up to ``limit`` visible activity tasks in one transaction, oldest first."""
+        if (names is not None and not names) or limit < 1:
+            return []
+
+        def fn(tx: StoreTx) -> list[ActivityWorkItem]:
+            leased: list[ActivityWorkItem] = []
+            while len(leased) < limit:
+                token = self.new_id()
+                task = tx.claim_activity(now, now + lease_for, token, names, versions)
+                if task is None:
+                    break
+                leased.append(ActivityWorkItem(token=token, task=task))
+            return leased
+
+        return self.store.run(fn)
 
     def complete_activity(self, token: str, response: pb.ActivityResponse, now: datetime) -> None:
         """Remove the task and put its result event in the instance's inbox, in one transaction."""
+        failure = self.complete_activities([(token, response, now)])[0]
+        if failure is not None:
+            raise failure
 
-        def fn(tx: StoreTx) -> None:
-            task = tx.take_activity(token)
-            if task is None:
-                raise LeaseNotFoundError(token)
-            event = engine_events.activity_result_event(task.task_id, response, now)
-            msg = OutboundMessage(task.instance_id, event, target_execution_id=task.execution_id)
-            instances.route_message(tx, "", msg, now)
+    def complete_activities(
+        self, completions: Sequence[tuple[str, pb.ActivityResponse, datetime]]
+    ) -> list[LeaseNotFoundError | None]:
+        """Commit several activity results in one transaction; a stale token fails only its own one.
 
-        self.store.run(fn)
+        Returns, per completion, None or the LeaseNotFoundError of its stale token.
+        """
+
+        def fn(tx: StoreTx) -> list[LeaseNotFoundError | None]:
+            outcomes: list[LeaseNotFoundError | None] = []
+            for token, response, now in completions:
+                task = tx.take_activity(token)
+                if task is None:
+                    outcomes.append(LeaseNotFoundError(token))
+                    continue
+                event = engine_events.activity_result_event(task.task_id, response, now)
+                msg = OutboundMessage(task.instance_id, event, target_execution_id=task.execution_id)
+                instances.route_message(tx, "", msg, now)
+                outcomes.append(None)
+            return outcomes
+
+        return self.store.run(fn)
 
     def abandon_activity(self, token: str, now: datetime) -> None:
         """Release an activity lease; the task is offered again after a growing delay."""

@@ -544,3 +544,28 @@ def test_two_hubs_on_one_database_never_lease_the_same_turn(
     tokens = [token for per_hub in leased for _, token in per_hub]
     assert len(set(tokens)) == len(tokens)
     assert all(h.lease_orchestration(T0, LEASE) is None for h in hubs)
+
+
+def test_activities_are_leased_and_completed_in_batches(hub: TaskHub) -> None:
+    start(hub, "a")
+    item = hub.lease_orchestration(T0, LEASE)
+    assert item is not None
+    respond(hub, item.token, "a", [schedule(i) for i in (1, 2, 3)], T0)
+    leased = hub.lease_activities(T0, LEASE, limit=2)
+    assert [w.task.task_id for w in leased] == [1, 2]
+    assert len({w.token for w in leased}) == 2
+    rest = hub.lease_activities(T0, LEASE, limit=5)
+    assert [w.task.task_id for w in rest] == [3]
+    assert hub.lease_activities(T0, LEASE, limit=5) == []
+    assert hub.lease_activities(T0, LEASE, limit=0) == []
+
+    stale = leased[0].token
+    hub.complete_activity(stale, pb.ActivityResponse(instanceId="a", taskId=1, completionToken=stale), T0)
+    outcomes = hub.complete_activities([
+        (t, pb.ActivityResponse(instanceId="a", taskId=n, completionToken=t), T0)
+        for t, n in ((stale, 1), (leased[1].token, 2), (rest[0].token, 3))
+    ])
+    assert isinstance(outcomes[0], LeaseNotFoundError) and outcomes[1:] == [None, None]
+    assert hub.store.activity_tasks_of("a") == []
+    results = [e.taskCompleted.taskScheduledId for e, _, _ in hub.store.inbox_of("a")]
+    assert results == [1, 2, 3], "each result once; the stale completion added nothing"
