@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from durabletask.internal import orchestrator_service_pb2 as pb
-from sidecar.dispatch import _declared_names, _declared_versions
 from sidecar.servicer_util import QUERY_VERSIONS_HEADER, BadRequest, query_versions
+from sidecar.work_streams import declared_names as _declared_names
+from sidecar.work_streams import declared_versions as _declared_versions
 
 
 def test_filters_in_a_stream_request() -> None:

@@ -1,0 +1,165 @@
+"""Work-item streams as the dispatcher sees them: kinds of work, a stream's limits and filters,
+the replay marks of workers that keep state between turns, and the work items sent."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from enum import Enum
+
+from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal.protocol_extensions import KEEPS_REPLAY_STATE, mark_omitted
+from sidecar.store.base import ActivityWorkItem, EntityWorkItem, OrchestrationWorkItem
+from sidecar.work_queue import WorkQueue
+
+# Instances per stream whose replay state the sidecar tracks (the worker bounds its own cache).
+_MAX_REPLAYED_PER_STREAM = 10_000
+
+
+class WorkKind(str, Enum):
+    """The three kinds of work item a stream receives."""
+
+    ORCHESTRATION = "orchestration"
+    ACTIVITY = "activity"
+    ENTITY = "entity"
+
+
+ORCHESTRATION = WorkKind.ORCHESTRATION
+ACTIVITY = WorkKind.ACTIVITY
+ENTITY = WorkKind.ENTITY
+
+
+# Which history a worker replayed, and how far: (execution ID, history key, first history seq,
+# events seen). The first three name the stored history; they change when it starts over.
+ReplayMark = tuple[str, str | None, int, int]
+
+
+def replay_identity(item: OrchestrationWorkItem) -> tuple[str, str | None, int]:
+    """The identity of the history a turn carries: (execution ID, history key, first seq)."""
+    return (item.instance.execution_id, item.history_key, item.history_first_seq)
+
+
+@dataclass(eq=False)
+class WorkStream:
+    """One open GetWorkItems call: its limits, filters and the items on their way to it."""
+
+    id: int
+    max_orchestrations: int
+    max_activities: int
+    orchestration_names: frozenset[str] | None
+    activity_names: frozenset[str] | None
+    capabilities: frozenset[int]
+    worker_id: str = ""
+    max_entities: int = 0
+    entity_names: frozenset[str] | None = None
+    # name -> the only versions this stream takes (names not listed here: any version).
+    orchestration_versions: dict[str, frozenset[str]] = field(default_factory=dict)
+    activity_versions: dict[str, frozenset[str]] = field(default_factory=dict)
+    # Filled by the dispatcher thread (None: the stream ends), read by the stream's RPC.
+    queue: WorkQueue[pb.WorkItem | None] = field(default_factory=WorkQueue)
+    outstanding: dict[str, WorkKind] = field(default_factory=dict)
+    closed: bool = False
+    # Instances whose replayed state the stream's worker keeps (see protocol_extensions):
+    # instance ID -> the turn it last completed (see ReplayMark).
+    replayed: OrderedDict[str, ReplayMark] = field(default_factory=OrderedDict)
+
+    @property
+    def keeps_replay_state(self) -> bool:
+        """True when the worker declared that it keeps orchestrations' replayed state between turns."""
+        return KEEPS_REPLAY_STATE in self.capabilities
+
+    def omittable(self, item: OrchestrationWorkItem) -> int:
+        """How many past events of ``item`` the worker has processed already (0: send them all)."""
+        if not self.keeps_replay_state:
+            return 0
+        mark = self.replayed.get(item.instance.instance_id)
+        if mark is None:
+            return 0
+        if mark[:3] != replay_identity(item):
+            return 0
+        seen = mark[3]
+        return seen if seen <= len(item.past_events) else 0
+
+    def remember_replayed(self, instance_id: str, mark: ReplayMark | None) -> None:
+        """Record (or, with None, forget) the turn the worker last completed for an instance."""
+        if mark is None:
+            self.replayed.pop(instance_id, None)
+            return
+        self.replayed[instance_id] = mark
+        self.replayed.move_to_end(instance_id)
+        while len(self.replayed) > _MAX_REPLAYED_PER_STREAM:
+            self.replayed.popitem(last=False)
+
+    def free(self, kind: WorkKind) -> int:
+        # A copy first: completions change ``outstanding`` from other threads (list() does not let them in).
+        used = sum(1 for k in list(self.outstanding.values()) if k == kind)
+        limit = {
+            WorkKind.ORCHESTRATION: self.max_orchestrations,
+            WorkKind.ACTIVITY: self.max_activities,
+            WorkKind.ENTITY: self.max_entities,
+        }[kind]
+        return limit - used
+
+
+def declared_names(
+    request: pb.GetWorkItemsRequest, filters: list[pb.OrchestrationFilter] | list[pb.ActivityFilter]
+) -> frozenset[str] | None:
+    """None (all work) without filters; with filters, the names declared (an empty list: none of this kind)."""
+    return frozenset(f.name for f in filters) if request.HasField("workItemFilters") else None
+
+
+def declared_versions(filters: list[pb.OrchestrationFilter] | list[pb.ActivityFilter]) -> dict[str, frozenset[str]]:
+    """name -> accepted versions, for names whose filters all list versions (one without: any version)."""
+    accepted: dict[str, set[str]] = {}
+    unrestricted: set[str] = set()
+    for f in filters:
+        if f.versions:
+            accepted.setdefault(f.name, set()).update(f.versions)
+        else:
+            unrestricted.add(f.name)
+    return {name: frozenset(v) for name, v in accepted.items() if name not in unrestricted}
+
+
+def entity_names_of(request: pb.GetWorkItemsRequest) -> frozenset[str] | None:
+    """Entity names a stream asked for (lower-cased): None without filters, else the names declared."""
+    if not request.HasField("workItemFilters"):
+        return None
+    return frozenset(f.name.lower() for f in request.workItemFilters.entities)
+
+
+def takes(stream: WorkStream, name: str, version: str | None) -> bool:
+    """Whether a stream's filters let it take a turn of orchestration ``name`` at ``version``."""
+    if stream.orchestration_names is None:
+        return True
+    if name not in stream.orchestration_names:
+        return False
+    versions = stream.orchestration_versions.get(name)
+    return not versions or (version or "") in versions
+
+
+def to_work_item(item: OrchestrationWorkItem | ActivityWorkItem | EntityWorkItem, omitted: int = 0) -> pb.WorkItem:
+    """The work item sent to a worker; for a turn, without the first ``omitted`` past events."""
+    if isinstance(item, EntityWorkItem):
+        entity = pb.EntityRequest(instanceId=item.instance_id, operationRequests=item.operations)
+        if item.state is not None:
+            entity.entityState.value = item.state
+        return pb.WorkItem(entityRequestV2=entity, completionToken=item.token)
+    if isinstance(item, OrchestrationWorkItem):
+        request = pb.OrchestratorRequest(
+            instanceId=item.instance.instance_id,
+            pastEvents=item.past_events[omitted:] if omitted else item.past_events,
+            newEvents=item.new_events,
+        )
+        request.executionId.value = item.instance.execution_id
+        if omitted:
+            mark_omitted(request, omitted)
+        return pb.WorkItem(orchestratorRequest=request, completionToken=item.token)
+    task = item.task
+    activity = pb.ActivityRequest(name=task.name, taskId=task.task_id, tags=task.tags)
+    if task.version is not None:
+        activity.version.value = task.version
+    if task.input is not None:
+        activity.input.value = task.input
+    activity.orchestrationInstance.instanceId = task.instance_id
+    activity.orchestrationInstance.executionId.value = task.execution_id
+    return pb.WorkItem(activityRequest=activity, completionToken=item.token)
