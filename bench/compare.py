@@ -164,6 +164,13 @@ class BackendError(RuntimeError):
 @contextmanager
 def backend_process(command: list[str], log_path: Path, what: str) -> Iterator[str]:
     """Starts a backend that announces ``listening on host:port``; yields that address, stops it after."""
+    with started_backend(command, log_path, what) as (address, _):
+        yield address
+
+
+@contextmanager
+def started_backend(command: list[str], log_path: Path, what: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """:func:`backend_process`, yielding the address and the process."""
     with log_path.open("w") as log:
         proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                                 text=True, cwd=ROOT, env=isolated_env())
@@ -182,7 +189,7 @@ def backend_process(command: list[str], log_path: Path, what: str) -> Iterator[s
                     raise BackendError(f"{what} exited early (code {proc.wait()}):\n{tail(log_path)}")
                 match = LISTENING.search(line)
                 address = match.group(1) if match else ""
-            yield address
+            yield address, proc
             if proc.poll() is not None:
                 raise BackendError(f"{what} died during the run (code {proc.returncode}):\n{tail(log_path)}")
         finally:

@@ -12,16 +12,13 @@ start-up and its peak (``VmHWM``) at the end.
 from __future__ import annotations
 
 import argparse
-import queue
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.compare import LISTENING, ROOT, START_TIMEOUT, _pump, isolated_env, stop_process
+from bench.compare import started_backend
 from durabletask import task
 from durabletask.client import OrchestrationQuery, OrchestrationStatus, TaskHubGrpcClient
 from durabletask.internal import orchestrator_service_pb2 as pb
@@ -103,30 +100,13 @@ def main() -> None:
         started = time.perf_counter()
         fill(path, args.instances)
         print(f"memory: {args.instances} finished instances written in {time.perf_counter() - started:.1f} s")
-        log = (Path(tmp) / "sidecar.log").open("w")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sidecar", "--store", str(path), "--port", "0", "--log-level", "WARNING"],
-            stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT, env=isolated_env(),
-        )
-        try:
-            assert proc.stdout is not None
-            lines: queue.Queue[str | None] = queue.Queue()
-            threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
-            address = ""
-            while not address:
-                line = lines.get(timeout=START_TIMEOUT)
-                if line is None:
-                    raise RuntimeError(f"the sidecar exited early (code {proc.wait()})")
-                match = LISTENING.search(line)
-                address = match.group(1) if match else ""
+        command = [sys.executable, "-m", "sidecar", "--store", str(path), "--port", "0", "--log-level", "WARNING"]
+        with started_backend(command, Path(tmp) / "sidecar.log", "our sidecar") as (address, proc):
             at_start = rss_mib(proc.pid, "VmRSS")
             seen = work(address, args.instances)
             peak = rss_mib(proc.pid, "VmHWM")
-            print(f"  sidecar resident memory: {at_start:.0f} MiB after start-up, peak {peak:.0f} MiB "
-                  f"(after paging through {seen} instances, reading 1,000 histories, running 100 orchestrations)")
-        finally:
-            stop_process(proc)
-            log.close()
+        print(f"  sidecar resident memory: {at_start:.0f} MiB after start-up, peak {peak:.0f} MiB "
+              f"(after paging through {seen} instances, reading 1,000 histories, running 100 orchestrations)")
 
 
 if __name__ == "__main__":
