@@ -70,7 +70,9 @@ class CallContext:
         remaining = context.time_remaining()
         self._deadline = None if remaining is None else time.monotonic() + remaining
         self._peer = context.peer()
+        self._lock = threading.Lock()  # add_callback runs on a pool thread, ended() on the loop
         self._callbacks: list[Callable[[], object]] = []
+        self._ended = False
         self.cancelled = False
         self.code: grpc.StatusCode | None = None
         self.details: str | None = None
@@ -95,13 +97,19 @@ class CallContext:
         raise Aborted(code, details)
 
     def add_callback(self, callback: Callable[[], object]) -> bool:
-        """Run ``callback`` when the call ends, however it ends."""
-        self._callbacks.append(callback)
-        return True
+        """Run ``callback`` when the call ends, however it ends (at once, returning False, if it has ended)."""
+        with self._lock:
+            if not self._ended:
+                self._callbacks.append(callback)
+                return True
+        callback()
+        return False
 
     def ended(self) -> None:
         """The call is over: run the callbacks added with add_callback."""
-        callbacks, self._callbacks = self._callbacks, []
+        with self._lock:
+            self._ended = True
+            callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             try:
                 callback()
@@ -238,6 +246,67 @@ class AsyncServicer:
             await items.aclose()  # closes the stream (a no-op when the iteration ended it)
 
 
+class _Undecodable:
+    """Stands for a request whose bytes did not parse (see :func:`add_to_server`)."""
+
+
+UNDECODABLE = _Undecodable()
+_UNDECODABLE_DETAILS = "Exception deserializing request!"  # what a sync grpc server answers
+
+
+def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception:
+            return UNDECODABLE
+
+    return deserialize
+
+
+def _refusing_undecodable(rpc: str, handler: Handler) -> Handler:
+    async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if request is UNDECODABLE:
+            log.warning("%s: the request could not be parsed", rpc)
+            await context.abort(grpc.StatusCode.INTERNAL, _UNDECODABLE_DETAILS)
+        return await handler(request, context)
+
+    return checked
+
+
+class _Registrations:
+    """Stands in for a server to collect what the generated ``add_..._to_server`` registers."""
+
+    def __init__(self) -> None:
+        self.service = ""
+        self.handlers: dict[str, Any] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass  # the same handlers come with add_registered_method_handlers
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        self.service, self.handlers = service, dict(handlers)
+
+
+def add_to_server(servicer: AsyncServicer, server: grpc.aio.Server) -> None:
+    """Register ``servicer``'s handlers, answering an undecodable request as a sync grpc server does.
+
+    grpc.aio would answer UNKNOWN with the parser's error; the sidecar served with threads
+    answered INTERNAL "Exception deserializing request!", and still does.
+    """
+    collected = _Registrations()
+    pb_grpc.add_TaskHubSidecarServiceServicer_to_server(servicer, collected)
+    handlers = {}
+    for rpc, handler in collected.handlers.items():
+        kind = "unary_stream" if handler.response_streaming else "unary_unary"
+        handlers[rpc] = handler._replace(
+            request_deserializer=_lenient(handler.request_deserializer),
+            **{kind: _refusing_undecodable(rpc, getattr(handler, kind))},
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(collected.service, handlers),))
+    server.add_registered_method_handlers(collected.service, handlers)
+
+
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
     """The loop thread: run until stopped, then cancel what is left and close the loop."""
     asyncio.set_event_loop(loop)
@@ -287,7 +356,7 @@ class LoopServer:
 
     async def _serve(self, target: str, pool: Executor) -> int:
         server = grpc.aio.server(options=self._options, maximum_concurrent_rpcs=None)
-        pb_grpc.add_TaskHubSidecarServiceServicer_to_server(AsyncServicer(self._servicer, pool), server)
+        add_to_server(AsyncServicer(self._servicer, pool), server)
         port = server.add_insecure_port(target)
         if port:
             await server.start()

@@ -64,16 +64,16 @@ class WorkQueue(Generic[T]):
             with self._lock:
                 if self._items:
                     return self._items.popleft()
+                if deadline is not None and loop.time() >= deadline:
+                    raise queue.Empty
                 waiter: asyncio.Future[None] = loop.create_future()
                 self._waiters.append((loop, waiter))
+            timer = None if deadline is None else loop.call_at(deadline, _resolve, waiter)
             try:
-                remaining = None if deadline is None else deadline - loop.time()
-                if remaining is not None and remaining <= 0:
-                    raise queue.Empty
-                await asyncio.wait_for(waiter, remaining)
-            except asyncio.TimeoutError:
-                raise queue.Empty from None
+                await waiter
             finally:
+                if timer is not None:
+                    timer.cancel()
                 with self._lock:
                     if (loop, waiter) in self._waiters:
                         self._waiters.remove((loop, waiter))

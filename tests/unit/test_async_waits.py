@@ -1,0 +1,128 @@
+"""The event-loop side of the sidecar's waits: WorkQueue.aget and InstanceWatcher.wait_for_async.
+
+Both are woken from other threads (the dispatcher, a committing store call) without holding a
+thread of their own while they wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+
+import pytest
+
+from sidecar.notify import InstanceWatcher
+from sidecar.store.base import CommitNotice
+from sidecar.work_queue import WorkQueue
+
+
+def later(seconds: float, fn: object, *args: object) -> threading.Timer:
+    timer = threading.Timer(seconds, fn, args)  # type: ignore[arg-type]
+    timer.start()
+    return timer
+
+
+def test_queue_keeps_order_for_blocking_and_async_readers() -> None:
+    q: WorkQueue[int] = WorkQueue()
+    for n in range(3):
+        q.put(n)
+    assert q.qsize() == 3
+    assert q.get(timeout=0) == 0
+    assert asyncio.run(q.aget(timeout=0)) == 1
+    assert q.get(block=False) == 2
+    with pytest.raises(queue.Empty):
+        q.get(block=False)
+
+
+def test_queue_aget_is_woken_by_a_put_from_another_thread() -> None:
+    q: WorkQueue[str] = WorkQueue()
+
+    async def read() -> tuple[str, float]:
+        began = time.monotonic()
+        item = await q.aget(timeout=10)
+        return item, time.monotonic() - began
+
+    later(0.1, q.put, "item")
+    item, waited = asyncio.run(read())
+    assert item == "item" and waited < 5
+
+
+def test_queue_aget_times_out_with_empty_and_forgets_the_waiter() -> None:
+    q: WorkQueue[str] = WorkQueue()
+
+    async def read() -> None:
+        with pytest.raises(queue.Empty):
+            await q.aget(timeout=0.05)
+        task = asyncio.ensure_future(q.aget())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(read())
+    assert q._waiters == []
+    q.put("kept")  # nobody is woken, nothing is lost
+    assert q.get(timeout=1) == "kept"
+
+
+def test_queue_blocking_get_waits_for_a_put() -> None:
+    q: WorkQueue[int] = WorkQueue()
+    later(0.05, q.put, 7)
+    assert q.get(timeout=10) == 7
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.05)
+
+
+def _wait(watcher: InstanceWatcher, state: dict[str, int], timeout: float | None) -> int:
+    async def read() -> int:
+        return state["version"]
+
+    return asyncio.run(watcher.wait_for_async("i1", read, lambda v: v >= 2, timeout))
+
+
+def test_async_wait_re_reads_on_each_change_of_its_instance() -> None:
+    watcher = InstanceWatcher()
+    state = {"version": 0}
+
+    def change(version: int) -> None:
+        state["version"] = version
+        watcher.on_change(CommitNotice(instances={"i1"}))
+
+    later(0.05, change, 1)
+    later(0.15, change, 2)
+    assert _wait(watcher, state, timeout=10) == 2
+    assert watcher.waiting() == 0
+
+
+def test_async_wait_ignores_other_instances_and_times_out() -> None:
+    watcher = InstanceWatcher()
+    state = {"version": 0}
+
+    def other() -> None:
+        state["version"] = 5  # changed, but the notice names another instance: no re-read
+        watcher.on_change(CommitNotice(instances={"i2"}))
+
+    later(0.02, other)
+    began = time.monotonic()
+    assert _wait(watcher, state, timeout=0.3) == 0
+    assert time.monotonic() - began >= 0.25
+
+
+def test_async_wait_ends_on_reset_and_on_close() -> None:
+    watcher = InstanceWatcher()
+    state = {"version": 0}
+
+    def reset() -> None:
+        state["version"] = 3
+        watcher.on_change(CommitNotice(reset=True))
+
+    later(0.05, reset)
+    assert _wait(watcher, state, timeout=10) == 3
+
+    state["version"] = 0
+    later(0.05, watcher.close)
+    began = time.monotonic()
+    assert _wait(watcher, state, timeout=10) == 0  # released, not done: the caller answers DEADLINE_EXCEEDED
+    assert time.monotonic() - began < 5
