@@ -45,6 +45,8 @@ from sidecar.store.base import (
     LeaseNotFoundError,
     OrchestrationWorkItem,
     StoreError,
+    StoreFullError,
+    StoreUnavailableError,
     StoreValueError,
 )
 from sidecar.work_streams import (
@@ -186,7 +188,9 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         # Activity results that arrive together are committed in one transaction.
         self._activity_results: GroupCommitter[tuple[str, pb.ActivityResponse, datetime]] = GroupCommitter(
-            hub.complete_activities, lambda c: hub.complete_activity(*c)
+            hub.complete_activities,
+            lambda c: hub.complete_activity(*c),
+            shared_failure=lambda exc: isinstance(exc, (StoreUnavailableError, StoreFullError)),
         )
         hub.add_listener(self._on_change)
 
@@ -668,8 +672,12 @@ class Dispatcher:
                 self._tokens[item.token] = _Held(stream, kind, deadline, now + lease_for, turn, mark)
                 stream.queue.put(work)
                 return True
-        # The stream closed meanwhile: hand the lease straight back.
-        self._release(item.token, kind)
+        # The stream closed meanwhile: hand the lease straight back (or let it run out).
+        try:
+            self._release(item.token, kind)
+        except StoreError as exc:
+            log.info("could not hand back %s work item %s of a closed stream (%s); its lease runs out", kind.value,
+                     item.token, exc)
         return False
 
     def _release(self, token: str, kind: WorkKind) -> bool:

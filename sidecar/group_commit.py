@@ -5,7 +5,8 @@ every waiting request (up to ``max_batch``), commits them together, hands each i
 and passes the lead to the oldest request still waiting. Others wait for their outcome. Nothing
 waits for company: a request alone is committed at once, so the batching only happens under load,
 where it saves a transaction per request. When a batch's transaction fails as a whole, each of
-its requests is committed on its own, so that one bad request cannot fail the others.
+its requests is committed on its own, so that one bad request cannot fail the others, unless
+the failure is one they all share (the store is unreachable or full): then it is every one's.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ class GroupCommitter(Generic[T]):
         commit_one: Callable[[T], None],
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
+        shared_failure: Callable[[BaseException], bool] = lambda exc: False,
     ) -> None:
+        self._shared_failure = shared_failure
         self._commit_batch = commit_batch
         self._commit_one = commit_one
         self._max_batch = max_batch
@@ -88,8 +91,9 @@ class GroupCommitter(Generic[T]):
                 errors = list(self._commit_batch([entry.request for entry in batch]))
                 self.batches += 1
                 return errors
-            except Exception:  # noqa: S110 - each request on its own below reports its own error
-                pass
+            except Exception as exc:
+                if self._shared_failure(exc):  # the store is down or full: every request would fail alike
+                    return [exc] * len(batch)
         errors = []
         for entry in batch:
             try:

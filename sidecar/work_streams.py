@@ -72,6 +72,8 @@ class WorkStream:
         """How many past events of ``item`` the worker has processed already (0: send them all)."""
         if not self.keeps_replay_state:
             return 0
+        if item.history_key is None:  # a history without a key: nothing proves it is the same one
+            return 0
         mark = self.replayed.get(item.instance.instance_id)
         if mark is None:
             return 0

@@ -197,6 +197,17 @@ class CompletionSender:
             self._logger.exception("StreamInstanceHistory failed")
             return Outcome(grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
 
+    def history_with_retries(self, instance_id: str, execution_id: str) -> list[pb.HistoryEvent] | Outcome:
+        """:meth:`history`, retried after transient failures like a completion."""
+        delays = iter(self._retry_delays)
+        while True:
+            history = self.history(instance_id, execution_id)
+            if isinstance(history, list) or not history.transient:
+                return history
+            delay = next(delays, None)
+            if delay is None or self._stopping.wait(delay):
+                return history
+
     def call_with_retries(self, method: str, request: Any) -> Outcome:
         """``method`` retried after transient failures, with a growing delay (not once stopping)."""
         delays = iter(self._retry_delays)

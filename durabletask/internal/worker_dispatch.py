@@ -369,7 +369,7 @@ class WorkItemDispatcher:
             return req.pastEvents, state
         if not omitted:
             return req.pastEvents, None
-        history = self._sender.history(instance_id, req.executionId.value)
+        history = self._sender.history_with_retries(instance_id, req.executionId.value)
         if not isinstance(history, list):
             self._logger.warning(
                 "could not read the history of '%s' (%s: %s)", instance_id, history.code, history.details

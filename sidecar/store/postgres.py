@@ -135,6 +135,10 @@ class _RecentUse:
     def returned(self, conn: Any) -> None:
         self._returned[conn] = time.monotonic()
 
+    def forget(self) -> None:
+        """Check every pooled connection before its next use (one of them just broke)."""
+        self._returned = weakref.WeakKeyDictionary()
+
     def check(self, conn: Any) -> None:
         returned = self._returned.get(conn)
         if returned is None or time.monotonic() - returned > _IDLE_CHECK_AFTER:
@@ -233,14 +237,17 @@ class PostgresStore(SqlStore):
 
     def _connection_lost(self, exc: BaseException) -> bool:
         # A server restart or a killed backend ends the session (SQLSTATE class 08, 57P01-57P03,
-        # or no SQLSTATE at all when the socket closed); the pool checks the next connection
-        # before handing it out. Not a pool timeout: waiting again would only double the wait.
+        # or no SQLSTATE at all when the socket closed); from then on the pool checks each
+        # connection before handing it out again. Not a pool timeout: waiting again would only double the wait.
         if isinstance(exc, (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed)):
             return False
         if not isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
             return False
         state = exc.sqlstate
-        return state is None or state.startswith("08") or state in _SHUTDOWN_STATES
+        lost = state is None or state.startswith("08") or state in _SHUTDOWN_STATES
+        if lost:
+            self._recent.forget()  # the others may be broken too (a server restart): check them
+        return lost
 
     def _analyze(self) -> None:
         with self._pool.connection() as conn:

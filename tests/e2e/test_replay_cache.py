@@ -34,6 +34,7 @@ from durabletask.internal.protocol_extensions import (
     PAST_EVENTS_OMITTED,
     omitted_past_events,
 )
+from durabletask.internal.worker_completions import DEFAULT_RETRY_DELAYS
 from durabletask.worker import ConcurrencyOptions, TaskHubGrpcWorker
 from sidecar.server import SidecarServer
 from tests.e2e.conftest import FAST, RawWorker, complete, eventually, schedule, start, test_store_spec
@@ -449,7 +450,14 @@ def test_a_tiny_cache_reads_the_history_of_instances_it_evicted(env: Any) -> Non
     assert seen.omitted_turns(), "the sidecar still left out events; the worker read the history instead"
 
 
-def test_a_failed_history_read_hands_the_turn_back_and_it_comes_back_whole(env: Any) -> None:
+@pytest.mark.parametrize(
+    ("failures", "handed_back"),
+    [(1, False), (len(DEFAULT_RETRY_DELAYS) + 1, True)],
+    ids=["retried", "every-attempt-fails"],
+)
+def test_a_failed_history_read_is_retried_then_the_turn_handed_back_comes_back_whole(
+    env: Any, failures: int, handed_back: bool
+) -> None:
     _, seen, client, started = env
     started(maximum_cached_orchestrations=1)
     first = client.schedule_new_orchestration(waits_between, input="first", instance_id=new_id("first"))
@@ -457,13 +465,18 @@ def test_a_failed_history_read_hands_the_turn_back_and_it_comes_back_whole(env: 
     second = client.schedule_new_orchestration(waits_between, input="second", instance_id=new_id("second"))
     waiting(client, second)
     with seen.lock:
-        seen.fail_history_reads = 1
+        seen.fail_history_reads = failures
     turns_before = len(seen.turns_of())
     client.raise_orchestration_event(first, "go", data="g")
     assert completed(client, first) == ["first-a", "g", "first-b", "g"]
-    assert seen.reads()[:1] == [first]
+    reads = failures if handed_back else failures + 1  # a handed-back turn comes back whole: no read
+    assert seen.reads() == [first] * reads
     resent = [t.omitted for t in seen.turns_of(first, since=turns_before)]
-    assert resent[0] > 0 and resent[1] == 0, "the handed-back turn is sent again with the whole history"
+    assert resent[0] > 0
+    if handed_back:
+        assert resent[1] == 0, "the handed-back turn is sent again with the whole history"
+    else:
+        assert len(resent) == 1 or resent[1] > 0, "a read that succeeded on a retry hands nothing back"
 
 
 def test_two_workers_passing_instances_between_them(env: Any) -> None:

@@ -116,3 +116,21 @@ def test_the_leader_s_own_error_is_raised() -> None:
         committer.submit(-1)
     committer.submit(2)  # the lead was handed back
     assert store.transactions[-1] == [2]
+
+
+def test_a_failure_every_request_shares_is_not_retried_one_by_one() -> None:
+    store = Recorder(fail_batches=True)
+    committer = GroupCommitter(store.batch, store.one, shared_failure=lambda exc: isinstance(exc, RuntimeError))
+    store.gate.clear()
+    first = threading.Thread(target=committer.submit, args=(0,))
+    first.start()
+    outcomes: dict[int, BaseException | None] = {}
+    others = threading.Thread(target=lambda: outcomes.update(run_all(committer, [1, 2, 3])))
+    others.start()
+    while len(committer._pending) < 3:  # noqa: SLF001
+        threading.Event().wait(0.001)
+    store.gate.set()
+    first.join(10)
+    others.join(10)
+    assert [tx for tx in store.transactions if len(tx) == 1 and tx[0] != 0] == [], "no one-by-one commits"
+    assert all(isinstance(outcomes[r], RuntimeError) for r in (1, 2, 3))

@@ -219,3 +219,41 @@ def test_a_summary_grown_turn_by_turn_selects_what_the_whole_history_selects(see
         history.extend(appended)
     assert summary.admitted == HistorySummary(history).admitted
     assert summary.used == HistorySummary(history).used
+
+
+def test_the_byte_budget_evicts_views_and_refuses_one_too_large() -> None:
+    one = view_of("a" * 100)
+    assert one.size == raised("a" * 100).ByteSize() and one.extended([raised("b")]).size == one.size + raised("b").ByteSize()
+    cache = HistoryCache(capacity=10, max_bytes=2 * one.size + 1)
+    cache.put("a", one)
+    cache.put("b", view_of("b" * 100))
+    cache.put("c", view_of("c" * 100))
+    assert set(cache._views) == {"b", "c"} and cache.byte_count == 2 * one.size
+    cache.put("d", view_of("d" * 500))  # larger than the whole budget: not kept
+    assert "d" not in cache._views
+    cache.clear()
+    assert cache.byte_count == 0
+
+
+def test_a_history_without_a_key_is_read_in_full(store: Store) -> None:
+    cache = HistoryCache()
+    create(store, "a")
+    append(store, "a", [raised("a"), raised("b")])
+    store.run(lambda tx: tx.db.execute("UPDATE instances SET history_key = NULL WHERE instance_id = 'a'"))
+    view = load(cache, store, "a")
+    assert view.key is None
+    cache.put("a", view)
+    reads: list[int] = []
+
+    def spy(tx):  # type: ignore[no-untyped-def]
+        original = tx.history_rows
+
+        def rows(iid: str, from_seq: int = 0):  # type: ignore[no-untyped-def]
+            reads.append(from_seq)
+            return original(iid, from_seq)
+
+        tx.history_rows = rows
+        return cache.load(tx, "a", "e1")
+
+    assert names(store.run(spy)) == ["a", "b"]
+    assert reads == [0], "no key: nothing proves the cached view is this history's prefix"
