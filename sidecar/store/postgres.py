@@ -244,10 +244,10 @@ class PostgresStore(SqlStore):
         if not isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
             return False
         state = exc.sqlstate
-        lost = state is None or state.startswith("08") or state in _SHUTDOWN_STATES
-        if lost:
-            self._recent.forget()  # the others may be broken too (a server restart): check them
-        return lost
+        return state is None or state.startswith("08") or state in _SHUTDOWN_STATES
+
+    def _on_connection_lost(self) -> None:
+        self._recent.forget()  # the other pooled connections may be broken too (a server restart)
 
     def _analyze(self) -> None:
         with self._pool.connection() as conn:

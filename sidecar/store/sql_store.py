@@ -77,6 +77,9 @@ class SqlStore(Store):
         """True when ``exc`` says the connection broke (another connection may work at once)."""
         return False
 
+    def _on_connection_lost(self) -> None:  # noqa: B027 - optional hook
+        """Called when a transaction is run again because its connection broke."""
+
     # --- transactions ---
 
     def run(self, fn: Callable[[StoreTx], T]) -> T:
@@ -110,6 +113,7 @@ class SqlStore(Store):
                     and self._connection_lost(exc)
                 ):
                     reconnects += 1
+                    self._on_connection_lost()
                     log.info("the connection to the database broke (%s); running the transaction again", exc)
                     continue
                 if isinstance(verdict, StoreError):
@@ -132,6 +136,7 @@ class SqlStore(Store):
                 if isinstance(verdict, StoreUnavailableError) and attempt < MAX_RECONNECTS and (
                     self._connection_lost(exc)
                 ):
+                    self._on_connection_lost()
                     log.info("the connection to the database broke (%s); reading again", exc)
                     continue
                 if isinstance(verdict, StoreError):
