@@ -29,16 +29,30 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
+from sidecar.dispatch import Dispatcher
+from sidecar.hub import TaskHub
+from sidecar.model import InstanceSnapshot
+from sidecar.notify import InstanceWatcher
 from sidecar.servicer_util import check_instance_id, error_status
 
-if TYPE_CHECKING:
-    from sidecar.server import SidecarServicer
+
+class SidecarServicer(Protocol):
+    """What the transport needs of the servicer (``sidecar.server.SidecarServicer``) beyond its RPC methods."""
+
+    hub: TaskHub
+    dispatcher: Dispatcher
+    watcher: InstanceWatcher
+    WAITS: dict[str, Callable[[InstanceSnapshot], bool]]
+
+    def waited(self, request: pb.GetInstanceRequest, final: InstanceSnapshot | None, rpc: str) -> pb.GetInstanceResponse:
+        """The answer to a long poll whose last read gave ``final``."""
+        ...
 
 log = logging.getLogger("durabletask-sidecar")
 
@@ -142,14 +156,12 @@ async def _fail(context: grpc.aio.ServicerContext, call: CallContext, rpc: str, 
 
 
 def _is_original(servicer: SidecarServicer, rpc: str) -> bool:
-    """Whether ``servicer`` serves ``rpc`` with SidecarServicer's own method (not one replaced or overridden).
+    """Whether ``servicer`` serves ``rpc`` with its class's method (not one replaced on the object).
 
     A replaced method (tests instrument the servicer) is wrapped like any other, so that it is
     what answers; a GetWorkItems wrapped that way holds a pool thread while it waits for items.
     """
-    from sidecar.server import SidecarServicer  # here: sidecar.server imports this module
-
-    return rpc not in vars(servicer) and getattr(type(servicer), rpc) is getattr(SidecarServicer, rpc)
+    return rpc not in vars(servicer)
 
 
 class AsyncServicer:
