@@ -300,7 +300,11 @@ class CompositeTask(Task[T]):
     def __init__(self, tasks: list[Task[Any]]):
         super().__init__()
         self._tasks = list(tasks)
-        self._seen: set[int] = set()
+        # How many slots each child fills (a task may be passed more than once); a child is
+        # removed the first time it is reported.
+        self._slots: dict[int, int] = {}
+        for child in self._tasks:
+            self._slots[id(child)] = self._slots.get(id(child), 0) + 1
         self._completed_tasks = 0
         self._failed_tasks = 0
         for child in self._tasks:
@@ -317,10 +321,7 @@ class CompositeTask(Task[T]):
 
     def _first_time(self, child: Task[Any]) -> int:
         """How many slots ``child`` fills, the first time it is reported; 0 afterwards."""
-        if id(child) in self._seen:
-            return 0
-        self._seen.add(id(child))
-        return sum(1 for t in self._tasks if t is child)
+        return self._slots.pop(id(child), 0)
 
     def _complete_composite(self) -> None:
         self._is_complete = True

@@ -180,6 +180,14 @@ class Dispatcher:
         self._ids = itertools.count(1)
         # Commits that made work of each kind available, counted to re-ask kinds found empty.
         self._work_signals: dict[WorkKind, int] = dict.fromkeys(WorkKind, 0)
+        # (stream, kind) found empty -> the work signal count then; forgotten when the loop
+        # wakes by its timer (a timer or a back-off may have come due) and every safety poll.
+        self._found_empty: dict[tuple[int, WorkKind], int] = {}
+        self._last_full_pass = time.monotonic()
+        # Instances whose turn one of this sidecar's streams holds and has not begun to settle:
+        # inbox events for them are work no one can lease until the turn ends (and its end is
+        # a commit that signals orchestration work).
+        self._turns_out: set[str] = set()
         self._last_renew = time.monotonic()
         self._last_sweep = time.monotonic()
         self._store_failure: str | None = None  # the last store error of the dispatch loop, until it passes
@@ -219,10 +227,19 @@ class Dispatcher:
     def _on_change(self, notice: CommitNotice) -> None:
         if notice.work_available or notice.reset or notice.resync:
             with self._lock:
+                signalled = False
                 for kind in WorkKind:
-                    if notice.may_have_work(kind.value):
-                        self._work_signals[kind] += 1
-            self.wake()
+                    if not notice.may_have_work(kind.value):
+                        continue
+                    if kind == ORCHESTRATION:
+                        only_for = notice.orchestration_work_only_for()
+                        if only_for is not None and only_for <= self._turns_out:
+                            continue  # events for turns in flight: leasing now would find nothing
+                    self._work_signals[kind] += 1
+                    signalled = True
+                if signalled:
+                    self._wake = True
+                    self._lock.notify_all()
 
     # --- streams ----------------------------------------------------------------------------
 
@@ -317,11 +334,20 @@ class Dispatcher:
 
     # --- completions ------------------------------------------------------------------------
 
+    def _settling(self, token: str) -> None:
+        """A held turn begins to settle: commits from now on may make its instance leasable again."""
+        with self._lock:
+            held = self._tokens.get(token)
+            if held is not None and held.turn is not None:
+                self._turns_out.discard(held.turn.instance_id)
+
     def _settled(self, token: str, completed: bool = False) -> None:
         with self._lock:
             held = self._tokens.pop(token, None)
             if held is not None:
                 held.stream.outstanding.pop(token, None)
+                if held.turn is not None:
+                    self._turns_out.discard(held.turn.instance_id)
                 if completed and held.turn is not None:
                     self._rejected.pop(held.turn.instance_id, None)
                 if held.turn is not None:
@@ -336,6 +362,7 @@ class Dispatcher:
         ``_completing``); the error still reaches the caller.
         """
         token = response.completionToken
+        self._settling(token)
         if any(a.HasField("completeOrchestration") for a in response.actions):
             # The execution ends (or continues as new): the worker keeps no state for it.
             with self._lock:
@@ -392,6 +419,7 @@ class Dispatcher:
     def abandon_orchestration(self, token: str) -> None:
         """Hand a turn back; its stream is remembered as one that rejected the instance."""
         # Remembered before the store commits: the commit wakes the dispatch loop.
+        self._settling(token)
         with self._lock:
             held = self._tokens.get(token)
             if held is not None and held.turn is not None and not held.stream.closed:
@@ -474,6 +502,8 @@ class Dispatcher:
             with self._lock:
                 if not self._wake and not self._stopped and timeout > 0:
                     self._lock.wait(timeout)
+                    if not self._wake:
+                        self._found_empty.clear()  # woken by the timer: something may have come due
 
     def _pause(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -513,7 +543,13 @@ class Dispatcher:
             now = time.monotonic()
             due = [r for r in self._releases if r[0] <= now]
             self._releases = [r for r in self._releases if r[0] > now]
-            expired = [(token, kind) for _, token, kind in due if self._tokens.pop(token, None) is not None]
+            expired = []
+            for _, token, kind in due:
+                held = self._tokens.pop(token, None)
+                if held is not None:
+                    expired.append((token, kind))
+                    if held.turn is not None:
+                        self._turns_out.discard(held.turn.instance_id)
         for token, kind in expired:
             if self._release(token, kind):
                 log.info("re-queued %s work item %s of a closed stream", kind.value, token)
@@ -533,6 +569,10 @@ class Dispatcher:
             for token, held in expired:
                 del self._tokens[token]
                 held.stream.outstanding.pop(token, None)
+                if held.turn is not None:
+                    # Its lease runs out in the store, which signals nothing: look again.
+                    self._turns_out.discard(held.turn.instance_id)
+                    self._work_signals[ORCHESTRATION] += 1
         for token, held in expired:
             log.warning(
                 "%s work item %s was held by stream %d (worker %r) for %s without a completion: "
@@ -588,8 +628,12 @@ class Dispatcher:
         """
         with self._lock:
             streams = list(self._streams.values())
+            if time.monotonic() - self._last_full_pass >= self.options.safety_poll:
+                self._found_empty.clear()
+            if not self._found_empty:
+                self._last_full_pass = time.monotonic()
         sent = False
-        empty: dict[tuple[int, WorkKind], int] = {}  # -> the work signal count when found empty
+        empty = self._found_empty
         for _ in range(_PASSES_PER_CYCLE):
             progress = False
             for kind in (ORCHESTRATION, ACTIVITY, ENTITY):
@@ -668,6 +712,8 @@ class Dispatcher:
                     del self._rejected[turn.instance_id]  # rejections of an earlier execution
             if not stream.closed:
                 stream.outstanding[item.token] = kind
+                if turn is not None:
+                    self._turns_out.add(turn.instance_id)
                 deadline = now + self.options.max_hold_of(kind)
                 self._tokens[item.token] = _Held(stream, kind, deadline, now + lease_for, turn, mark)
                 stream.queue.put(work)

@@ -41,6 +41,7 @@ class ActivityExecutor:
         self._registry = registry
         self._converter = data_converter or serialization.default_converter()
         self._logger = logger or logging.getLogger("durabletask-worker")
+        self._async_by_name: dict[str, tuple[Callable[..., Any], bool]] = {}
 
     def lookup(self, name: str) -> Callable[..., Any]:
         """The registered activity, or ``ActivityNotRegisteredError``."""
@@ -52,7 +53,12 @@ class ActivityExecutor:
     def is_async(self, req: pb.ActivityRequest) -> bool:
         """True when the request's activity must be awaited on an event loop."""
         fn = self._registry.get_activity(req.name)
-        return fn is not None and is_async_activity(fn)
+        if fn is None:
+            return False
+        known = self._async_by_name.get(req.name)
+        if known is None or known[0] is not fn:
+            known = self._async_by_name[req.name] = (fn, is_async_activity(fn))
+        return known[1]
 
     def _prepare(self, req: pb.ActivityRequest) -> tuple[Callable[..., Any], task.ActivityContext, Any]:
         fn = self.lookup(req.name)

@@ -334,14 +334,8 @@ class TaskHub:
             return []
 
         def fn(tx: StoreTx) -> list[ActivityWorkItem]:
-            leased: list[ActivityWorkItem] = []
-            while len(leased) < limit:
-                token = self.new_id()
-                task = tx.claim_activity(now, now + lease_for, token, names, versions)
-                if task is None:
-                    break
-                leased.append(ActivityWorkItem(token=token, task=task))
-            return leased
+            claimed = tx.claim_activities(now, now + lease_for, f"{self.new_id()}-", limit, names, versions)
+            return [ActivityWorkItem(token=token, task=task) for token, task in claimed]
 
         return self.store.run(fn)
 

@@ -133,14 +133,32 @@ class CommitNotice:
     # Which kinds of work appeared ("orchestration", "activity", "entity"); empty with
     # work_available set: not known (every kind may have).
     work_kinds: set[str] = field(default_factory=set)
+    # The instances that got inbox events, and whether orchestration work of another sort
+    # appeared too (a new instance, a released turn): see :meth:`orchestration_work_only_for`.
+    inbox_instances: set[str] = field(default_factory=set)
+    other_orchestration_work: bool = False
 
     def __bool__(self) -> bool:
         return bool(self.instances or self.work_available or self.reset or self.resync)
 
-    def add_work(self, kind: str) -> None:
-        """Record that work of ``kind`` became available."""
+    def add_work(self, kind: str, *, inbox_of: str | None = None) -> None:
+        """Record that work of ``kind`` became available (``inbox_of``: an event for that instance's inbox)."""
         self.work_available = True
         self.work_kinds.add(kind)
+        if kind == "orchestration":
+            if inbox_of is None:
+                self.other_orchestration_work = True
+            else:
+                self.inbox_instances.add(inbox_of)
+
+    def orchestration_work_only_for(self) -> set[str] | None:
+        """The instances whose inbox events are all the orchestration work this commit made; None: not only those.
+
+        None too when it is not known (a notice from another process, a reset, a resync).
+        """
+        if self.reset or self.resync or self.other_orchestration_work or not self.inbox_instances:
+            return None
+        return self.inbox_instances
 
     def may_have_work(self, kind: str) -> bool:
         """True when this commit may have made work of ``kind`` available."""
@@ -424,11 +442,15 @@ class StoreTx(ABC):
         """Delete the instance's activity tasks; with ``keep_execution``, only those of other executions."""
 
     @abstractmethod
-    def claim_activity(
-        self, now: datetime, lease_until: datetime, token: str, names: Collection[str] | None,
+    def claim_activities(
+        self, now: datetime, lease_until: datetime, token_prefix: str, limit: int, names: Collection[str] | None,
         versions: VersionFilter | None,
-    ) -> ActivityTaskSpec | None:
-        """Lease the oldest visible, unleased (or expired) activity task matching the filters."""
+    ) -> list[tuple[str, ActivityTaskSpec]]:
+        """Lease up to ``limit`` of the oldest visible, unleased (or expired) activity tasks matching the filters.
+
+        Returns (token, task) pairs, oldest first; each token is ``token_prefix`` followed by
+        something that makes it the task's own.
+        """
 
     @abstractmethod
     def take_activity(self, token: str) -> ActivityTaskSpec | None:

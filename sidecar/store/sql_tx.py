@@ -265,7 +265,7 @@ class SqlTx(StoreTx):
             "INSERT INTO inbox (ord, instance_id, execution_id, kind, event, visible_at) VALUES (?, ?, ?, ?, ?, ?)",
             (ord_, instance_id, execution_id, event_kind(event), event.SerializeToString(), to_us(visible_at)),
         )
-        self.notice.add_work("orchestration")
+        self.notice.add_work("orchestration", inbox_of=instance_id)
 
     def add_inbox(
         self, instance_id: str, event: pb.HistoryEvent, visible_at: datetime, execution_id: str | None = None
@@ -428,26 +428,28 @@ class SqlTx(StoreTx):
                 "DELETE FROM activity_tasks WHERE instance_id = ? AND execution_id != ?", (instance_id, keep_execution)
             )
 
-    def claim_activity(
-        self, now: datetime, lease_until: datetime, token: str, names: Collection[str] | None,
+    def claim_activities(
+        self, now: datetime, lease_until: datetime, token_prefix: str, limit: int, names: Collection[str] | None,
         versions: VersionFilter | None,
-    ) -> ActivityTaskSpec | None:
+    ) -> list[tuple[str, ActivityTaskSpec]]:
         now_us = to_us(now)
         name_clause = ""
         name_params: list[Any] = []
         if names is not None:
             match, name_params = name_version_match("name", "version", names, versions)
             name_clause = f"AND {match}"
+        # One statement for the whole batch; each task's token is the prefix and its row id.
         rows = self.db.query(
-            f"""UPDATE activity_tasks SET lease_token = ?, lease_expires_at = ?
-            WHERE id = (
+            f"""UPDATE activity_tasks SET lease_token = ? || CAST(id AS TEXT), lease_expires_at = ?
+            WHERE id IN (
                 SELECT id FROM activity_tasks WHERE visible_at <= ? AND (lease_token IS NULL OR lease_expires_at <= ?)
-                {name_clause} ORDER BY visible_at, id LIMIT 1 {self.flavor.skip_locked}
+                {name_clause} ORDER BY visible_at, id LIMIT ? {self.flavor.skip_locked}
             ) AND (lease_token IS NULL OR lease_expires_at <= ?)
             RETURNING *""",
-            [token, to_us(lease_until), now_us, now_us, *name_params, now_us],
+            [token_prefix, to_us(lease_until), now_us, now_us, *name_params, limit, now_us],
         )
-        return row_to_task(rows[0]) if rows else None
+        rows.sort(key=lambda r: (r["visible_at"], r["id"]))
+        return [(r["lease_token"], row_to_task(r)) for r in rows]
 
     def take_activity(self, token: str) -> ActivityTaskSpec | None:
         rows = self.db.query("DELETE FROM activity_tasks WHERE lease_token = ? RETURNING *", (token,))

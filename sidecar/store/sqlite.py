@@ -45,6 +45,9 @@ VACUUM_MIN_FREE_SHARE = 0.25
 # Most pages returned after one commit (the rest after the next ones): a huge purge does not
 # hold up the store for long.
 VACUUM_MAX_PAGES = 16384
+# The free pages are counted again only after this many rows changed (pages free up only
+# when many rows go).
+VACUUM_CHECK_CHANGES = 256
 
 
 class StoreLockedError(StoreError):
@@ -105,6 +108,7 @@ class SqliteStore(SqlStore):
         self._file_lock: _FileLock | None = None
         self._db: sqlite3.Connection | None = None
         self._returns_pages = False  # auto_vacuum=INCREMENTAL: free pages can go back to the file system
+        self._changes_at_check = 0  # the connection's total_changes when free pages were last counted
         if self.path != MEMORY:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._file_lock = _FileLock(self.path + ".lock")
@@ -176,8 +180,9 @@ class SqliteStore(SqlStore):
             return
         with self._lock:
             db = self._db
-            if db is None or db.in_transaction:
+            if db is None or db.in_transaction or db.total_changes - self._changes_at_check < VACUUM_CHECK_CHANGES:
                 return
+            self._changes_at_check = db.total_changes
             try:
                 free = db.execute("PRAGMA freelist_count").fetchone()[0]
                 if free < VACUUM_MIN_FREE_PAGES:
