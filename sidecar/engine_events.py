@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from google.protobuf import timestamp_pb2, wrappers_pb2
 
 from durabletask.internal import orchestrator_service_pb2 as pb
-from sidecar.model import ParentRef
+from sidecar.model import MismatchedResultError, ParentRef
 
 
 def to_timestamp(when: datetime) -> timestamp_pb2.Timestamp:
@@ -113,7 +113,17 @@ def new_execution_started(
 
 
 def activity_result_event(task_id: int, response: pb.ActivityResponse, now: datetime) -> pb.HistoryEvent:
-    """The inbox event for a finished activity: ``taskFailed`` when the response has failure details, else ``taskCompleted``."""
+    """The inbox event for a finished activity: ``taskFailed`` when the response has failure details, else ``taskCompleted``.
+
+    Raises MismatchedResultError when ``response.taskId`` names another task than ``task_id``
+    (the task its completion token holds). A taskId of 0 is always accepted: it is the first
+    task of the SDKs that count from 0, and what a worker that leaves the field unset sends.
+    """
+    if response.taskId and response.taskId != task_id:
+        raise MismatchedResultError(
+            f"ActivityResponse.taskId {response.taskId} does not match task {task_id}, "
+            "the task its completionToken was issued for"
+        )
     event = new_event(now)
     if response.HasField("failureDetails"):
         event.taskFailed.taskScheduledId = task_id

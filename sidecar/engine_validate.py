@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.engine_events import status_name
 from sidecar.entity_scheduler import EntityIdError, parse_entity_id
 from sidecar.model import InstanceSnapshot, InvalidTurnError
+from sidecar.quoting import quoted
 
 ACTION_KIND = "orchestratorActionType"
 ENTITY_MESSAGE_KIND = "EntityMessageType"
@@ -34,6 +39,83 @@ def text_problem(value: str, field: str, max_length: int = MAX_TEXT_LENGTH) -> s
     return None
 
 
+# What a protobuf Timestamp may hold: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+MIN_TIMESTAMP_SECONDS = -62_135_596_800
+MAX_TIMESTAMP_SECONDS = 253_402_300_799
+_TIMESTAMP = timestamp_pb2.Timestamp.DESCRIPTOR.full_name
+
+
+def timestamp_problem(ts: timestamp_pb2.Timestamp, field: str) -> str | None:
+    """What makes ``ts`` an invalid Timestamp (seconds outside years 1..9999, nanos outside 0..999,999,999), or None."""
+    if not MIN_TIMESTAMP_SECONDS <= ts.seconds <= MAX_TIMESTAMP_SECONDS:
+        return (
+            f"{field} is out of range: seconds {ts.seconds} is not between {MIN_TIMESTAMP_SECONDS} "
+            f"(0001-01-01T00:00:00Z) and {MAX_TIMESTAMP_SECONDS} (9999-12-31T23:59:59Z)"
+        )
+    if not 0 <= ts.nanos <= 999_999_999:
+        return f"{field} is out of range: nanos {ts.nanos} is not between 0 and 999999999"
+    return None
+
+
+# Message type -> its fields that hold a Timestamp, directly or further down (computed once per type).
+_TIMESTAMP_FIELDS: dict[str, tuple[FieldDescriptor, ...]] = {}
+
+
+def _timestamp_fields(descriptor: Descriptor) -> tuple[FieldDescriptor, ...]:
+    cached = _TIMESTAMP_FIELDS.get(descriptor.full_name)
+    if cached is not None:
+        return cached
+    # Every message type reachable from this one, then which of them reach a Timestamp (to a fixed point).
+    reachable: dict[str, Descriptor] = {}
+    pending = [descriptor]
+    while pending:
+        current = pending.pop()
+        if current.full_name in reachable or current.full_name == _TIMESTAMP:
+            continue
+        reachable[current.full_name] = current
+        pending.extend(f.message_type for f in current.fields if f.message_type is not None)
+    holding: set[str] = {_TIMESTAMP}
+    changed = True
+    while changed:
+        changed = False
+        for name, current in reachable.items():
+            if name not in holding and any(
+                f.message_type is not None and f.message_type.full_name in holding for f in current.fields
+            ):
+                holding.add(name)
+                changed = True
+    for name, current in reachable.items():
+        _TIMESTAMP_FIELDS[name] = tuple(
+            f for f in current.fields if f.message_type is not None and f.message_type.full_name in holding
+        )
+    return _TIMESTAMP_FIELDS[descriptor.full_name]
+
+
+def timestamps_problem(message: Message, path: str = "") -> str | None:
+    """The first invalid Timestamp anywhere in ``message`` (named by its path, e.g. ``actions[0].createTimer.fireAt``), or None."""
+    for field in _timestamp_fields(message.DESCRIPTOR):
+        name = f"{path}{field.name}"
+        value: Any = getattr(message, field.name)
+        if field.message_type.GetOptions().map_entry:
+            items = [(f"{name}[{key!r}]", item) for key, item in value.items()]
+        elif field.is_repeated:
+            items = [(f"{name}[{index}]", item) for index, item in enumerate(value)]
+        elif message.HasField(field.name):
+            items = [(name, value)]
+        else:
+            continue
+        for item_name, item in items:
+            if not isinstance(item, Message):
+                continue
+            if item.DESCRIPTOR.full_name == _TIMESTAMP:
+                problem = timestamp_problem(item, item_name)  # type: ignore[arg-type]
+            else:
+                problem = timestamps_problem(item, f"{item_name}.")
+            if problem is not None:
+                return problem
+    return None
+
+
 def check_version(message: Message, field: str, prefix: str) -> None:
     """Raise InvalidTurnError when the optional version field ``field`` of ``message`` is set and unacceptable."""
     if not message.HasField(field):
@@ -57,8 +139,11 @@ def validate_turn(instance: InstanceSnapshot, response: pb.OrchestratorResponse)
     # An empty instanceId is tolerated: the completion token already identifies the instance.
     if response.instanceId and response.instanceId != instance.instance_id:
         raise InvalidTurnError(
-            f"response.instanceId '{response.instanceId}' does not match instance '{instance.instance_id}'"
+            f"response.instanceId {quoted(response.instanceId)} does not match instance {quoted(instance.instance_id)}"
         )
+    problem = timestamps_problem(response)
+    if problem is not None:
+        raise InvalidTurnError(problem)
     seen_ids: set[int] = set()
     completions = 0
     for index, action in enumerate(response.actions):
@@ -88,9 +173,17 @@ def _validate_action_fields(action: pb.OrchestratorAction, kind: str) -> None:
             raise InvalidTurnError(f"{prefix}: scheduleTask has no name")
         check_version(action.scheduleTask, "version", prefix)
     elif kind == "createSubOrchestration":
-        if not action.createSubOrchestration.name:
+        sub = action.createSubOrchestration
+        if not sub.name:
             raise InvalidTurnError(f"{prefix}: createSubOrchestration has no name")
-        check_version(action.createSubOrchestration, "version", prefix)
+        check_version(sub, "version", prefix)
+        if sub.instanceId:  # empty: the sidecar makes one up
+            _check_id(sub.instanceId, "createSubOrchestration.instanceId", prefix)
+            if sub.instanceId.startswith("@"):
+                raise InvalidTurnError(
+                    f"{prefix}: createSubOrchestration.instanceId {quoted(sub.instanceId)} starts with '@', "
+                    "which is reserved for entity IDs (@name@key)"
+                )
     elif kind == "createTimer":
         if not action.createTimer.HasField("fireAt"):
             raise InvalidTurnError(f"{prefix}: createTimer has no fireAt")
@@ -98,11 +191,15 @@ def _validate_action_fields(action: pb.OrchestratorAction, kind: str) -> None:
         send = action.sendEvent
         if not send.instance.instanceId:
             raise InvalidTurnError(f"{prefix}: sendEvent has no target instance")
+        _check_id(send.instance.instanceId, "sendEvent.instance.instanceId", prefix)
+        if send.instance.HasField("executionId"):
+            _check_id(send.instance.executionId.value, "sendEvent.instance.executionId", prefix)
         if not send.name:
             raise InvalidTurnError(f"{prefix}: sendEvent has no event name")
     elif kind == "terminateOrchestration":
         if not action.terminateOrchestration.instanceId:
             raise InvalidTurnError(f"{prefix}: terminateOrchestration has no instanceId")
+        _check_id(action.terminateOrchestration.instanceId, "terminateOrchestration.instanceId", prefix)
     elif kind == "completeOrchestration":
         status = action.completeOrchestration.orchestrationStatus
         if status not in VALID_COMPLETION_STATUSES:
@@ -132,7 +229,7 @@ def _validate_entity_message(message: pb.SendEntityMessageAction, prefix: str) -
         for entity_id in lock.lockSet:
             canonical = _check_entity_id(entity_id, f"{prefix}: entityLockRequested lockSet")
             if canonical in seen:
-                raise InvalidTurnError(f"{prefix}: entityLockRequested lockSet lists '{entity_id}' more than once")
+                raise InvalidTurnError(f"{prefix}: entityLockRequested lockSet lists {quoted(entity_id)} more than once")
             seen.add(canonical)
         return
     event = getattr(message, kind)
@@ -148,7 +245,14 @@ def _validate_entity_message(message: pb.SendEntityMessageAction, prefix: str) -
         raise InvalidTurnError(f"{prefix}: {kind} has no criticalSectionId")
 
 
+def _check_id(value: str, field: str, prefix: str) -> None:
+    problem = text_problem(value, field)
+    if problem is not None:
+        raise InvalidTurnError(f"{prefix}: {problem}")
+
+
 def _check_entity_id(entity_id: str, prefix: str) -> str:
+    _check_id(entity_id, "entity ID", prefix)
     try:
         return str(parse_entity_id(entity_id))
     except EntityIdError as exc:

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.engine_events import from_timestamp, new_event, new_execution_started, optional_str
-from sidecar.engine_validate import MAX_TEXT_LENGTH, text_problem
+from sidecar.engine_validate import MAX_TEXT_LENGTH, text_problem, timestamps_problem
 from sidecar.entity_scheduler import (
     CALL,
     SIGNAL,
@@ -27,6 +27,7 @@ from sidecar.entity_scheduler import (
 )
 from sidecar.ids import IdFactory, random_id
 from sidecar.model import InstanceSnapshot, InvalidTurnError, OutboundMessage
+from sidecar.quoting import quoted
 
 MAX_INSTANCE_ID_LENGTH = MAX_TEXT_LENGTH
 
@@ -141,6 +142,9 @@ def _state_too_large(
 
 
 def _validate(entity_id: str, batch: Sequence[QueuedMessage], result: pb.EntityBatchResult) -> None:
+    problem = timestamps_problem(result)
+    if problem is not None:
+        raise InvalidBatchResultError(f"entity batch result for '{entity_id}': {problem}")
     if len(result.results) > len(batch):
         raise InvalidBatchResultError(
             f"entity batch result for '{entity_id}' has {len(result.results)} operation results, "
@@ -158,6 +162,9 @@ def _validate(entity_id: str, batch: Sequence[QueuedMessage], result: pb.EntityB
             raise InvalidBatchResultError(f"{prefix} has no action kind set")
         if kind == "sendSignal":
             signal = action.sendSignal
+            problem = text_problem(signal.instanceId, "sendSignal.instanceId", MAX_INSTANCE_ID_LENGTH)
+            if problem is not None:
+                raise InvalidBatchResultError(f"{prefix}: {problem}")
             try:
                 normalize_entity_id(signal.instanceId)
             except EntityIdError as exc:
@@ -181,7 +188,7 @@ def _check_instance_id(instance_id: str, prefix: str) -> None:
         raise InvalidBatchResultError(f"{prefix}: {problem}")
     if is_entity_id(instance_id):
         raise InvalidBatchResultError(
-            f"{prefix}: instanceId '{instance_id}' starts with '@', which is reserved for entities"
+            f"{prefix}: instanceId {quoted(instance_id)} starts with '@', which is reserved for entities"
         )
 
 

@@ -34,6 +34,7 @@ from datetime import datetime
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.engine_events import new_event
 from sidecar.model import ENTITY_OPERATION_KINDS
+from sidecar.quoting import quoted
 
 SIGNAL = "signal"
 CALL = "call"
@@ -70,18 +71,18 @@ class EntityId:
 def parse_entity_id(value: str) -> EntityId:
     """Parse ``@name@key`` (name lower-cased). Raises EntityIdError naming the ID."""
     if not value.startswith("@"):
-        raise EntityIdError(f"entity instance ID '{value}' is invalid: it must have the form '@name@key'")
+        raise EntityIdError(f"entity instance ID {quoted(value)} is invalid: it must have the form '@name@key'")
     parts = value[1:].split("@")
     if len(parts) != 2:
         raise EntityIdError(
-            f"entity instance ID '{value}' is invalid: it must have the form '@name@key' "
+            f"entity instance ID {quoted(value)} is invalid: it must have the form '@name@key' "
             "(exactly two '@': the name and the key must not contain '@')"
         )
     name, key = parts
     if not name:
-        raise EntityIdError(f"entity instance ID '{value}' is invalid: the entity name is empty")
+        raise EntityIdError(f"entity instance ID {quoted(value)} is invalid: the entity name is empty")
     if not key:
-        raise EntityIdError(f"entity instance ID '{value}' is invalid: the entity key is empty")
+        raise EntityIdError(f"entity instance ID {quoted(value)} is invalid: the entity key is empty")
     return EntityId(name.lower(), key)
 
 

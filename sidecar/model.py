@@ -165,3 +165,11 @@ class TurnResult:
 
 class InvalidTurnError(ValueError):
     """The worker's response cannot be applied (bad actions). Maps to INVALID_ARGUMENT."""
+
+
+class MismatchedResultError(ValueError):
+    """A worker's activity result names another task than its completion token holds.
+
+    Maps to INVALID_ARGUMENT. Unlike :class:`InvalidTurnError` the work item is handed back
+    (offered again after a short delay) rather than left to its lease.
+    """

@@ -32,10 +32,12 @@ from sidecar.engine_rewind import rewound_event
 from sidecar.hub import TaskHub
 from sidecar.model import TERMINAL_STATUSES, InstanceSnapshot
 from sidecar.notify import InstanceWatcher
+from sidecar.quoting import quoted
 from sidecar.servicer_entities import EntityServicerMixin
 from sidecar.servicer_util import (
     BadRequest,
     RpcFailure,
+    check_execution_id,
     check_instance_id,
     check_name,
     check_orchestration_id,
@@ -43,11 +45,12 @@ from sidecar.servicer_util import (
     check_statuses,
     check_token,
     check_version,
+    check_work_items_request,
+    error_status,
     mapped_errors,
     optional_string,
     optional_time,
     query_versions,
-    status_code_for,
     to_state,
 )
 from sidecar.store import Store, open_store
@@ -110,7 +113,7 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
         check_name(request.name, "name", "the orchestrator to run")
         instance_id = check_orchestration_id(request.instanceId)
         version = check_version(request)
-        execution_id = optional_string(request, "executionId") or uuid.uuid4().hex
+        execution_id = check_execution_id(request) or uuid.uuid4().hex
         now = self.clock()
         start_at = optional_time(request, "scheduledStartTimestamp")
         replaceable = None
@@ -204,7 +207,8 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
         """The answer to long poll ``rpc`` whose last read gave ``final``: DEADLINE_EXCEEDED unless it is over."""
         if final is None or not self.WAITS[rpc](final):
             raise RpcFailure(
-                grpc.StatusCode.DEADLINE_EXCEEDED, f"timed out waiting for orchestration instance '{request.instanceId}'"
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"timed out waiting for orchestration instance {quoted(request.instanceId)}",
             )
         return pb.GetInstanceResponse(exists=True, orchestrationState=to_state(final, request.getInputsAndOutputs))
 
@@ -351,16 +355,16 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
             inst = self.hub.get_instance(instance_id)
             if inst is None:
                 raise InstanceNotFoundError(instance_id)
-            execution_id = optional_string(request, "executionId")
+            execution_id = check_execution_id(request)
             if execution_id and execution_id != inst.execution_id:
                 raise RpcFailure(
                     grpc.StatusCode.NOT_FOUND,
-                    f"orchestration instance '{instance_id}' has no execution '{execution_id}' "
-                    f"(its current execution is '{inst.execution_id}')",
+                    f"orchestration instance {quoted(instance_id)} has no execution {quoted(execution_id)} "
+                    f"(its current execution is {quoted(inst.execution_id)})",
                 )
             events = self.hub.get_history(instance_id)
-        except (BadRequest, RpcFailure, StoreError) as exc:
-            context.abort(status_code_for(exc), str(exc))
+        except Exception as exc:
+            context.abort(*error_status(exc, "StreamInstanceHistory"))
         for start in range(0, max(len(events), 1), HISTORY_CHUNK_SIZE):
             yield pb.HistoryChunk(events=events[start:start + HISTORY_CHUNK_SIZE])
 
@@ -398,6 +402,10 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
     # --- work items -------------------------------------------------------------------------------
 
     def GetWorkItems(self, request: pb.GetWorkItemsRequest, context: grpc.ServicerContext) -> Iterator[pb.WorkItem]:
+        try:
+            check_work_items_request(request)
+        except BadRequest as exc:
+            context.abort(*error_status(exc, "GetWorkItems"))
         stream = self.dispatcher.open_stream(request)
         context.add_callback(lambda: self.dispatcher.close_stream(stream))
         yield from self.dispatcher.iterate(stream, context.is_active)

@@ -10,11 +10,13 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.engine_events import from_timestamp, to_timestamp
-from sidecar.engine_validate import MAX_TEXT_LENGTH, text_problem
-from sidecar.model import InstanceSnapshot, InvalidTurnError
+from sidecar.engine_validate import MAX_TEXT_LENGTH, text_problem, timestamp_problem, timestamps_problem
+from sidecar.model import InstanceSnapshot, InvalidTurnError, MismatchedResultError
+from sidecar.quoting import bounded_message, quoted
 from sidecar.store.base import (
     InstanceExistsError,
     InstanceNotFoundError,
@@ -49,7 +51,7 @@ def status_code_for(exc: Exception) -> grpc.StatusCode:
     """The gRPC status that reports ``exc`` to the caller."""
     if isinstance(exc, RpcFailure):
         return exc.code
-    if isinstance(exc, (BadRequest, InvalidTurnError)):
+    if isinstance(exc, (BadRequest, InvalidTurnError, MismatchedResultError)):
         return grpc.StatusCode.INVALID_ARGUMENT
     if isinstance(exc, (InstanceNotFoundError, LeaseNotFoundError)):
         return grpc.StatusCode.NOT_FOUND
@@ -67,24 +69,46 @@ def status_code_for(exc: Exception) -> grpc.StatusCode:
 
 
 def error_status(exc: Exception, rpc: str) -> tuple[grpc.StatusCode, str]:
-    """The status and message that report ``exc``, raised by RPC ``rpc``; unexpected errors are logged."""
-    if isinstance(exc, (BadRequest, RpcFailure, InvalidTurnError, StoreError)):
-        return status_code_for(exc), str(exc)
+    """The status and message that report ``exc``, raised by RPC ``rpc``; unexpected errors are logged.
+
+    The message is bounded in length (see :mod:`sidecar.quoting`).
+    """
+    if isinstance(exc, (BadRequest, RpcFailure, InvalidTurnError, MismatchedResultError, StoreError)):
+        return status_code_for(exc), bounded_message(str(exc))
     log.error("%s failed", rpc, exc_info=exc)
-    return grpc.StatusCode.INTERNAL, f"{rpc} failed: {type(exc).__name__}: {exc}"
+    return grpc.StatusCode.INTERNAL, bounded_message(f"{rpc} failed: {type(exc).__name__}: {exc}")
+
+
+# Worker results: their timestamps are checked where the result is applied, so that a refused
+# result releases its work item (see sidecar.engine_validate and sidecar.entity_batch).
+_CHECKED_WHEN_APPLIED = frozenset({"CompleteOrchestratorTask", "CompleteActivityTask", "CompleteEntityTask"})
 
 
 def mapped_errors(fn: F) -> F:
-    """Turn store/validation errors of a unary RPC into gRPC statuses with their messages."""
+    """Turn store/validation errors of a unary RPC into gRPC statuses with their messages.
+
+    Before the RPC runs, every Timestamp in a client's request is checked (BadRequest naming
+    the first one out of range), whatever the RPC and field.
+    """
+    check_timestamps = fn.__name__ not in _CHECKED_WHEN_APPLIED
 
     @functools.wraps(fn)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
+            if check_timestamps:
+                check_request_timestamps(request)
             return fn(self, request, context)
         except Exception as exc:
             context.abort(*error_status(exc, fn.__name__))
 
     return wrapper  # type: ignore[return-value]
+
+
+def check_request_timestamps(request: Any) -> None:
+    """Raise BadRequest naming the first Timestamp of ``request`` that is out of range."""
+    problem = timestamps_problem(request) if isinstance(request, Message) else None
+    if problem is not None:
+        raise BadRequest(problem)
 
 
 def check_instance_id(instance_id: str, field: str = "instanceId") -> str:
@@ -121,32 +145,51 @@ def _check_text(value: str, field: str, max_length: int) -> None:
         raise BadRequest(problem)
 
 
+def check_execution_id(message: Any, field: str = "executionId") -> str | None:
+    """An optional execution ID (StringValue): None when unset or empty; else at most 256 characters, no control characters."""
+    if not message.HasField(field):
+        return None
+    execution_id: str = getattr(message, field).value
+    if execution_id:
+        _check_text(execution_id, field, MAX_INSTANCE_ID_LENGTH)
+    return execution_id or None
+
+
 def check_orchestration_id(instance_id: str) -> str:
     """An ID for a new orchestration: a valid instance ID outside the entity namespace ('@name@key')."""
     check_instance_id(instance_id)
     if instance_id.startswith("@"):
         raise BadRequest(
-            f"instanceId '{instance_id}' starts with '@', which is reserved for entity IDs (@name@key)"
+            f"instanceId {quoted(instance_id)} starts with '@', which is reserved for entity IDs (@name@key)"
         )
     return instance_id
 
 
 def check_token(token: str) -> str:
+    """A completion token must be non-empty (an unknown one is NOT_FOUND, from the dispatcher)."""
     if not token:
         raise BadRequest("completionToken is required")
     return token
 
 
 def optional_time(message: Any, field: str) -> datetime | None:
-    """A Timestamp field as an aware datetime, or None when unset."""
-    return from_timestamp(getattr(message, field)) if message.HasField(field) else None
+    """A Timestamp field as an aware datetime, or None when unset; BadRequest naming the field when out of range."""
+    if not message.HasField(field):
+        return None
+    value = getattr(message, field)
+    problem = timestamp_problem(value, field)
+    if problem is not None:
+        raise BadRequest(problem)
+    return from_timestamp(value)
 
 
 def optional_string(message: Any, field: str) -> str | None:
+    """A StringValue field's value, or None when unset."""
     return getattr(message, field).value if message.HasField(field) else None
 
 
 def check_statuses(statuses: Any, field: str) -> list[int]:
+    """Orchestration status values of a filter; BadRequest naming an unknown one."""
     values = list(statuses)
     for value in values:
         if value not in pb.OrchestrationStatus.values():
@@ -169,15 +212,31 @@ def query_versions(metadata: Any) -> list[str]:
         except ValueError:
             versions = None
         if not isinstance(versions, list) or not all(isinstance(v, str) for v in versions):
-            raise BadRequest(f"metadata header {QUERY_VERSIONS_HEADER} must be a JSON list of strings, not {value!r}")
+            raise BadRequest(f"metadata header {QUERY_VERSIONS_HEADER} must be a JSON list of strings, not {quoted(value)}")
         return versions
     return []
 
 
 def check_page_size(value: int, field: str, default: int) -> int:
+    """A page size: ``default`` for 0; BadRequest when negative."""
     if value < 0:
         raise BadRequest(f"{field} must not be negative (got {value})")
     return value or default
+
+
+WORK_ITEM_LIMITS = (
+    "maxConcurrentOrchestrationWorkItems",
+    "maxConcurrentActivityWorkItems",
+    "maxConcurrentEntityWorkItems",
+)
+
+
+def check_work_items_request(request: pb.GetWorkItemsRequest) -> None:
+    """A GetWorkItems request's concurrency limits must not be negative (0 picks the default)."""
+    for field in WORK_ITEM_LIMITS:
+        value = getattr(request, field)
+        if value < 0:
+            raise BadRequest(f"{field} must not be negative (got {value}; 0 picks the sidecar's default)")
 
 
 def to_state(inst: InstanceSnapshot, include_payloads: bool) -> pb.OrchestrationState:

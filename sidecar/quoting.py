@@ -1,0 +1,31 @@
+"""Client input quoted in error messages: bounded in length, control characters made visible.
+
+Every message that repeats a value from a request goes through :func:`quoted`, so that a huge
+value (a 1 MB completion token, say) cannot make the message itself too large to send: gRPC
+carries the message in a header, and an oversize header fails the call with RESOURCE_EXHAUSTED
+instead of the status that names the problem. :func:`bounded_message` is the last guard, for
+whole messages built elsewhere (a store's or a library's error text).
+"""
+
+from __future__ import annotations
+
+# How many characters of a value a message quotes.
+QUOTE_LIMIT = 200
+# The longest status message the sidecar sends (characters).
+MESSAGE_LIMIT = 2000
+
+_VISIBLE = {code: f"\\x{code:02x}" for code in (*range(32), 127)}
+
+
+def quoted(value: str, limit: int = QUOTE_LIMIT) -> str:
+    """``value`` in single quotes: at most ``limit`` characters of it (then '...' and its length), control characters escaped."""
+    if len(value) <= limit:
+        return f"'{value.translate(_VISIBLE)}'"
+    return f"'{value[:limit].translate(_VISIBLE)}...' ({len(value):,} characters)"
+
+
+def bounded_message(message: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``message`` cut to ``limit`` characters (noting how long it was)."""
+    if len(message) <= limit:
+        return message
+    return f"{message[:limit]}... (message cut; it was {len(message):,} characters long)"
