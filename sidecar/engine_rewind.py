@@ -40,6 +40,7 @@ from sidecar.model import (
     TurnInput,
     TurnResult,
 )
+from sidecar.quoting import quoted
 
 __all__ = ["apply_rewind", "check_not_ignoring_rewind", "is_rewind_turn", "rewound_event"]
 
@@ -113,7 +114,7 @@ def _check_history(instance: InstanceSnapshot, history: list[pb.HistoryEvent]) -
         )
     if starts[0].name != instance.name:
         raise InvalidTurnError(
-            f"rewindOrchestration.newHistory starts orchestration '{starts[0].name}', "
+            f"rewindOrchestration.newHistory starts orchestration {quoted(starts[0].name)}, "
             f"but instance '{instance.instance_id}' runs '{instance.name}'"
         )
     if any(e.HasField("executionCompleted") for e in history):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 
 import pytest
@@ -9,8 +10,9 @@ from google.protobuf import timestamp_pb2
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.engine_events import activity_result_event
-from sidecar.engine_validate import timestamp_problem, timestamps_problem
-from sidecar.model import MismatchedResultError
+from sidecar.engine_rewind import _check_history as check_rewound_history
+from sidecar.engine_validate import timestamp_problem, timestamps_problem, validate_turn
+from sidecar.model import InstanceSnapshot, InvalidTurnError, MismatchedResultError
 from sidecar.quoting import bounded_message, quoted
 from sidecar.servicer_util import BadRequest, check_work_items_request, optional_time
 
@@ -90,3 +92,16 @@ def test_negative_work_item_limits() -> None:
     check_work_items_request(pb.GetWorkItemsRequest(maxConcurrentActivityWorkItems=0))
     with pytest.raises(BadRequest, match="maxConcurrentEntityWorkItems must not be negative"):
         check_work_items_request(pb.GetWorkItemsRequest(maxConcurrentEntityWorkItems=-3))
+
+
+def test_messages_about_a_worker_response_quote_its_values_bounded() -> None:
+    instance = InstanceSnapshot(instance_id="i", execution_id="e", name="orch",
+                                status=pb.ORCHESTRATION_STATUS_FAILED, created_at=NOW, last_updated_at=NOW)
+    started = pb.HistoryEvent(executionStarted=pb.ExecutionStartedEvent(name="n" * 100_000))
+    with pytest.raises(InvalidTurnError) as err:
+        check_rewound_history(instance, [started])
+    assert "(100,000 characters)" in str(err.value) and len(str(err.value)) < 400
+    response = pb.OrchestratorResponse(instanceId="z" * 100_000)
+    with pytest.raises(InvalidTurnError) as err:
+        validate_turn(dataclasses.replace(instance, status=pb.ORCHESTRATION_STATUS_RUNNING), response)
+    assert "(100,000 characters)" in str(err.value) and len(str(err.value)) < 400
