@@ -5,6 +5,10 @@ only: one stream message carries every work item that was ready, and one call se
 results; the activity results of one call are committed in one store transaction. Each result
 is checked and settled as ``CompleteActivityTask`` or ``CompleteOrchestratorTask`` would settle
 it alone, and its outcome (status code and message) is the one that call would have answered.
+
+When one of the per-item methods has been replaced on the servicer object (tests record what it
+serves), the batches go through the replacement: a replaced GetWorkItems streams batches of one
+item, a replaced CompleteActivityTask settles the results one by one.
 """
 
 from __future__ import annotations
@@ -40,22 +44,44 @@ class _ItemContext:
         raise _ItemAborted(code, details)
 
 
+class _OneItemBatches:
+    """A call's context whose writes of single work items go out as batches of one."""
+
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self._context = context
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    async def write(self, item: pb.WorkItem) -> None:
+        await self._context.write(batches_pb.WorkItemBatch(workItems=[item]))
+
+
 class BatchServicer:
     """The aio handlers of the WorkBatches service.
 
     ``servicer_of`` gives the sidecar's servicer (``sidecar.server.SidecarServicer``): its
-    dispatcher, and its CompleteOrchestratorTask for each turn. Store work runs on ``pool``.
+    dispatcher, and its CompleteOrchestratorTask for each turn; ``per_item`` serves its
+    GetWorkItems on the event loop (``sidecar.transport.AsyncServicer``). Store work runs on
+    ``pool``.
     """
 
-    def __init__(self, servicer_of: Callable[[], Any], pool: Executor) -> None:
+    def __init__(self, servicer_of: Callable[[], Any], per_item: Any, pool: Executor) -> None:
         self._servicer_of = servicer_of
+        self._per_item = per_item
         self._pool = pool
+
+    def _replaced(self, rpc: str) -> bool:
+        return rpc in vars(self._servicer_of())
 
     def _dispatcher(self) -> Dispatcher:
         dispatcher: Dispatcher = self._servicer_of().dispatcher
         return dispatcher
 
     async def GetWorkItemBatches(self, request: pb.GetWorkItemsRequest, context: grpc.aio.ServicerContext) -> None:
+        if self._replaced("GetWorkItems"):
+            await self._per_item.GetWorkItems(request, _OneItemBatches(context))
+            return
         dispatcher = self._dispatcher()
         batches = dispatcher.aiterate_batches(dispatcher.open_stream(request), MAX_ITEMS_PER_BATCH)
         try:
@@ -79,6 +105,8 @@ class BatchServicer:
     def complete_activities(self, results: list[pb.ActivityResponse]) -> batches_pb.CompletionOutcomes:
         """Settle activity ``results`` together; one outcome per result, in order."""
         rpc = "CompleteActivityTask"
+        if self._replaced(rpc):
+            return self._one_by_one(rpc, results)
         outcomes: list[Status | None] = [None] * len(results)
         valid: list[int] = []
         for i, result in enumerate(results):
@@ -95,16 +123,19 @@ class BatchServicer:
 
     def complete_turns(self, results: list[pb.OrchestratorResponse]) -> batches_pb.CompletionOutcomes:
         """Settle orchestration turns one after the other, each as CompleteOrchestratorTask would."""
-        servicer = self._servicer_of()
+        return self._one_by_one("CompleteOrchestratorTask", results)
+
+    def _one_by_one(self, rpc: str, results: list[Any]) -> batches_pb.CompletionOutcomes:
+        method = getattr(self._servicer_of(), rpc)
         outcomes: list[Status | None] = []
         for result in results:
             try:
-                servicer.CompleteOrchestratorTask(result, _ItemContext())
+                method(result, _ItemContext())
                 outcomes.append(None)
             except _ItemAborted as aborted:
                 outcomes.append(aborted.status)
             except Exception as exc:
-                outcomes.append(error_status(exc, "CompleteOrchestratorTask"))
+                outcomes.append(error_status(exc, rpc))
         return _outcomes(outcomes)
 
 

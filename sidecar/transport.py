@@ -374,8 +374,9 @@ class LoopServer:
 
     async def _serve(self, target: str, pool: Executor) -> int:
         server = grpc.aio.server(options=self._options, maximum_concurrent_rpcs=None)
-        add_to_server(AsyncServicer(self._servicer, pool), server)
-        batches = BatchServicer(lambda: self._servicer, pool)
+        per_item = AsyncServicer(self._servicer, pool)
+        add_to_server(per_item, server)
+        batches = BatchServicer(lambda: self._servicer, per_item, pool)
         add_to_server(batches, server, batches_grpc.add_WorkBatchesServicer_to_server)
         port = server.add_insecure_port(target)
         if port:
