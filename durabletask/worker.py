@@ -504,6 +504,7 @@ class TaskHubGrpcWorker:
                 default_version=self._versioning.default_version if self._versioning is not None else None,
                 maximum_entity_state_size=self._maximum_entity_state_size,
                 maximum_cached_orchestrations=self._maximum_cached_orchestrations,
+                batch_stub_provider=lambda: stream_holder[0].batch_stub() if stream_holder else None,
             )
             stream = WorkItemStream(
                 host_address=self._host_address,

@@ -332,6 +332,27 @@ class Dispatcher:
         finally:
             self.close_stream(stream)
 
+    async def aiterate_batches(self, stream: WorkStream, limit: int) -> AsyncGenerator[list[pb.WorkItem], None]:
+        """:meth:`aiterate` in batches: each holds every item that was ready (one at least, at most ``limit``)."""
+        try:
+            yield [pb.WorkItem(healthPing=pb.HealthPing())]
+            while True:
+                try:
+                    items = await stream.queue.aget_many(limit, timeout=self.options.health_ping_interval)
+                except queue.Empty:
+                    if stream.closed:
+                        return
+                    yield [pb.WorkItem(healthPing=pb.HealthPing())]
+                    continue
+                ended = None in items
+                ready = [item for item in items if item is not None]
+                if ready:
+                    yield ready
+                if ended:
+                    return
+        finally:
+            self.close_stream(stream)
+
     # --- completions ------------------------------------------------------------------------
 
     def _settling(self, token: str) -> None:
@@ -378,6 +399,30 @@ class Dispatcher:
         token = response.completionToken
         with self._completing(ACTIVITY, token):
             self._activity_results.submit((token, response, self.clock()))
+
+    def complete_activities(self, responses: list[pb.ActivityResponse]) -> list[Exception | None]:
+        """Commit several activity results in one transaction (and with others arriving meanwhile).
+
+        Returns each one's error or None; each result is settled as :meth:`complete_activity` would.
+        """
+        now = self.clock()
+        outcomes: list[Exception | None] = [None] * len(responses)
+        live: list[int] = []
+        for i, response in enumerate(responses):
+            if self._is_dead(response.completionToken):
+                outcomes[i] = LeaseNotFoundError(response.completionToken)
+            else:
+                live.append(i)
+        errors = self._activity_results.submit_many([(responses[i].completionToken, responses[i], now) for i in live])
+        for i, error in zip(live, errors, strict=True):
+            if error is not None and not isinstance(error, Exception):
+                raise error  # not an Exception: a KeyboardInterrupt, say
+            outcomes[i] = error
+            if error is not None and not isinstance(error, _NOT_HANDED_BACK):
+                self._hand_back(ACTIVITY, responses[i].completionToken, error)
+        for response in responses:
+            self._settled(response.completionToken)
+        return outcomes
 
     def complete_entity(self, result: pb.EntityBatchResult) -> None:
         """Commit an entity batch. Raises LeaseNotFoundError (stale token) or InvalidBatchResultError.

@@ -51,18 +51,27 @@ class GroupCommitter(Generic[T]):
 
     def submit(self, request: T) -> None:
         """Commit ``request`` (alone or with others); raises the error of its own commit."""
-        entry = _Entry(request)
+        error = self.submit_many([request])[0]
+        if error is not None:
+            raise error
+
+    def submit_many(self, requests: Sequence[T]) -> list[BaseException | None]:
+        """Commit ``requests`` (together, and with others'); returns each one's error, or None."""
+        entries = [_Entry(request) for request in requests]
         with self._cond:
-            self._pending.append(entry)
-            if not self._leading:
+            self._pending.extend(entries)
+            if entries and not self._leading:
                 self._leading = True
-                entry.state = "lead"
-            else:
-                self._cond.wait_for(lambda: entry.state != "waiting")
-        if entry.state == "lead":
+                entries[0].state = "lead"
+        while True:
+            with self._cond:
+                self._cond.wait_for(
+                    lambda: any(e.state == "lead" for e in entries) or all(e.state == "done" for e in entries)
+                )
+                leading = any(e.state == "lead" for e in entries)
+            if not leading:
+                return [entry.error for entry in entries]
             self._lead()
-        if entry.error is not None:
-            raise entry.error
 
     def _lead(self) -> None:
         with self._cond:

@@ -35,10 +35,12 @@ import grpc
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
+from durabletask.internal import work_batches_pb2_grpc as batches_grpc
 from sidecar.dispatch import Dispatcher
 from sidecar.hub import TaskHub
 from sidecar.model import InstanceSnapshot
 from sidecar.notify import InstanceWatcher
+from sidecar.servicer_batches import BatchServicer
 from sidecar.servicer_util import check_instance_id, error_status
 
 
@@ -300,14 +302,18 @@ class _Registrations:
         self.service, self.handlers = service, dict(handlers)
 
 
-def add_to_server(servicer: AsyncServicer, server: grpc.aio.Server) -> None:
-    """Register ``servicer``'s handlers, answering an undecodable request as a sync grpc server does.
+def add_to_server(
+    servicer: Any, server: grpc.aio.Server,
+    register: Callable[[Any, Any], None] = pb_grpc.add_TaskHubSidecarServiceServicer_to_server,
+) -> None:
+    """Register ``servicer``'s handlers (with the generated ``register``), answering an undecodable
+    request as a sync grpc server does.
 
     grpc.aio would answer UNKNOWN with the parser's error; the sidecar served with threads
     answered INTERNAL "Exception deserializing request!", and still does.
     """
     collected = _Registrations()
-    pb_grpc.add_TaskHubSidecarServiceServicer_to_server(servicer, collected)
+    register(servicer, collected)
     handlers = {}
     for rpc, handler in collected.handlers.items():
         kind = "unary_stream" if handler.response_streaming else "unary_unary"
@@ -368,7 +374,10 @@ class LoopServer:
 
     async def _serve(self, target: str, pool: Executor) -> int:
         server = grpc.aio.server(options=self._options, maximum_concurrent_rpcs=None)
-        add_to_server(AsyncServicer(self._servicer, pool), server)
+        per_item = AsyncServicer(self._servicer, pool)
+        add_to_server(per_item, server)
+        batches = BatchServicer(lambda: self._servicer, per_item, pool)
+        add_to_server(batches, server, batches_grpc.add_WorkBatchesServicer_to_server)
         port = server.add_insecure_port(target)
         if port:
             await server.start()

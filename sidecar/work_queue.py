@@ -58,12 +58,19 @@ class WorkQueue(Generic[T]):
 
     async def aget(self, timeout: float | None = None) -> T:
         """The next item, awaited on the running loop for up to ``timeout`` seconds (forever for None)."""
+        return (await self.aget_many(1, timeout))[0]
+
+    async def aget_many(self, limit: int, timeout: float | None = None) -> list[T]:
+        """The next items, at least one and at most ``limit``: every item waiting, without waiting for more.
+
+        Awaited on the running loop for up to ``timeout`` seconds (forever for None).
+        """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             with self._lock:
                 if self._items:
-                    return self._items.popleft()
+                    return [self._items.popleft() for _ in range(min(limit, len(self._items)))]
                 if deadline is not None and loop.time() >= deadline:
                     raise queue.Empty
                 waiter: asyncio.Future[None] = loop.create_future()

@@ -1,4 +1,4 @@
-"""Generate (or check) the committed Python code for protos/orchestrator_service.proto.
+"""Generate (or check) the committed Python code for the protocol files in protos/.
 
 Usage: python tools/gen_proto.py [--check]
 """
@@ -15,7 +15,8 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "protos"
 OUT_DIR = ROOT / "durabletask" / "internal"
-NAMES = ("orchestrator_service_pb2.py", "orchestrator_service_pb2.pyi", "orchestrator_service_pb2_grpc.py")
+PROTOS = ("orchestrator_service", "work_batches")
+NAMES = tuple(f"{proto}{suffix}" for proto in PROTOS for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py"))
 
 
 def generate() -> dict[str, str]:
@@ -29,7 +30,7 @@ def generate() -> dict[str, str]:
             f"--python_out={tmp}",
             f"--pyi_out={tmp}",
             f"--grpc_python_out={tmp}",
-            str(PROTO_DIR / "orchestrator_service.proto"),
+            *(str(PROTO_DIR / f"{proto}.proto") for proto in PROTOS),
         ])
         if rc != 0:
             raise SystemExit(f"protoc failed with exit code {rc}")
@@ -38,8 +39,8 @@ def generate() -> dict[str, str]:
             text = (Path(tmp) / name).read_text()
             # protoc emits a top-level import; the module lives inside the package.
             text = re.sub(
-                r"^import orchestrator_service_pb2 as",
-                "from durabletask.internal import orchestrator_service_pb2 as",
+                rf"^import ({'|'.join(PROTOS)})_pb2 as",
+                r"from durabletask.internal import \1_pb2 as",
                 text,
                 flags=re.M,
             )

@@ -236,7 +236,19 @@ class CompletionSender:
         ``subject`` names the work item in logs; ``replacement`` builds the failure to send in
         place of a refused result; ``abandon`` hands the work item back to the sidecar.
         """
-        outcome = self.call_with_retries(method, request)
+        self.settle(self.call_with_retries(method, request), method, subject=subject, replacement=replacement,
+                    abandon=abandon)
+
+    def settle(
+        self,
+        outcome: Outcome,
+        method: str,
+        *,
+        subject: str,
+        replacement: Callable[[Refusal], Any],
+        abandon: Callable[[], None],
+    ) -> None:
+        """Act on a completion's ``outcome`` (after its retries), as :meth:`deliver` does."""
         if outcome.ok:
             return
         if outcome.refused:

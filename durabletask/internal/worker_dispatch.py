@@ -29,8 +29,10 @@ from durabletask.internal.registry import Registry
 from durabletask.internal.replay import OrchestrationExecutor, ReplayState
 from durabletask.internal.replay_cache import DEFAULT_MAXIMUM_CACHED_ORCHESTRATIONS, ReplayCache
 from durabletask.internal.rewind import is_rewind_request
+from durabletask.internal.worker_batches import ACTIVITIES, TURNS, PendingResult, ResultBatcher
 from durabletask.internal.worker_completions import (
     CompletionSender,
+    Refusal,
     failed_activity_response,
     failed_batch_result,
     failed_turn_response,
@@ -149,6 +151,7 @@ class WorkItemDispatcher:
         call_timeout: float = 30.0,
         maximum_entity_state_size: int | None = DEFAULT_MAXIMUM_ENTITY_STATE_SIZE,
         maximum_cached_orchestrations: int = DEFAULT_MAXIMUM_CACHED_ORCHESTRATIONS,
+        batch_stub_provider: StubProvider = lambda: None,
     ) -> None:
         self._registry = registry
         self._replays = ReplayCache(maximum_cached_orchestrations)
@@ -166,6 +169,22 @@ class WorkItemDispatcher:
             stopping=self._stopping,
         )
         self._activities = ActivityExecutor(registry, data_converter, logger)
+        self._batch_stub_provider = batch_stub_provider
+
+        def batcher(kind: tuple[str, Any], method: str) -> ResultBatcher:
+            return ResultBatcher(
+                kind,
+                batch_stub_provider,
+                lambda outcome, result: self._sender.settle(
+                    outcome, method, subject=result.subject, replacement=result.replacement, abandon=result.abandon
+                ),
+                logger,
+                metadata=tuple(metadata) if metadata else None,
+                call_timeout=call_timeout,
+            )
+
+        self._activity_results = batcher(ACTIVITIES, "CompleteActivityTask")
+        self._turn_results = batcher(TURNS, "CompleteOrchestratorTask")
         self._entities = EntityExecutor(
             registry, data_converter, logger, maximum_state_size=maximum_entity_state_size
         )
@@ -276,16 +295,21 @@ class WorkItemDispatcher:
             self._abandon_orchestration(req.instanceId, token)
             settled()
 
+        def finish() -> None:
+            self._orchestration_limit.release()
+            self._sequencer.finish(req.instanceId)
+            settled()
+
         def run() -> None:
+            handed_on = False
             try:
                 if self._is_closing():
                     self._abandon_orchestration(req.instanceId, token)
                 else:
-                    self._run_orchestration(req, token)
+                    handed_on = self._run_orchestration(req, token, finish)
             finally:
-                self._orchestration_limit.release()
-                self._sequencer.finish(req.instanceId)
-                settled()
+                if not handed_on:
+                    finish()
 
         def abandon_in_turn() -> None:
             # The job already holds its instance's turn: pass the turn on as well.
@@ -304,13 +328,14 @@ class WorkItemDispatcher:
 
         self._sequencer.submit(req.instanceId, Pending(start=take_slot, abandon=abandon))
 
-    def _run_orchestration(self, req: pb.OrchestratorRequest, token: str) -> None:
+    def _run_orchestration(self, req: pb.OrchestratorRequest, token: str, done: Callable[[], None]) -> bool:
+        """Run a turn and deliver its response. True when the delivery runs ``done`` once it is settled."""
         instance_id = req.instanceId
         execution_id = req.executionId.value
         turn = self._turn_history(req)
         if turn is None:
             self._abandon_orchestration(instance_id, token)
-            return
+            return False
         past, state = turn
         version = state.ctx.version if state is not None else _instance_version((*past, *req.newEvents))
         verdict = self._version_gate(version) if self._version_gate else None
@@ -319,7 +344,7 @@ class WorkItemDispatcher:
         if verdict is not None and verdict.reject:
             self._logger.info("rejecting a turn of '%s': %s", instance_id, verdict.details.errorMessage)
             self._abandon_orchestration(instance_id, token)
-            return
+            return False
         response = pb.OrchestratorResponse(instanceId=instance_id, completionToken=token)
         if req.HasField("orchestrationTraceContext"):
             response.orchestrationTraceContext.CopyFrom(req.orchestrationTraceContext)
@@ -338,20 +363,30 @@ class WorkItemDispatcher:
             except Exception:
                 self._logger.exception("the orchestration executor failed on '%s'; abandoning the turn", instance_id)
                 self._abandon_orchestration(instance_id, token)
-                return
+                return False
             response.actions.extend(results.actions)
             if results.custom_status is not None:
                 response.customStatus.value = results.custom_status
             if state is not None:
                 self._replays.put(instance_id, execution_id, state)
         action_id = _failure_action_id(first_free_id, response)
-        self._sender.deliver(
-            "CompleteOrchestratorTask",
-            response,
-            subject=f"the turn of orchestration '{instance_id}'",
-            replacement=lambda refusal: failed_turn_response(response, action_id, refusal),
-            abandon=lambda: self._abandon_orchestration(instance_id, token),
-        )
+        subject = f"the turn of orchestration '{instance_id}'"
+
+        def replacement(refusal: Refusal) -> pb.OrchestratorResponse:
+            return failed_turn_response(response, action_id, refusal)
+
+        def abandon() -> None:
+            self._abandon_orchestration(instance_id, token)
+
+        def send_alone() -> None:
+            self._sender.deliver("CompleteOrchestratorTask", response, subject=subject, replacement=replacement,
+                                 abandon=abandon)
+
+        if self._batch_stub_provider() is None:
+            send_alone()
+            return False
+        self._turn_results.submit(PendingResult(response, subject, replacement, abandon, send_alone, done))
+        return True
 
     def _turn_history(
         self, req: pb.OrchestratorRequest
@@ -418,14 +453,17 @@ class WorkItemDispatcher:
         self, req: pb.ActivityRequest, token: str, finish: Callable[[], None], abandon: Callable[[], None]
     ) -> Callable[[], None]:
         def run() -> None:
+            handed_on = False
             try:
                 if self._is_closing():
                     self._abandon_activity(token)
                     return
                 response = self._activities.run(req, token, await_result=self._loop.run)
-                self._complete_activity(req, response)
+                handed_on = True
+                self._complete_activity(req, response, finish)
             finally:
-                finish()
+                if not handed_on:
+                    finish()
 
         def start() -> None:
             try:
@@ -440,17 +478,21 @@ class WorkItemDispatcher:
         self, req: pb.ActivityRequest, token: str, finish: Callable[[], None], abandon: Callable[[], None]
     ) -> Callable[[], None]:
         async def run() -> None:
+            handed_on = False
             try:
                 if self._is_closing():
                     await asyncio.to_thread(self._abandon_activity, token)
                     return
                 response = await self._activities.run_async(req, token)
-                await asyncio.to_thread(self._complete_activity, req, response)
+                handed_on = True
+                await asyncio.to_thread(self._complete_activity, req, response, finish)
             except asyncio.CancelledError:
-                self._abandon_activity(token)
+                if not handed_on:
+                    self._abandon_activity(token)
                 raise
             finally:
-                finish()
+                if not handed_on:
+                    finish()
 
         def start() -> None:
             try:
@@ -461,14 +503,27 @@ class WorkItemDispatcher:
 
         return start
 
-    def _complete_activity(self, req: pb.ActivityRequest, response: pb.ActivityResponse) -> None:
-        self._sender.deliver(
-            "CompleteActivityTask",
-            response,
-            subject=f"the result of activity '{req.name}' (task {req.taskId} of '{response.instanceId}')",
-            replacement=lambda refusal: failed_activity_response(req, response, refusal),
-            abandon=lambda: self._abandon_activity(response.completionToken),
-        )
+    def _complete_activity(self, req: pb.ActivityRequest, response: pb.ActivityResponse, done: Callable[[], None]) -> None:
+        """Deliver an activity's result; ``done`` runs once it is settled (a batched result may be sent later)."""
+        subject = f"the result of activity '{req.name}' (task {req.taskId} of '{response.instanceId}')"
+
+        def replacement(refusal: Refusal) -> pb.ActivityResponse:
+            return failed_activity_response(req, response, refusal)
+
+        def abandon() -> None:
+            self._abandon_activity(response.completionToken)
+
+        def send_alone() -> None:
+            self._sender.deliver("CompleteActivityTask", response, subject=subject, replacement=replacement,
+                                 abandon=abandon)
+
+        if self._batch_stub_provider() is None:
+            try:
+                send_alone()
+            finally:
+                done()
+            return
+        self._activity_results.submit(PendingResult(response, subject, replacement, abandon, send_alone, done))
 
     def _abandon_activity(self, token: str) -> None:
         self._call("AbandonTaskActivityWorkItem", pb.AbandonActivityTaskRequest(completionToken=token), _ABANDON_TIMEOUT)

@@ -5,6 +5,10 @@ to a callback that must not block. When the stream fails or ends it reconnects w
 jittered exponential backoff; after several failures in a row it replaces the
 channel (when it owns it). A watchdog thread cancels a stream that has been silent
 for longer than the configured limit, which the reader then treats as a failure.
+
+The stream is opened with our sidecar's ``WorkBatches.GetWorkItemBatches`` first (work items
+in batches, ``protos/work_batches.proto``); a sidecar that answers UNIMPLEMENTED (every other
+backend) is served with ``GetWorkItems`` from then on, on that channel.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from durabletask.grpc_options import GrpcWorkerResiliencyOptions
 from durabletask.internal import grpc_channel
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
+from durabletask.internal import work_batches_pb2_grpc as batches_grpc
 
 # Keep gRPC's own reconnect backoff short so a restarted sidecar is found quickly.
 RECONNECT_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
@@ -64,6 +69,10 @@ class WorkItemStream:
         self._owns_channel = channel is None
         self._channel: grpc.Channel | None = channel
         self._stub: Any = pb_grpc.TaskHubSidecarServiceStub(channel) if channel is not None else None
+        self._batch_stub: Any = batches_grpc.WorkBatchesStub(channel) if channel is not None else None
+        # Whether the sidecar serves WorkBatches: None until known (asked again on a new channel).
+        self._serves_batches: bool | None = None
+        self._batched = False  # the open stream is a GetWorkItemBatches stream
         self._secure_channel = secure_channel
         self._interceptors = list(interceptors) if interceptors else None
         self._channel_options = [*RECONNECT_CHANNEL_OPTIONS, *(channel_options or [])]
@@ -93,6 +102,11 @@ class WorkItemStream:
         with self._lock:
             return self._stub
 
+    def batch_stub(self) -> Any:
+        """The WorkBatches stub of the current channel while the open stream is batched, else None."""
+        with self._lock:
+            return self._batch_stub if self._batched else None
+
     def stop(self, timeout: float = 10.0) -> bool:
         """Cancel the stream and join the threads; the channel stays open for pending completions."""
         self._stopping.set()
@@ -109,7 +123,7 @@ class WorkItemStream:
     def close(self) -> None:
         """Close the channel if this object created it."""
         with self._lock:
-            channel, self._channel, self._stub = self._channel, None, None
+            channel, self._channel, self._stub, self._batch_stub = self._channel, None, None, None
         if channel is not None and self._owns_channel:
             channel.close()
 
@@ -129,6 +143,8 @@ class WorkItemStream:
                     self._host_address, self._secure_channel, self._interceptors, self._channel_options
                 )
                 self._stub = pb_grpc.TaskHubSidecarServiceStub(self._channel)
+                self._batch_stub = batches_grpc.WorkBatchesStub(self._channel)
+                self._serves_batches = None
                 if old is not None:
                     old.close()
             return self._stub
@@ -154,6 +170,7 @@ class WorkItemStream:
                 failures = 0
             stub = self._ensure_stub(replace)
             received = False
+            batched = False
             try:
                 hello = stub.Hello.future(
                     empty_pb2.Empty(), timeout=self._resiliency.hello_timeout_seconds, metadata=self._metadata
@@ -161,23 +178,37 @@ class WorkItemStream:
                 if not self._track(hello):
                     break
                 hello.result()
-                call = stub.GetWorkItems(self._make_request(), metadata=self._metadata)
+                with self._lock:
+                    batched = self._serves_batches is not False and self._batch_stub is not None
+                    batch_stub = self._batch_stub
+                if batched:
+                    call = batch_stub.GetWorkItemBatches(self._make_request(), metadata=self._metadata)
+                else:
+                    call = stub.GetWorkItems(self._make_request(), metadata=self._metadata)
                 if not self._track(call):
                     break
-                self.connections += 1
-                self.connected.set()
-                self._logger.info("connected to %s; waiting for work items", self._host_address)
-                for item in call:
+                if not batched:
+                    self._connected(False)
+                for message in call:
+                    if batched and not received:
+                        self._connected(True)  # the sidecar serves batches: its first message came
                     with self._lock:
                         self._last_message = time.monotonic()
                     received = True
                     attempt = 0
                     failures = 0
-                    self._deliver(item)
+                    for item in message.workItems if batched else (message,):
+                        self._deliver(item)
                 self._logger.info("the sidecar closed the work-item stream; reconnecting")
             except grpc.RpcError as err:
                 if self._stopping.is_set():
                     break
+                if batched and not received and isinstance(err, grpc.Call) \
+                        and err.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    with self._lock:
+                        self._serves_batches = False
+                    self._logger.debug("the sidecar does not serve work-item batches; using GetWorkItems")
+                    continue
                 failures += 1
                 self._log_stream_error(err)
             except Exception:
@@ -189,6 +220,7 @@ class WorkItemStream:
                 self.connected.clear()
                 with self._lock:
                     self._call = None
+                    self._batched = False
             if not received:
                 attempt += 1
             delay = backoff_delay(
@@ -200,6 +232,15 @@ class WorkItemStream:
             if self._stopping.wait(delay):
                 break
         self._logger.info("no longer listening for work items")
+
+    def _connected(self, batched: bool) -> None:
+        with self._lock:
+            self._batched = batched
+            if batched:
+                self._serves_batches = True
+        self.connections += 1
+        self.connected.set()
+        self._logger.info("connected to %s; waiting for work items", self._host_address)
 
     def _deliver(self, item: pb.WorkItem) -> None:
         try:

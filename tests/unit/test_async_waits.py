@@ -36,6 +36,22 @@ def test_queue_keeps_order_for_blocking_and_async_readers() -> None:
         q.get(block=False)
 
 
+def test_queue_aget_many_takes_every_waiting_item_up_to_the_limit() -> None:
+    q: WorkQueue[int] = WorkQueue()
+
+    async def read() -> list[list[int]]:
+        for n in range(5):
+            q.put(n)
+        batches = [await q.aget_many(3, timeout=1), await q.aget_many(3, timeout=1)]
+        later(0.05, q.put, 9)
+        batches.append(await q.aget_many(3, timeout=10))  # waits for the next item, then returns it alone
+        with pytest.raises(queue.Empty):
+            await q.aget_many(3, timeout=0.01)
+        return batches
+
+    assert asyncio.run(read()) == [[0, 1, 2], [3, 4], [9]]
+
+
 def test_queue_aget_is_woken_by_a_put_from_another_thread() -> None:
     q: WorkQueue[str] = WorkQueue()
 

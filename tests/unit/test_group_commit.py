@@ -134,3 +134,37 @@ def test_a_failure_every_request_shares_is_not_retried_one_by_one() -> None:
     others.join(10)
     assert [tx for tx in store.transactions if len(tx) == 1 and tx[0] != 0] == [], "no one-by-one commits"
     assert all(isinstance(outcomes[r], RuntimeError) for r in (1, 2, 3))
+
+
+def test_submit_many_commits_a_thread_s_requests_together_with_their_own_errors() -> None:
+    store = Recorder()
+    committer = GroupCommitter(store.batch, store.one, max_batch=4)
+    errors = committer.submit_many([1, -2, 3, 4, 5, -6])
+    assert [e is None for e in errors] == [True, False, True, True, True, False]
+    assert "bad -2" in str(errors[1]) and "bad -6" in str(errors[5])
+    # The lead passes to the submitter's own later requests: batches of at most 4, in order.
+    assert store.transactions == [[1, -2, 3, 4], [5, -6]]
+    assert committer.submit_many([]) == []
+
+
+def test_submit_many_waits_behind_a_commit_in_flight_and_joins_others() -> None:
+    store = Recorder()
+    committer = GroupCommitter(store.batch, store.one, max_batch=64)
+    store.gate.clear()
+    first = threading.Thread(target=committer.submit, args=(0,))
+    first.start()
+    while not committer._leading:  # noqa: SLF001 - the first commit is in flight
+        threading.Event().wait(0.001)
+    results: list[list[BaseException | None]] = []
+    many = threading.Thread(target=lambda: results.append(committer.submit_many([1, 2, 3])))
+    many.start()
+    one = threading.Thread(target=run_all, args=(committer, [4]))
+    one.start()
+    while len(committer._pending) < 4:  # noqa: SLF001
+        threading.Event().wait(0.001)
+    store.gate.set()
+    for thread in (first, many, one):
+        thread.join(10)
+    assert results == [[None, None, None]]
+    assert store.transactions[0] == [0]
+    assert sorted(store.transactions[1]) == [1, 2, 3, 4], "queued requests of both threads share one transaction"

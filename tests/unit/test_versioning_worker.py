@@ -115,7 +115,7 @@ def started_request() -> pb.OrchestratorRequest:
 
 def test_fail_completes_the_instance_as_failed_with_version_mismatch() -> None:
     stub = RecordingStub()
-    dispatcher(stub, VersionVerdict(reject=False, details=MISMATCH))._run_orchestration(started_request(), "tok")
+    dispatcher(stub, VersionVerdict(reject=False, details=MISMATCH))._run_orchestration(started_request(), "tok", lambda: None)
     [(method, response)] = stub.sent
     assert method == "CompleteOrchestratorTask"
     [action] = response.actions
@@ -125,7 +125,7 @@ def test_fail_completes_the_instance_as_failed_with_version_mismatch() -> None:
 
 def test_reject_hands_the_turn_back() -> None:
     stub = RecordingStub()
-    dispatcher(stub, VersionVerdict(reject=True, details=MISMATCH))._run_orchestration(started_request(), "tok")
+    dispatcher(stub, VersionVerdict(reject=True, details=MISMATCH))._run_orchestration(started_request(), "tok", lambda: None)
     [(method, request)] = stub.sent
     assert method == "AbandonTaskOrchestratorWorkItem" and request.completionToken == "tok"
 
@@ -135,7 +135,7 @@ def test_fail_still_answers_a_rewind_request_with_the_rewritten_history() -> Non
     req.pastEvents.append(ph.new_execution_completed_event(pb.ORCHESTRATION_STATUS_FAILED, None, MISMATCH))
     req.newEvents.append(pb.HistoryEvent(eventId=-1, executionRewound=pb.ExecutionRewoundEvent()))
     stub = RecordingStub()
-    dispatcher(stub, VersionVerdict(reject=False, details=MISMATCH))._run_orchestration(req, "tok")
+    dispatcher(stub, VersionVerdict(reject=False, details=MISMATCH))._run_orchestration(req, "tok", lambda: None)
     [(method, response)] = stub.sent
     assert method == "CompleteOrchestratorTask"
     [action] = response.actions

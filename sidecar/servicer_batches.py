@@ -1,0 +1,153 @@
+"""The ``durabletask.batches.WorkBatches`` service: work items and their results in batches.
+
+An addition of ours to the protocol (``protos/work_batches.proto``), used by our SDK's worker
+only: one stream message carries every work item that was ready, and one call settles many
+results; the activity results of one call are committed in one store transaction. Each result
+is checked and settled as ``CompleteActivityTask`` or ``CompleteOrchestratorTask`` would settle
+it alone, and its outcome (status code and message) is the one that call would have answered.
+
+When one of the per-item methods has been replaced on the servicer object (tests record what it
+serves), the batches go through the replacement: a replaced GetWorkItems streams batches of one
+item, a replaced CompleteActivityTask settles the results one by one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any, NoReturn
+
+import grpc
+
+from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal import work_batches_pb2 as batches_pb
+from sidecar.dispatch import Dispatcher
+from sidecar.servicer_util import check_token, error_status
+
+# Most work items in one stream message.
+MAX_ITEMS_PER_BATCH = 64
+
+Status = tuple[grpc.StatusCode, str]
+
+
+class _ItemAborted(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.status: Status = (code, details)
+
+
+class _ItemContext:
+    """The context one result of a batch is settled with: ``abort`` ends that result only."""
+
+    def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
+        raise _ItemAborted(code, details)
+
+
+class _OneItemBatches:
+    """A call's context whose writes of single work items go out as batches of one."""
+
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self._context = context
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    async def write(self, item: pb.WorkItem) -> None:
+        await self._context.write(batches_pb.WorkItemBatch(workItems=[item]))
+
+
+class BatchServicer:
+    """The aio handlers of the WorkBatches service.
+
+    ``servicer_of`` gives the sidecar's servicer (``sidecar.server.SidecarServicer``): its
+    dispatcher, and its CompleteOrchestratorTask for each turn; ``per_item`` serves its
+    GetWorkItems on the event loop (``sidecar.transport.AsyncServicer``). Store work runs on
+    ``pool``.
+    """
+
+    def __init__(self, servicer_of: Callable[[], Any], per_item: Any, pool: Executor) -> None:
+        self._servicer_of = servicer_of
+        self._per_item = per_item
+        self._pool = pool
+
+    def _replaced(self, rpc: str) -> bool:
+        return rpc in vars(self._servicer_of())
+
+    def _dispatcher(self) -> Dispatcher:
+        dispatcher: Dispatcher = self._servicer_of().dispatcher
+        return dispatcher
+
+    async def GetWorkItemBatches(self, request: pb.GetWorkItemsRequest, context: grpc.aio.ServicerContext) -> None:
+        if self._replaced("GetWorkItems"):
+            await self._per_item.GetWorkItems(request, _OneItemBatches(context))
+            return
+        dispatcher = self._dispatcher()
+        batches = dispatcher.aiterate_batches(dispatcher.open_stream(request), MAX_ITEMS_PER_BATCH)
+        try:
+            async for items in batches:
+                await context.write(batches_pb.WorkItemBatch(workItems=items))
+        finally:
+            await batches.aclose()  # closes the stream (a no-op when the iteration ended it)
+
+    async def CompleteActivityTasks(
+        self, request: batches_pb.ActivityResultBatch, context: grpc.aio.ServicerContext
+    ) -> batches_pb.CompletionOutcomes:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.complete_activities, list(request.results))
+
+    async def CompleteOrchestratorTasks(
+        self, request: batches_pb.OrchestratorResultBatch, context: grpc.aio.ServicerContext
+    ) -> batches_pb.CompletionOutcomes:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.complete_turns, list(request.results))
+
+    def complete_activities(self, results: list[pb.ActivityResponse]) -> batches_pb.CompletionOutcomes:
+        """Settle activity ``results`` together; one outcome per result, in order."""
+        rpc = "CompleteActivityTask"
+        if self._replaced(rpc):
+            return self._one_by_one(rpc, results)
+        outcomes: list[Status | None] = [None] * len(results)
+        valid: list[int] = []
+        for i, result in enumerate(results):
+            try:
+                check_token(result.completionToken)
+                valid.append(i)
+            except Exception as exc:
+                outcomes[i] = error_status(exc, rpc)
+        errors = self._dispatcher().complete_activities([results[i] for i in valid])
+        for i, error in zip(valid, errors, strict=True):
+            if error is not None:
+                outcomes[i] = error_status(error, rpc)
+        return _outcomes(outcomes)
+
+    def complete_turns(self, results: list[pb.OrchestratorResponse]) -> batches_pb.CompletionOutcomes:
+        """Settle orchestration turns one after the other, each as CompleteOrchestratorTask would."""
+        return self._one_by_one("CompleteOrchestratorTask", results)
+
+    def _one_by_one(self, rpc: str, results: list[Any]) -> batches_pb.CompletionOutcomes:
+        method = getattr(self._servicer_of(), rpc)
+        outcomes: list[Status | None] = []
+        for result in results:
+            try:
+                method(result, _ItemContext())
+                outcomes.append(None)
+            except _ItemAborted as aborted:
+                outcomes.append(aborted.status)
+            except Exception as exc:
+                outcomes.append(error_status(exc, rpc))
+        return _outcomes(outcomes)
+
+
+def _outcomes(statuses: list[Status | None]) -> batches_pb.CompletionOutcomes:
+    return batches_pb.CompletionOutcomes(outcomes=[_outcome(status) for status in statuses])
+
+
+def _outcome(status: Status | None) -> batches_pb.CompletionOutcome:
+    if status is None:
+        return batches_pb.CompletionOutcome(code=grpc.StatusCode.OK.value[0])
+    code, message = status
+    return batches_pb.CompletionOutcome(code=code.value[0], message=message)
+
+
+__all__ = ["MAX_ITEMS_PER_BATCH", "BatchServicer"]
