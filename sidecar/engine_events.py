@@ -112,6 +112,16 @@ def new_execution_started(
     return event
 
 
+def result_mismatch(task_id: int, response: pb.ActivityResponse) -> MismatchedResultError | None:
+    """The error of a result whose non-zero ``taskId`` is not ``task_id`` (its token's task), or None."""
+    if response.taskId and response.taskId != task_id:
+        return MismatchedResultError(
+            f"ActivityResponse.taskId {response.taskId} does not match task {task_id}, "
+            "the task its completionToken was issued for"
+        )
+    return None
+
+
 def activity_result_event(task_id: int, response: pb.ActivityResponse, now: datetime) -> pb.HistoryEvent:
     """The inbox event for a finished activity: ``taskFailed`` when the response has failure details, else ``taskCompleted``.
 
@@ -119,11 +129,9 @@ def activity_result_event(task_id: int, response: pb.ActivityResponse, now: date
     (the task its completion token holds). A taskId of 0 is always accepted: it is the first
     task of the SDKs that count from 0, and what a worker that leaves the field unset sends.
     """
-    if response.taskId and response.taskId != task_id:
-        raise MismatchedResultError(
-            f"ActivityResponse.taskId {response.taskId} does not match task {task_id}, "
-            "the task its completionToken was issued for"
-        )
+    mismatch = result_mismatch(task_id, response)
+    if mismatch is not None:
+        raise mismatch
     event = new_event(now)
     if response.HasField("failureDetails"):
         event.taskFailed.taskScheduledId = task_id

@@ -23,7 +23,7 @@ import grpc
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import work_batches_pb2 as batches_pb
 from sidecar.dispatch import Dispatcher
-from sidecar.servicer_util import check_token, error_status
+from sidecar.servicer_util import check_stream_request, check_token, error_status
 
 # Most work items in one stream message.
 MAX_ITEMS_PER_BATCH = 64
@@ -79,6 +79,7 @@ class BatchServicer:
         return dispatcher
 
     async def GetWorkItemBatches(self, request: pb.GetWorkItemsRequest, context: grpc.aio.ServicerContext) -> None:
+        await check_stream_request(request, context, "GetWorkItemBatches")
         if self._replaced("GetWorkItems"):
             await self._per_item.GetWorkItems(request, _OneItemBatches(context))
             return

@@ -239,6 +239,14 @@ def check_work_items_request(request: pb.GetWorkItemsRequest) -> None:
             raise BadRequest(f"{field} must not be negative (got {value}; 0 picks the sidecar's default)")
 
 
+async def check_stream_request(request: pb.GetWorkItemsRequest, context: grpc.aio.ServicerContext, rpc: str) -> None:
+    """On the event loop: refuse a work-item stream request that cannot be served (INVALID_ARGUMENT naming why)."""
+    try:
+        check_work_items_request(request)
+    except Exception as exc:
+        await context.abort(*error_status(exc, rpc))
+
+
 def to_state(inst: InstanceSnapshot, include_payloads: bool) -> pb.OrchestrationState:
     """The wire form of an instance row; input and output only when asked for."""
     state = pb.OrchestrationState(

@@ -40,8 +40,9 @@ from sidecar.dispatch import Dispatcher
 from sidecar.hub import TaskHub
 from sidecar.model import InstanceSnapshot
 from sidecar.notify import InstanceWatcher
+from sidecar.quoting import bounded_message
 from sidecar.servicer_batches import BatchServicer
-from sidecar.servicer_util import check_instance_id, error_status
+from sidecar.servicer_util import check_instance_id, check_stream_request, error_status
 
 
 class SidecarServicer(Protocol):
@@ -153,7 +154,7 @@ async def _fail(context: grpc.aio.ServicerContext, call: CallContext, rpc: str, 
     if call.code is not None and call.code != grpc.StatusCode.OK:
         await context.abort(call.code, call.details or "")
     log.error("%s raised", rpc, exc_info=exc)
-    await context.abort(grpc.StatusCode.UNKNOWN, f"Exception calling application: {exc}")
+    await context.abort(grpc.StatusCode.UNKNOWN, bounded_message(f"Exception calling application: {exc}"))
     raise AssertionError("abort returned")  # it raises
 
 
@@ -251,6 +252,7 @@ class AsyncServicer:
         return await self._wait(request, context, "WaitForInstanceCompletion")
 
     async def GetWorkItems(self, request: pb.GetWorkItemsRequest, context: grpc.aio.ServicerContext) -> None:
+        await check_stream_request(request, context, "GetWorkItems")
         dispatcher = self._servicer.dispatcher
         items = dispatcher.aiterate(dispatcher.open_stream(request))
         try:

@@ -28,7 +28,13 @@ from sidecar.hub.entity_routing import (
 )
 from sidecar.hub.history_cache import HistoryCache, HistoryView
 from sidecar.ids import IdFactory, random_id
-from sidecar.model import InstanceSnapshot, InvalidTurnError, OutboundMessage, TurnInput
+from sidecar.model import (
+    InstanceSnapshot,
+    InvalidTurnError,
+    MismatchedResultError,
+    OutboundMessage,
+    TurnInput,
+)
 from sidecar.store.base import (
     ActivityWorkItem,
     Backoff,
@@ -347,18 +353,23 @@ class TaskHub:
 
     def complete_activities(
         self, completions: Sequence[tuple[str, pb.ActivityResponse, datetime]]
-    ) -> list[LeaseNotFoundError | None]:
-        """Commit several activity results in one transaction; a stale token fails only its own one.
+    ) -> list[LeaseNotFoundError | MismatchedResultError | None]:
+        """Commit several activity results in one transaction; a bad one fails only itself.
 
-        Returns, per completion, None or the LeaseNotFoundError of its stale token.
+        Returns, per completion, None, the LeaseNotFoundError of a stale token, or the
+        MismatchedResultError of a result whose taskId names another task than its token's
+        (that task stays leased, for the caller to hand back).
         """
 
-        def fn(tx: StoreTx) -> list[LeaseNotFoundError | None]:
-            outcomes: list[LeaseNotFoundError | None] = []
+        def fn(tx: StoreTx) -> list[LeaseNotFoundError | MismatchedResultError | None]:
+            outcomes: list[LeaseNotFoundError | MismatchedResultError | None] = []
             for token, response, now in completions:
-                task = tx.take_activity(token)
+                # A taskId of 0 is any task's (see engine_events.activity_result_event).
+                task = tx.take_activity(token, response.taskId or None)
                 if task is None:
-                    outcomes.append(LeaseNotFoundError(token))
+                    held = tx.leased_activity(token) if response.taskId else None
+                    mismatch = None if held is None else engine_events.result_mismatch(held.task_id, response)
+                    outcomes.append(mismatch or LeaseNotFoundError(token))
                     continue
                 event = engine_events.activity_result_event(task.task_id, response, now)
                 msg = OutboundMessage(task.instance_id, event, target_execution_id=task.execution_id)

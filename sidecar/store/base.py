@@ -34,6 +34,7 @@ from typing import TypeVar
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.model import ActivityTaskSpec, InstanceSnapshot
+from sidecar.quoting import quoted
 
 T = TypeVar("T")
 
@@ -91,9 +92,8 @@ class LeaseNotFoundError(StoreError):
     """The completion token is unknown or no longer valid (stale). Maps to NOT_FOUND."""
 
     def __init__(self, token: str) -> None:
-        shown = token if len(token) <= 80 else token[:80] + "..."
         super().__init__(
-            f"completion token '{shown}' is unknown or stale (the work item was completed, "
+            f"completion token {quoted(token)} is unknown or stale (the work item was completed, "
             "abandoned, its lease expired or the instance was terminated)"
         )
         self.token = token
@@ -453,8 +453,13 @@ class StoreTx(ABC):
         """
 
     @abstractmethod
-    def take_activity(self, token: str) -> ActivityTaskSpec | None:
-        """Delete and return the task held by ``token``, or None when the token does not hold one."""
+    def take_activity(self, token: str, task_id: int | None = None) -> ActivityTaskSpec | None:
+        """Delete and return the task held by ``token``, or None when the token does not hold one
+        (or, with ``task_id``, holds another task than that one)."""
+
+    @abstractmethod
+    def leased_activity(self, token: str) -> ActivityTaskSpec | None:
+        """The task held by ``token`` (left in place), or None."""
 
     @abstractmethod
     def release_activity(self, token: str, visible_at: datetime | None, *, count_hand_back: bool) -> bool:

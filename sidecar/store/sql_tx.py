@@ -451,8 +451,17 @@ class SqlTx(StoreTx):
         rows.sort(key=lambda r: (r["visible_at"], r["id"]))
         return [(r["lease_token"], row_to_task(r)) for r in rows]
 
-    def take_activity(self, token: str) -> ActivityTaskSpec | None:
-        rows = self.db.query("DELETE FROM activity_tasks WHERE lease_token = ? RETURNING *", (token,))
+    def take_activity(self, token: str, task_id: int | None = None) -> ActivityTaskSpec | None:
+        if task_id is None:
+            rows = self.db.query("DELETE FROM activity_tasks WHERE lease_token = ? RETURNING *", (token,))
+        else:
+            rows = self.db.query(
+                "DELETE FROM activity_tasks WHERE lease_token = ? AND task_id = ? RETURNING *", (token, task_id)
+            )
+        return row_to_task(rows[0]) if rows else None
+
+    def leased_activity(self, token: str) -> ActivityTaskSpec | None:
+        rows = self.db.query("SELECT * FROM activity_tasks WHERE lease_token = ?", (token,))
         return row_to_task(rows[0]) if rows else None
 
     def release_activity(self, token: str, visible_at: datetime | None, *, count_hand_back: bool) -> bool:

@@ -16,6 +16,7 @@ from google.protobuf import timestamp_pb2, wrappers_pb2
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
+from durabletask.internal import work_batches_pb2_grpc as batches_grpc
 from sidecar.quoting import MESSAGE_LIMIT
 from tests.e2e.conftest import RawWorker, complete, fast_sidecar, schedule, start
 from tests.e2e.entity_wire import ENTITY_ITEM, batch_result, entity_action, expect_status, ok, signal_action
@@ -356,16 +357,19 @@ def test_control_characters_in_an_entity_signal_target(env) -> None:
             Code.INVALID_ARGUMENT, "sendSignal.instanceId", "control character")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the check in sidecar/transport.py (AsyncServicer.GetWorkItems), which this change may not edit",
-)
 @pytest.mark.parametrize("field", ["maxConcurrentOrchestrationWorkItems", "maxConcurrentActivityWorkItems",
                                    "maxConcurrentEntityWorkItems"])
-def test_negative_concurrency_limits_are_refused(env, field: str) -> None:
-    stub, _ = env
-    refused(stub, lambda: next(iter(stub.GetWorkItems(pb.GetWorkItemsRequest(**{field: -1}), timeout=5))),
-            Code.INVALID_ARGUMENT, field, "-1")
+@pytest.mark.parametrize("batched", [False, True], ids=["GetWorkItems", "GetWorkItemBatches"])
+def test_negative_concurrency_limits_are_refused(field: str, batched: bool) -> None:
+    request = pb.GetWorkItemsRequest(**{field: -1})
+    with fast_sidecar() as (_, address), grpc.insecure_channel(address) as channel:
+        stub = Stub(channel)
+        if batched:
+            batches = batches_grpc.WorkBatchesStub(channel)
+            open_stream = lambda: next(iter(batches.GetWorkItemBatches(request, timeout=5)))  # noqa: E731
+        else:
+            open_stream = lambda: next(iter(stub.GetWorkItems(request, timeout=5)))  # noqa: E731
+        refused(stub, open_stream, Code.INVALID_ARGUMENT, field, "-1")
 
 
 def test_a_timer_at_the_end_of_time_is_kept(env) -> None:

@@ -216,3 +216,26 @@ def test_our_worker_falls_back_when_the_sidecar_does_not_serve_batches(monkeypat
         channel.close()
         dispatcher = run_fan_out(address)
     assert dispatcher._activity_results.calls == 0 and dispatcher._turn_results.calls == 0
+
+
+def test_a_result_naming_another_task_fails_alone_and_its_task_is_offered_again(batched: Any) -> None:
+    stub, worker = batched
+    start(stub, "mismatch")
+    (first,) = worker.take("orchestratorRequest", 1)
+    worker.stub.CompleteOrchestratorTasks(batches_pb.OrchestratorResultBatch(
+        results=[turn(first, schedule(1, "a"), schedule(2, "b"))]), timeout=WAIT)
+    one, two = sorted(worker.take("activityRequest", 2), key=lambda item: item.activityRequest.taskId)
+    wrong = result(two, '"r2"')
+    wrong.taskId = 7
+    reply = worker.stub.CompleteActivityTasks(batches_pb.ActivityResultBatch(results=[result(one, '"r1"'), wrong]),
+                                              timeout=WAIT)
+    assert [o.code for o in reply.outcomes] == [OK, grpc.StatusCode.INVALID_ARGUMENT.value[0]]
+    assert "taskId 7 does not match task 2" in reply.outcomes[1].message
+    # The handed-back task is offered again (after its back-off) under a new token; the turn with
+    # the good result comes meanwhile.
+    arrived = {item.WhichOneof("request"): item for item in (worker.items.get(timeout=WAIT) for _ in range(2))}
+    again, second = arrived["activityRequest"], arrived["orchestratorRequest"]
+    assert again.activityRequest.taskId == 2 and again.completionToken != two.completionToken
+    completed = [e.taskCompleted.taskScheduledId for e in second.orchestratorRequest.newEvents
+                 if e.HasField("taskCompleted")]
+    assert completed == [1], "the good result of the batch was committed"

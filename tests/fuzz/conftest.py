@@ -36,17 +36,20 @@ from google.protobuf.message_factory import GetMessageClass  # noqa: E402
 
 from durabletask.internal import orchestrator_service_pb2 as pb  # noqa: E402
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc  # noqa: E402
+from durabletask.internal import work_batches_pb2 as batches_pb  # noqa: E402
 from sidecar.dispatch import DispatchOptions  # noqa: E402
 from sidecar.engine_events import to_timestamp  # noqa: E402
 from sidecar.server import SidecarServer  # noqa: E402
 
-SERVICE = pb.DESCRIPTOR.services_by_name["TaskHubSidecarService"]
-RPCS = [method.name for method in SERVICE.methods]
+SERVICES = (pb.DESCRIPTOR.services_by_name["TaskHubSidecarService"], batches_pb.DESCRIPTOR.services_by_name["WorkBatches"])
+# Every RPC of the sidecar, by name (the names are unique across its services).
+METHODS = {method.name: method for service in SERVICES for method in service.methods}
+RPCS = list(METHODS)
 # The fuzzed sidecar's message limit: small, so that values up to the limit are cheap to make.
 MESSAGE_LIMIT = 1024 * 1024
 UNDECODABLE = "Exception deserializing request!"  # the one INTERNAL answer allowed (see sidecar/transport.py)
 LONG_POLLS = frozenset({"WaitForInstanceStart", "WaitForInstanceCompletion"})
-STREAMS = frozenset(m.name for m in SERVICE.methods if m.server_streaming)
+STREAMS = frozenset(name for name, method in METHODS.items() if method.server_streaming)
 # How long one ordinary call may take before the sidecar counts as stuck.
 CALL_TIMEOUT = 30.0
 FAST = DispatchOptions(stream_grace=0.2, health_ping_interval=0.5, safety_poll=0.5)
@@ -129,12 +132,12 @@ class FuzzSidecar:
         or up to its first item (GetWorkItems), then cancelled.
         """
         channel = channel or self.target_for(rpc, data)
-        path = f"/{SERVICE.full_name}/{rpc}"
+        path = f"/{METHODS[rpc].containing_service.full_name}/{rpc}"
         try:
             if rpc not in STREAMS:
                 timeout = 0.05 if rpc in LONG_POLLS else CALL_TIMEOUT
                 channel.unary_unary(path)(data, timeout=timeout)
-            elif rpc == "GetWorkItems":
+            elif rpc in ("GetWorkItems", "GetWorkItemBatches"):
                 responses = channel.unary_stream(path)(data, timeout=CALL_TIMEOUT)
                 try:
                     next(responses)
@@ -276,7 +279,7 @@ class FuzzSidecar:
 
 def _parse(rpc: str, data: bytes) -> Message | None:
     """``data`` as ``rpc``'s request message, or None when it does not parse."""
-    cls = GetMessageClass(SERVICE.methods_by_name[rpc].input_type)
+    cls = GetMessageClass(METHODS[rpc].input_type)
     try:
         return cls.FromString(data)
     except (DecodeError, RuntimeError, ValueError):

@@ -12,7 +12,7 @@ from google.protobuf.message_factory import GetMessageClass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fuzz.conftest import MESSAGE_LIMIT, RPCS, SERVICE, FuzzSidecar
+from tests.fuzz.conftest import MESSAGE_LIMIT, METHODS, RPCS, FuzzSidecar
 from tests.fuzz.hostile import messages
 
 SETTINGS = settings(
@@ -65,7 +65,7 @@ def test_every_rpc_with_fixed_bad_bytes(fuzz: FuzzSidecar) -> None:
 def mutated(draw: st.DrawFn) -> tuple[str, bytes]:
     """A valid request of some RPC with a slice of its bytes replaced by random ones."""
     rpc = draw(st.sampled_from(RPCS))
-    message = draw(messages(SERVICE.methods_by_name[rpc].input_type, small=True))
+    message = draw(messages(METHODS[rpc].input_type, small=True))
     data = message.SerializeToString()
     start = draw(st.integers(0, len(data)))
     end = draw(st.integers(start, min(len(data), start + 8)))
@@ -85,4 +85,4 @@ def test_every_rpc_with_random_bytes(fuzz: FuzzSidecar) -> None:
 
 def test_the_request_classes_are_known() -> None:
     for rpc in RPCS:
-        assert GetMessageClass(SERVICE.methods_by_name[rpc].input_type) is not None
+        assert GetMessageClass(METHODS[rpc].input_type) is not None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fuzz.conftest import RPCS, SERVICE, FuzzSidecar
+from tests.fuzz.conftest import METHODS, RPCS, FuzzSidecar
 from tests.fuzz.hostile import messages
 
 SETTINGS = settings(
@@ -27,7 +27,7 @@ def test_every_rpc_with_hostile_values(fuzz: FuzzSidecar) -> None:
     @given(data=st.data())
     def run(data: st.DataObject) -> None:
         rpc = data.draw(st.sampled_from(RPCS), label="rpc")
-        request = data.draw(messages(SERVICE.methods_by_name[rpc].input_type), label="request")
+        request = data.draw(messages(METHODS[rpc].input_type), label="request")
         payload = request.SerializeToString()
         fuzz.check_outcome(rpc, len(payload), fuzz.call(rpc, payload))
 

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.engine_events import to_timestamp
-from tests.fuzz.conftest import RPCS, SERVICE, FuzzSidecar, WorkStream
+from tests.fuzz.conftest import METHODS, RPCS, FuzzSidecar, WorkStream
 from tests.fuzz.hostile import messages
 
 SETTINGS = settings(
@@ -137,7 +137,7 @@ class Sequence:
 
     def hostile(self) -> None:
         rpc = str(self.draw(st.sampled_from(RPCS)))
-        self.send(rpc, self.draw(messages(SERVICE.methods_by_name[rpc].input_type, small=True)))  # type: ignore[arg-type]
+        self.send(rpc, self.draw(messages(METHODS[rpc].input_type, small=True)))  # type: ignore[arg-type]
 
     # --- worker calls ------------------------------------------------------------------------------
 
