@@ -74,7 +74,8 @@ def test_the_servicer_sees_the_calls_metadata_and_deadline_and_its_abort_ends_th
             call(server, "QueryInstances", pb.QueryInstancesRequest(), timeout=30, metadata=[("x-probe", "1")])
         assert (failed.value.code(), failed.value.details()) == (grpc.StatusCode.FAILED_PRECONDITION, "no, because")
         assert seen["metadata"]["x-probe"] == "1"
-        assert 0 < seen["remaining"] <= 30 and seen["active"]
+        # The deadline gRPC reports on the server may read slightly over the timeout (30.098 s was seen).
+        assert 0 < seen["remaining"] <= 31 and seen["active"]
     finally:
         server.stop(0)
 
