@@ -14,10 +14,14 @@ remembered until it closes or the instance moves on: while another open stream c
 take the instance, the rejecting one is not offered it, and a stream that has not
 rejected it is offered it at once, without waiting for the store's back-off.
 
-A completion that fails for any reason but a stale token or a refused result (the store is
-full or unreachable) hands its item back with the hand-back delay, so it is offered again
-within moments of the store recovering rather than when its lease runs out. A dispatch pass
-that fails (the store is down) is retried after the safety-net poll.
+No failure of a completion pins its work item until a lease runs out. A completion that fails
+for any reason but a stale token or a refused result (the store is full or unreachable, or an
+unexpected error) hands its item back with the hand-back delay, so it is offered again within
+moments rather than when its lease runs out. A result with a value the store cannot keep keeps
+its item for the stream grace period, for the worker's replacement under the same token; without
+one, the item is handed back then. A hand-back that fails too (the store is down) is tried again
+every safety-net poll until it succeeds or the lease has run out. A dispatch pass that fails
+(the store is down) is retried after the safety-net poll.
 """
 
 from __future__ import annotations
@@ -73,9 +77,8 @@ _ACTIVITY_BATCH = 16
 _PASSES_PER_CYCLE = 32
 
 # Completion failures that leave nothing to hand back: a stale token; a result the hub refused
-# (it already released the item with the hand-back delay); a value the store cannot keep (the
-# worker answers INVALID_ARGUMENT with a failure in its place, under the same token).
-_NOT_HANDED_BACK = (LeaseNotFoundError, InvalidTurnError, InvalidBatchResultError, StoreValueError)
+# (it already released the item with the hand-back delay).
+_NOT_HANDED_BACK = (LeaseNotFoundError, InvalidTurnError, InvalidBatchResultError)
 
 
 def utcnow() -> datetime:
@@ -191,8 +194,13 @@ class Dispatcher:
         self._last_renew = time.monotonic()
         self._last_sweep = time.monotonic()
         self._store_failure: str | None = None  # the last store error of the dispatch loop, until it passes
-        # Tokens whose completion and hand-back both failed -> when their lease has surely run out.
-        self._dead_tokens: dict[str, float] = {}
+        # Tokens whose completion and hand-back both failed -> (when their lease has surely run out,
+        # their kind); their hand-back is tried again every safety poll.
+        self._dead_tokens: dict[str, tuple[float, WorkKind]] = {}
+        self._last_dead_retry = time.monotonic()
+        # Items whose result held a value the store cannot keep: (when to hand back, token, kind),
+        # unless the worker's replacement result (same token) settles them first.
+        self._awaiting_replacement: list[tuple[float, str, WorkKind]] = []
         self._thread: threading.Thread | None = None
         # Activity results that arrive together are committed in one transaction.
         self._activity_results: GroupCommitter[tuple[str, pb.ActivityResponse, datetime]] = GroupCommitter(
@@ -413,15 +421,26 @@ class Dispatcher:
                 outcomes[i] = LeaseNotFoundError(response.completionToken)
             else:
                 live.append(i)
-        errors = self._activity_results.submit_many([(responses[i].completionToken, responses[i], now) for i in live])
+        errors: list[BaseException | None]
+        try:
+            errors = self._activity_results.submit_many(
+                [(responses[i].completionToken, responses[i], now) for i in live]
+            )
+        except Exception as exc:  # every result failed with it: each is handed back below
+            errors = [exc] * len(live)
+        interrupted: BaseException | None = None
         for i, error in zip(live, errors, strict=True):
-            if error is not None and not isinstance(error, Exception):
-                raise error  # not an Exception: a KeyboardInterrupt, say
-            outcomes[i] = error
-            if error is not None and not isinstance(error, _NOT_HANDED_BACK):
-                self._hand_back(ACTIVITY, responses[i].completionToken, error)
+            if error is None:
+                continue
+            self._after_failure(ACTIVITY, responses[i].completionToken, error)
+            if isinstance(error, Exception):
+                outcomes[i] = error
+            else:
+                interrupted = error  # not an Exception: a KeyboardInterrupt, say
         for response in responses:
             self._settled(response.completionToken)
+        if interrupted is not None:
+            raise interrupted
         return outcomes
 
     def complete_entity(self, result: pb.EntityBatchResult) -> None:
@@ -438,24 +457,34 @@ class Dispatcher:
         """Settle a completion: forget the token whatever happens; hand the item back when it failed.
 
         A completion that fails for another reason than a stale token or a refused result (the
-        hub already released those) hands its item back with the hand-back delay, so that it is
-        offered again shortly rather than when its lease runs out. The token is dead from then
-        on, even when the hand-back failed too: a later completion with it (a worker's retry,
-        or a replacement result) is refused as stale, and the item goes out again when its
-        lease runs out.
+        hub already released those), whatever the error, hands its item back with the hand-back
+        delay, so that it is offered again shortly rather than when its lease runs out (a value
+        the store cannot keep waits for the worker's replacement first, see ``_after_failure``).
+        When the hand-back fails too, the token is dead: a later completion with it (a worker's
+        retry) is refused as stale, and the hand-back is tried again every safety poll.
         """
         outcome = _Outcome()
         try:
             if self._is_dead(token):
                 raise LeaseNotFoundError(token)
             yield outcome
-        except _NOT_HANDED_BACK:
-            raise
-        except Exception as exc:
-            self._hand_back(kind, token, exc)
+        except BaseException as exc:  # whatever it was, the item must not wait for its lease
+            self._after_failure(kind, token, exc)
             raise
         finally:
             self._settled(token, completed=outcome.completed)
+
+    def _after_failure(self, kind: WorkKind, token: str, failure: BaseException) -> None:
+        """What a failed completion leaves to do: nothing, wait for a replacement, or hand the item back."""
+        if isinstance(failure, _NOT_HANDED_BACK):
+            return  # a stale token, or the hub released the item itself
+        if isinstance(failure, StoreValueError):
+            # The worker may send a replacement (a failure) under the same token: wait for it a while.
+            with self._lock:
+                self._awaiting_replacement.append((time.monotonic() + self.options.stream_grace, token, kind))
+                self._lock.notify_all()
+            return
+        self._hand_back(kind, token, failure)
 
     def _is_dead(self, token: str) -> bool:
         with self._lock:
@@ -489,19 +518,14 @@ class Dispatcher:
         finally:
             self._settled(token)
 
-    def _hand_back(self, kind: WorkKind, token: str, failure: Exception) -> None:
+    def _hand_back(self, kind: WorkKind, token: str, failure: BaseException | str) -> None:
         """Give back a work item whose completion failed, with the hand-back delay.
 
         When that fails too (the database is still down), the token is marked dead and the
         item's lease (no longer renewed) runs out instead; it is offered again then.
         """
-        abandon = {
-            ORCHESTRATION: self.hub.abandon_orchestration,
-            ACTIVITY: self.hub.abandon_activity,
-            ENTITY: self.hub.abandon_entity,
-        }[kind]
         try:
-            abandon(token, self.clock())
+            self._abandon_of(kind)(token, self.clock())
         except LeaseNotFoundError:
             # Nothing to give back: the completion committed after all (its answer was lost),
             # or the lease ran out or the instance ended meanwhile.
@@ -509,15 +533,23 @@ class Dispatcher:
             return
         except Exception as exc:
             with self._lock:
-                self._dead_tokens[token] = time.monotonic() + self.options.lease_of(kind).total_seconds()
+                self._dead_tokens[token] = (time.monotonic() + self.options.lease_of(kind).total_seconds(), kind)
             log.warning(
                 "%s work item %s: completion failed (%s) and handing it back failed too (%s); "
-                "it is offered again when its lease runs out",
-                kind.value, token, failure, exc,
+                "the hand-back is tried again every %g s until its lease runs out",
+                kind.value, token, failure, exc, self.options.safety_poll,
             )
             return
         log.warning("%s work item %s: completion failed (%s); handed it back, it is offered again shortly",
                     kind.value, token, failure)
+
+    def _abandon_of(self, kind: WorkKind) -> Callable[[str, datetime], None]:
+        """The hub's hand-back (with the growing delay) of a work item of ``kind``."""
+        return {
+            ORCHESTRATION: self.hub.abandon_orchestration,
+            ACTIVITY: self.hub.abandon_activity,
+            ENTITY: self.hub.abandon_entity,
+        }[kind]
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -562,7 +594,8 @@ class Dispatcher:
     def _cycle(self) -> float:
         """One pass: releases, hold limits, renewals, leasing. Returns how long to sleep before the next."""
         self._process_releases()
-        self._forget_dead_tokens()
+        self._hand_back_unreplaced()
+        self._retry_dead_tokens()
         self._end_expired_holds()
         self._renew_if_due()
         self._forget_stale_rejections()
@@ -574,8 +607,9 @@ class Dispatcher:
         if due is not None:
             timeout = min(timeout, max(0.0, (due - now).total_seconds()))
         with self._lock:
-            if self._releases:
-                timeout = min(timeout, max(0.0, min(r[0] for r in self._releases) - time.monotonic()))
+            waits = [r[0] for r in self._releases] + [r[0] for r in self._awaiting_replacement]
+            if waits:
+                timeout = min(timeout, max(0.0, min(waits) - time.monotonic()))
             if self._tokens:
                 deadline = min(held.deadline for held in self._tokens.values())
                 timeout = min(timeout, max(0.0, (deadline - now).total_seconds()))
@@ -599,12 +633,38 @@ class Dispatcher:
             if self._release(token, kind):
                 log.info("re-queued %s work item %s of a closed stream", kind.value, token)
 
-    def _forget_dead_tokens(self) -> None:
-        """Forget dead tokens whose lease has run out (the store refuses them by itself then)."""
+    def _hand_back_unreplaced(self) -> None:
+        """Hand back the items whose result the store could not keep and whose worker sent no replacement."""
+        with self._lock:
+            now = time.monotonic()
+            due = [r for r in self._awaiting_replacement if r[0] <= now]
+            self._awaiting_replacement = [r for r in self._awaiting_replacement if r[0] > now]
+        for _, token, kind in due:
+            # A replacement that committed meanwhile left nothing to hand back (logged at info).
+            self._hand_back(kind, token, "its result held a value the store cannot keep, and no replacement came")
+
+    def _retry_dead_tokens(self) -> None:
+        """Try again to hand back items whose hand-back failed; forget those whose lease has run out."""
         now = time.monotonic()
         with self._lock:
-            for token in [t for t, until in self._dead_tokens.items() if until <= now]:
-                del self._dead_tokens[token]
+            for token in [t for t, (until, _) in self._dead_tokens.items() if until <= now]:
+                del self._dead_tokens[token]  # the store refuses them by itself now
+            if not self._dead_tokens or now - self._last_dead_retry < self.options.safety_poll:
+                return
+            self._last_dead_retry = now
+            dead = list(self._dead_tokens.items())
+        for token, (_, kind) in dead:
+            try:
+                self._abandon_of(kind)(token, self.clock())
+            except LeaseNotFoundError:
+                pass  # its lease ran out, or the completion had committed after all
+            except Exception as exc:
+                log.debug("%s work item %s: handing it back failed again (%s)", kind.value, token, exc)
+                continue
+            else:
+                log.info("%s work item %s: handed back after the store recovered", kind.value, token)
+            with self._lock:
+                self._dead_tokens.pop(token, None)
 
     def _end_expired_holds(self) -> None:
         """Forget tokens held past their maximum hold time: their leases ran out, the items go out again."""

@@ -116,7 +116,11 @@ class BatchServicer:
                 valid.append(i)
             except Exception as exc:
                 outcomes[i] = error_status(exc, rpc)
-        errors = self._dispatcher().complete_activities([results[i] for i in valid])
+        errors: list[Exception | None]
+        try:
+            errors = self._dispatcher().complete_activities([results[i] for i in valid])
+        except Exception as exc:  # not expected (the dispatcher reports errors per result): each reports it
+            errors = [exc] * len(valid)
         for i, error in zip(valid, errors, strict=True):
             if error is not None:
                 outcomes[i] = error_status(error, rpc)
