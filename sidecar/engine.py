@@ -15,6 +15,15 @@ Outbound effects of a turn, in brief:
   (queues, locks) lives elsewhere;
 - terminateOrchestration becomes a ``TerminateSpec``; history records it as an ``eventSent``
   named ``terminate`` (eventId = action id), since the protocol has no dedicated event.
+
+Actions after a completion: the execution ends at its ``completeOrchestration`` action. Actions
+listed before it are carried out as above (official workers send an orchestration's pending
+actions, such as entity unlocks, signals and events, before its continue-as-new); actions listed
+after it are validated like any other but then ignored: nothing is recorded or carried out for
+them, so ``executionCompleted`` is the last event of the execution but for the turn's closing
+``orchestratorCompleted``. They are named in ``TurnResult.ignored_actions`` for the log. (A
+worker failing an orchestration, for non-determinism say, may still list the actions its code
+had pending; a finished orchestration starts nothing.)
 """
 
 from __future__ import annotations
@@ -62,6 +71,7 @@ __all__ = [
     "new_orchestrator_started",
     "parent_notification",
     "select_new_events",
+    "split_at_completion",
     "sub_orchestration_instance_id",
     "terminate",
 ]
@@ -108,10 +118,8 @@ def apply_turn(turn: TurnInput) -> TurnResult:
     check_not_ignoring_rewind(turn)
 
     response = turn.response
-    completion = next(
-        (a.completeOrchestration for a in response.actions if a.WhichOneof(ACTION_KIND) == "completeOrchestration"),
-        None,
-    )
+    actions, ignored = split_at_completion(list(response.actions))
+    completion = actions[-1].completeOrchestration if ignored is not None else None
     instance = replace(turn.instance, tags=dict(turn.instance.tags))
     instance.status = _status_after_events(turn.instance.status, turn.new_events)
     instance.last_updated_at = turn.now
@@ -129,17 +137,31 @@ def apply_turn(turn: TurnInput) -> TurnResult:
         history=list(turn.new_events),
         new_id=turn.new_id,
     )
-    for action in response.actions:
+    for action in actions:
         _apply_action(state, action, turn)
     state.history.append(new_orchestrator_completed(turn.now))
 
     result = state.out
+    result.ignored_actions = [f"{a.WhichOneof(ACTION_KIND)} {a.id}" for a in ignored or ()]
     if state.continues_as_new:
         result.history_append = []
         result.reset_history = []
     else:
         result.history_append = state.history
     return result
+
+
+def split_at_completion(
+    actions: list[pb.OrchestratorAction],
+) -> tuple[list[pb.OrchestratorAction], list[pb.OrchestratorAction] | None]:
+    """(the actions up to and including the first completeOrchestration, the actions after it).
+
+    Without a completeOrchestration: (all the actions, None).
+    """
+    for index, action in enumerate(actions):
+        if action.WhichOneof(ACTION_KIND) == "completeOrchestration":
+            return actions[: index + 1], actions[index + 1:]
+    return actions, None
 
 
 def terminate(instance: InstanceSnapshot, output: str | None, now: datetime) -> TurnResult:

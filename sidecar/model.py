@@ -156,6 +156,9 @@ class TurnResult:
     new_instances: list[NewInstanceSpec] = field(default_factory=list)
     terminations: list[TerminateSpec] = field(default_factory=list)
     rewind: RewindPlan | None = None
+    # Actions the worker listed after its completeOrchestration: ignored (see sidecar.engine),
+    # each described as "<kind> <id>" for the log.
+    ignored_actions: list[str] = field(default_factory=list)
 
     @property
     def completed(self) -> bool:

@@ -251,6 +251,8 @@ class TaskHub:
         is offered again after the hand-back delay).
         """
 
+        ignored: list[str] = []
+
         def fn(tx: StoreTx) -> tuple[str, InvalidTurnError | HistoryView | None]:
             lease = tx.turn_by_lease(token)
             if lease is None:
@@ -272,6 +274,7 @@ class TaskHub:
                 tx.release_turn(inst.instance_id, now + delay, lease.abandon_count + 1)
                 return inst.instance_id, exc
             instances.apply_turn_result(tx, result, now, row=inst, consumed_inbox=lease.consumed_inbox)
+            ignored[:] = result.ignored_actions
             if result.rewind is not None:
                 rewind.rewind_children(tx, inst.instance_id, result.rewind, now)
             if result.instance.is_terminal or result.instance.execution_id != inst.execution_id:
@@ -281,6 +284,11 @@ class TaskHub:
             return inst.instance_id, view.extended(result.history_append)
 
         instance_id, outcome = self.store.run(fn)
+        if ignored:
+            log.warning(
+                "orchestration '%s': %d action(s) listed after its completeOrchestration ignored (%s)",
+                instance_id, len(ignored), ", ".join(ignored[:10]) + (", ..." if len(ignored) > 10 else ""),
+            )
         if isinstance(outcome, HistoryView):
             self.histories.put(instance_id, outcome)
         elif outcome is None:

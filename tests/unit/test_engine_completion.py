@@ -266,3 +266,66 @@ def test_rewind_of_a_completed_instance_is_rejected() -> None:
     turn = rewind_turn(make_instance(COMPLETED), clean_history("e"))
     with pytest.raises(InvalidTurnError, match="already COMPLETED"):
         engine.apply_turn(turn)
+
+
+# --- actions after a completion (issue 13, item 6) ------------------------------------------------
+
+
+def test_actions_after_a_completion_are_ignored() -> None:
+    result = engine.apply_turn(make_turn(
+        schedule_task(1),
+        complete(2, FAILED, failure=failure("non-deterministic")),
+        schedule_task(3),
+        create_sub(4),
+        send_event(5),
+        create_timer(6, NOW + timedelta(minutes=1)),
+        entity_signal(7),
+        instance=make_instance(parent=make_parent()),
+    ))
+    # Nothing of the ignored actions is recorded: executionCompleted is the execution's last event
+    # but for the turn's closing orchestratorCompleted.
+    assert kinds(result.history_append) == [
+        "orchestratorStarted", "taskScheduled", "executionCompleted", "orchestratorCompleted",
+    ]
+    assert result.instance.status == FAILED
+    assert result.instance.failure is not None and result.instance.failure.errorMessage == "non-deterministic"
+    # The action before the completion is carried out; none after it is.
+    assert [t.task_id for t in result.activity_tasks] == [1]
+    assert result.new_instances == [] and result.terminations == []
+    assert [m.event.WhichOneof("eventType") for m in result.messages] == ["subOrchestrationInstanceFailed"]
+    assert result.ignored_actions == [
+        "scheduleTask 3", "createSubOrchestration 4", "sendEvent 5", "createTimer 6", "sendEntityMessage 7",
+    ]
+
+
+def test_actions_before_a_continue_as_new_are_carried_out_and_those_after_it_ignored() -> None:
+    # The official Python worker lists an orchestration's pending actions (entity unlocks,
+    # signals, events) before its continue-as-new.
+    result = continue_turn(send_event(1), entity_signal(2), complete(3, CAN, result='"next"'), send_event(4, "late"))
+    assert result.instance.status == pb.ORCHESTRATION_STATUS_RUNNING
+    assert result.instance.execution_id != EXECUTION_ID
+    assert kinds(result.inbox_prepend) == ["executionStarted"]
+    assert [(m.target_instance_id, m.event.WhichOneof("eventType")) for m in result.messages] == [
+        ("other", "eventRaised"), ("@counter@k1", "entityOperationSignaled"),
+    ]
+    assert result.ignored_actions == ["sendEvent 4"]
+
+
+def test_a_turn_without_actions_after_its_completion_ignores_nothing() -> None:
+    assert run_turn(schedule_task(1), complete(2)).ignored_actions == []
+    assert run_turn(schedule_task(1)).ignored_actions == []
+
+
+def test_split_at_completion() -> None:
+    actions = [schedule_task(1), complete(2), schedule_task(3)]
+    assert engine.split_at_completion(actions) == (actions[:2], actions[2:])
+    assert engine.split_at_completion(actions[:2]) == (actions[:2], [])
+    assert engine.split_at_completion(actions[:1]) == (actions[:1], None)
+    assert engine.split_at_completion([]) == ([], None)
+
+
+def test_actions_after_a_completion_are_still_validated() -> None:
+    bad = pb.OrchestratorAction(id=3)
+    bad.scheduleTask.SetInParent()  # no name
+    with pytest.raises(InvalidTurnError, match="scheduleTask has no name"):
+        run_turn(complete(2), bad)
