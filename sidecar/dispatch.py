@@ -42,6 +42,7 @@ from sidecar.entity_scheduler import DEFAULT_MAX_BATCH
 from sidecar.group_commit import GroupCommitter
 from sidecar.hub import TaskHub
 from sidecar.model import TERMINAL_STATUSES, InvalidTurnError
+from sidecar.quoting import quoted
 from sidecar.store.base import (
     ActivityWorkItem,
     CommitNotice,
@@ -63,9 +64,16 @@ from sidecar.work_streams import (
     declared_names,
     declared_versions,
     entity_names_of,
+    failed_activity,
+    failed_entity_batch,
+    failed_turn,
+    fits,
+    history_streamed_work_item,
     replay_identity,
+    streams_history,
     takes,
     to_work_item,
+    too_large,
 )
 
 log = logging.getLogger("durabletask-sidecar.dispatch")
@@ -102,6 +110,11 @@ class DispatchOptions:
     # Largest entity state, and largest sum of operation sizes in one batch (bytes); the
     # server sets half its maximum message size, so that both fit in one work item.
     entity_payload_limit: int | None = None
+    # The largest message a stream may send (bytes; the server sets its maximum message size):
+    # a larger work item goes without its past events to a worker that can stream the history,
+    # or else fails its orchestration, activity or entity operations with a failure naming the
+    # limit. None: no check.
+    max_message_size: int | None = None
     # Longest a stream holds one work item: its lease is renewed while the stream lives, up
     # to this long after it was handed out; then the lease runs out and the item goes to a
     # worker again (its old token becomes stale once the item is leased again).
@@ -808,8 +821,16 @@ class Dispatcher:
         mark: ReplayMark | None = None,
         omitted: int = 0,
     ) -> bool:
-        """Put a leased item on the stream, or hand its lease back if the stream closed meanwhile."""
-        work = to_work_item(item, omitted)
+        """Put a leased item on the stream, or hand its lease back if the stream closed meanwhile.
+
+        An item too large to send is sent without its past events or failed (see :meth:`_oversize`).
+        """
+        work: pb.WorkItem | None = to_work_item(item, omitted)
+        limit = self.options.max_message_size
+        if limit is not None and work is not None and not fits(work, limit):
+            work = self._oversize(stream, kind, item, work, limit)
+            if work is None:
+                return True  # settled: failed in the store
         with self._lock:
             if turn is not None:
                 rejection = self._rejected.get(turn.instance_id)
@@ -830,6 +851,61 @@ class Dispatcher:
             log.info("could not hand back %s work item %s of a closed stream (%s); its lease runs out", kind.value,
                      item.token, exc)
         return False
+
+    def _oversize(
+        self,
+        stream: WorkStream,
+        kind: WorkKind,
+        item: OrchestrationWorkItem | ActivityWorkItem | EntityWorkItem,
+        work: pb.WorkItem,
+        limit: int,
+    ) -> pb.WorkItem | None:
+        """A work item larger than the message limit: what to send instead, or None when it was failed.
+
+        A turn goes without its past events to a worker that reads them with
+        StreamInstanceHistory, when the rest fits and so does each past event (history chunks
+        are cut by size). Otherwise the work fails, with a failure that names the size, the
+        limit and how to raise it: the orchestration ends FAILED, the activity fails (its
+        orchestration sees the failure), the entity batch's operations fail (state unchanged).
+        """
+        size = work.ByteSize()
+        now = self.clock()
+        settle: Callable[[], None]
+        if isinstance(item, OrchestrationWorkItem):
+            if streams_history(stream):
+                streamed = history_streamed_work_item(item, stream)
+                if fits(streamed, limit) and all(fits(e, limit) for e in item.past_events):
+                    log.info("the turn of orchestration %s (%d bytes) is sent without its past events, "
+                             "which the worker streams", quoted(item.instance.instance_id), size)
+                    return streamed
+            failure = too_large(f"the next turn of orchestration {quoted(item.instance.instance_id)}", size, limit)
+            response = failed_turn(item, failure)
+            settle = lambda: self.hub.complete_orchestration(item.token, response, now)  # noqa: E731
+        elif isinstance(item, ActivityWorkItem):
+            task = item.task
+            failure = too_large(f"activity {quoted(task.name)} (task {task.task_id} of orchestration "
+                                f"{quoted(task.instance_id)}) with its input", size, limit)
+            result = failed_activity(item, failure)
+            settle = lambda: self.hub.complete_activity(item.token, result, now)  # noqa: E731
+        else:
+            failure = too_large(f"a batch of {len(item.operations)} operation(s) of entity "
+                                f"{quoted(item.instance_id)}", size, limit)
+            batch = failed_entity_batch(item, failure)
+            settle = lambda: self.hub.complete_entity(  # noqa: E731
+                item.token, batch, now, self.options.entity_payload_limit)
+        try:
+            settle()
+        except Exception as exc:
+            log.warning("%s work item %s is too large to send and failing it failed too (%s): %s",
+                        kind.value, item.token, exc, failure.errorMessage)
+            try:
+                self._release(item.token, kind)
+            except Exception as release_error:
+                log.info("could not release %s work item %s (%s); its lease runs out", kind.value, item.token,
+                         release_error)
+            return None
+        log.warning("%s work item failed: %s", kind.value, failure.errorMessage)
+        return None
 
     def _release(self, token: str, kind: WorkKind) -> bool:
         if kind == ORCHESTRATION:

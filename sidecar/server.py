@@ -62,6 +62,7 @@ from sidecar.store.base import (
     StoreError,
 )
 from sidecar.transport import LoopServer
+from sidecar.work_streams import ENVELOPE_BYTES
 
 log = logging.getLogger("durabletask-sidecar")
 
@@ -365,8 +366,7 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
             events = self.hub.get_history(instance_id)
         except Exception as exc:
             context.abort(*error_status(exc, "StreamInstanceHistory"))
-        for start in range(0, max(len(events), 1), HISTORY_CHUNK_SIZE):
-            yield pb.HistoryChunk(events=events[start:start + HISTORY_CHUNK_SIZE])
+        yield from history_chunks(events, self.dispatcher.options.max_message_size)
 
     @mapped_errors
     def RewindInstance(self, request: pb.RewindInstanceRequest, context: grpc.ServicerContext) -> Any:
@@ -435,6 +435,25 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
         return pb.AbandonActivityTaskResponse()
 
 
+def history_chunks(events: list[pb.HistoryEvent], max_bytes: int | None) -> Iterator[pb.HistoryChunk]:
+    """``events`` in chunks of at most HISTORY_CHUNK_SIZE events, each under ``max_bytes`` when given.
+
+    An event too large for a chunk of its own still goes alone (the transport refuses it); one
+    chunk, empty, for no events.
+    """
+    chunk: list[pb.HistoryEvent] = []
+    size = ENVELOPE_BYTES
+    for event in events:
+        grows = event.ByteSize() + ENVELOPE_BYTES
+        if chunk and (len(chunk) == HISTORY_CHUNK_SIZE or (max_bytes is not None and size + grows > max_bytes)):
+            yield pb.HistoryChunk(events=chunk)
+            chunk, size = [], ENVELOPE_BYTES
+        chunk.append(event)
+        size += grows
+    if chunk or not events:
+        yield pb.HistoryChunk(events=chunk)
+
+
 class SidecarServer:
     """A gRPC server hosting the sidecar on a store: used by the CLI, tests and ``durabletask.testing``.
 
@@ -468,6 +487,8 @@ class SidecarServer:
         options = dispatch_options or DispatchOptions()
         if options.entity_payload_limit is None:
             options = dataclasses.replace(options, entity_payload_limit=max_message_size // 2)
+        if options.max_message_size is None:
+            options = dataclasses.replace(options, max_message_size=max_message_size)
         self.dispatcher = Dispatcher(self.hub, options)
         self.servicer = SidecarServicer(self.hub, self.dispatcher, self.watcher)
         self._server: LoopServer | None = None

@@ -24,6 +24,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import work_batches_pb2 as batches_pb
 from sidecar.dispatch import Dispatcher
 from sidecar.servicer_util import check_stream_request, check_token, error_status
+from sidecar.work_streams import ENVELOPE_BYTES
 
 # Most work items in one stream message.
 MAX_ITEMS_PER_BATCH = 64
@@ -87,7 +88,8 @@ class BatchServicer:
         batches = dispatcher.aiterate_batches(dispatcher.open_stream(request), MAX_ITEMS_PER_BATCH)
         try:
             async for items in batches:
-                await context.write(batches_pb.WorkItemBatch(workItems=items))
+                for part in split_batch(items, dispatcher.options.max_message_size):
+                    await context.write(batches_pb.WorkItemBatch(workItems=part))
         finally:
             await batches.aclose()  # closes the stream (a no-op when the iteration ended it)
 
@@ -144,6 +146,25 @@ class BatchServicer:
         return _outcomes(outcomes)
 
 
+def split_batch(items: list[pb.WorkItem], max_bytes: int | None) -> list[list[pb.WorkItem]]:
+    """``items`` in consecutive batches whose messages stay under ``max_bytes`` (one batch when None).
+
+    Each item fits alone (the dispatcher sends no larger one), so no batch is empty.
+    """
+    if max_bytes is None:
+        return [items]
+    parts: list[list[pb.WorkItem]] = [[]]
+    size = 0
+    for item in items:
+        grows = item.ByteSize() + ENVELOPE_BYTES
+        if parts[-1] and size + grows > max_bytes:
+            parts.append([])
+            size = 0
+        parts[-1].append(item)
+        size += grows
+    return parts
+
+
 def _outcomes(statuses: list[Status | None]) -> batches_pb.CompletionOutcomes:
     return batches_pb.CompletionOutcomes(outcomes=[_outcome(status) for status in statuses])
 
@@ -155,4 +176,4 @@ def _outcome(status: Status | None) -> batches_pb.CompletionOutcome:
     return batches_pb.CompletionOutcome(code=code.value[0], message=message)
 
 
-__all__ = ["MAX_ITEMS_PER_BATCH", "BatchServicer"]
+__all__ = ["MAX_ITEMS_PER_BATCH", "BatchServicer", "split_batch"]

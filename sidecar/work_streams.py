@@ -165,3 +165,77 @@ def to_work_item(item: OrchestrationWorkItem | ActivityWorkItem | EntityWorkItem
     activity.orchestrationInstance.instanceId = task.instance_id
     activity.orchestrationInstance.executionId.value = task.execution_id
     return pb.WorkItem(activityRequest=activity, completionToken=item.token)
+
+
+# Bytes kept free under the message limit for what wraps a work item (a WorkItemBatch's field
+# tag and length, a history chunk's), so that an item that fits also fits when wrapped.
+ENVELOPE_BYTES = 64
+
+TOO_LARGE_ERROR_TYPE = "WorkItemTooLarge"
+_RAISE_LIMIT = "start the sidecar with a larger --max-message-size (SidecarServer(max_message_size=...))"
+
+
+def streams_history(stream: WorkStream) -> bool:
+    """Whether the stream's worker can read a turn's past events with StreamInstanceHistory instead."""
+    return pb.WORKER_CAPABILITY_HISTORY_STREAMING in stream.capabilities or stream.keeps_replay_state
+
+
+def history_streamed_work_item(item: OrchestrationWorkItem, stream: WorkStream) -> pb.WorkItem:
+    """A turn without its past events, for a worker that reads them with StreamInstanceHistory.
+
+    A worker that declared history streaming gets ``requiresHistoryStreaming``; ours (it keeps
+    replay state) gets every past event marked as left out (see protocol_extensions).
+    """
+    work = to_work_item(item)
+    request = work.orchestratorRequest
+    del request.pastEvents[:]
+    if pb.WORKER_CAPABILITY_HISTORY_STREAMING in stream.capabilities:
+        request.requiresHistoryStreaming = True
+    if stream.keeps_replay_state and item.past_events:
+        mark_omitted(request, len(item.past_events))
+    return work
+
+
+def fits(message: pb.WorkItem | pb.HistoryEvent, limit: int) -> bool:
+    """Whether ``message`` fits in a gRPC message of at most ``limit`` bytes, wrapped."""
+    return message.ByteSize() + ENVELOPE_BYTES <= limit
+
+
+def too_large(subject: str, size: int, limit: int) -> pb.TaskFailureDetails:
+    """The failure of work that cannot be sent: it names the size, the limit and how to raise it."""
+    return pb.TaskFailureDetails(
+        errorType=TOO_LARGE_ERROR_TYPE,
+        errorMessage=(
+            f"{subject} makes a work item of {size:,} bytes, more than the sidecar's maximum message size "
+            f"of {limit:,} bytes allows; {_RAISE_LIMIT}, or keep it smaller"
+        ),
+        isNonRetriable=True,
+    )
+
+
+def failed_turn(item: OrchestrationWorkItem, failure: pb.TaskFailureDetails) -> pb.OrchestratorResponse:
+    """A response that ends the orchestration of ``item`` FAILED with ``failure``."""
+    last_id = max((e.eventId for e in (*item.past_events, *item.new_events)), default=0)
+    response = pb.OrchestratorResponse(instanceId=item.instance.instance_id, completionToken=item.token)
+    action = response.actions.add(id=max(last_id, 0) + 1)
+    action.completeOrchestration.orchestrationStatus = pb.ORCHESTRATION_STATUS_FAILED
+    action.completeOrchestration.failureDetails.CopyFrom(failure)
+    return response
+
+
+def failed_activity(item: ActivityWorkItem, failure: pb.TaskFailureDetails) -> pb.ActivityResponse:
+    """A result that fails the activity of ``item`` with ``failure``."""
+    task = item.task
+    response = pb.ActivityResponse(instanceId=task.instance_id, taskId=task.task_id, completionToken=item.token)
+    response.failureDetails.CopyFrom(failure)
+    return response
+
+
+def failed_entity_batch(item: EntityWorkItem, failure: pb.TaskFailureDetails) -> pb.EntityBatchResult:
+    """A result that fails every operation of ``item``'s batch with ``failure`` and keeps the state."""
+    result = pb.EntityBatchResult(completionToken=item.token)
+    for _ in item.operations:
+        result.results.add().failure.failureDetails.CopyFrom(failure)
+    if item.state is not None:
+        result.entityState.value = item.state
+    return result
