@@ -35,6 +35,7 @@ from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.entity_batch import InvalidBatchResultError
@@ -78,8 +79,9 @@ from sidecar.work_streams import (
 
 log = logging.getLogger("durabletask-sidecar.dispatch")
 
-# Activities leased in one transaction for one stream.
+# Activities, and orchestration turns, leased in one transaction for one stream.
 _ACTIVITY_BATCH = 16
+_TURN_BATCH = 8
 
 # Dispatch passes per cycle (the cycle's upkeep, such as lease renewals, runs between them).
 _PASSES_PER_CYCLE = 32
@@ -219,6 +221,12 @@ class Dispatcher:
         self._activity_results: GroupCommitter[tuple[str, pb.ActivityResponse, datetime]] = GroupCommitter(
             hub.complete_activities,
             lambda c: hub.complete_activity(*c),
+            shared_failure=lambda exc: isinstance(exc, (StoreUnavailableError, StoreFullError)),
+        )
+        # Turns completed together (a worker's batched CompleteOrchestratorTasks) likewise.
+        self._turn_results: GroupCommitter[tuple[str, pb.OrchestratorResponse, datetime]] = GroupCommitter(
+            hub.complete_orchestrations,
+            lambda c: hub.complete_orchestration(*c),
             shared_failure=lambda exc: isinstance(exc, (StoreUnavailableError, StoreFullError)),
         )
         hub.add_listener(self._on_change)
@@ -404,6 +412,13 @@ class Dispatcher:
         ``_completing``); the error still reaches the caller.
         """
         token = response.completionToken
+        self._turn_settling(response)
+        with self._completing(ORCHESTRATION, token) as outcome:
+            self.hub.complete_orchestration(token, response, self.clock())
+            outcome.completed = True
+
+    def _turn_settling(self, response: pb.OrchestratorResponse) -> None:
+        token = response.completionToken
         self._settling(token)
         if any(a.HasField("completeOrchestration") for a in response.actions):
             # The execution ends (or continues as new): the worker keeps no state for it.
@@ -411,9 +426,15 @@ class Dispatcher:
                 held = self._tokens.get(token)
                 if held is not None:
                     held.replay_mark = None
-        with self._completing(ORCHESTRATION, token) as outcome:
-            self.hub.complete_orchestration(token, response, self.clock())
-            outcome.completed = True
+
+    def complete_orchestrations(self, responses: list[pb.OrchestratorResponse]) -> list[Exception | None]:
+        """Commit several turns in one transaction (and with others arriving meanwhile).
+
+        Returns each one's error or None; each turn is settled as :meth:`complete_orchestration` would.
+        """
+        for response in responses:
+            self._turn_settling(response)
+        return self._complete_together(ORCHESTRATION, self._turn_results, responses)
 
     def complete_activity(self, response: pb.ActivityResponse) -> None:
         """Commit an activity result. Raises LeaseNotFoundError for a stale token; other failures hand it back."""
@@ -426,6 +447,11 @@ class Dispatcher:
 
         Returns each one's error or None; each result is settled as :meth:`complete_activity` would.
         """
+        return self._complete_together(ACTIVITY, self._activity_results, responses)
+
+    def _complete_together(
+        self, kind: WorkKind, committer: GroupCommitter[tuple[str, Any, datetime]], responses: list[Any]
+    ) -> list[Exception | None]:
         now = self.clock()
         outcomes: list[Exception | None] = [None] * len(responses)
         live: list[int] = []
@@ -436,22 +462,22 @@ class Dispatcher:
                 live.append(i)
         errors: list[BaseException | None]
         try:
-            errors = self._activity_results.submit_many(
-                [(responses[i].completionToken, responses[i], now) for i in live]
-            )
+            errors = committer.submit_many([(responses[i].completionToken, responses[i], now) for i in live])
         except Exception as exc:  # every result failed with it: each is handed back below
             errors = [exc] * len(live)
         interrupted: BaseException | None = None
+        completed = [False] * len(responses)
         for i, error in zip(live, errors, strict=True):
             if error is None:
+                completed[i] = True
                 continue
-            self._after_failure(ACTIVITY, responses[i].completionToken, error)
+            self._after_failure(kind, responses[i].completionToken, error)
             if isinstance(error, Exception):
                 outcomes[i] = error
             else:
                 interrupted = error  # not an Exception: a KeyboardInterrupt, say
-        for response in responses:
-            self._settled(response.completionToken)
+        for response, done in zip(responses, completed, strict=True):
+            self._settled(response.completionToken, completed=done)
         if interrupted is not None:
             raise interrupted
         return outcomes
@@ -784,21 +810,25 @@ class Dispatcher:
             )
         elif kind == ORCHESTRATION:
             exclude, skip_delay = self._rejections_for(stream)
-            item = self.hub.lease_orchestration(
+            turns = self.hub.lease_orchestrations(
                 now,
                 lease_for,
                 stream.orchestration_names,
                 versions=stream.orchestration_versions,
                 exclude=exclude,
                 skip_delay=skip_delay,
+                limit=min(stream.free(ORCHESTRATION), _TURN_BATCH),
             )
-            if item is not None:
-                inst = item.instance
+            handed = []
+            for leased in turns:
+                inst = leased.instance
                 turn = _HeldTurn(inst.instance_id, inst.name, inst.version, inst.execution_id)
                 if stream.keeps_replay_state:
                     with self._lock:
-                        omitted = stream.omittable(item)
-                    mark = (*replay_identity(item), len(item.past_events) + len(item.new_events))
+                        omitted = stream.omittable(leased)
+                    mark = (*replay_identity(leased), len(leased.past_events) + len(leased.new_events))
+                handed.append(self._hand_over(stream, kind, leased, now, lease_for, turn, mark, omitted))
+            return any(handed)
         else:
             items = self.hub.lease_activities(
                 now, lease_for, stream.activity_names, versions=stream.activity_versions,

@@ -2,13 +2,14 @@
 
 An addition of ours to the protocol (``protos/work_batches.proto``), used by our SDK's worker
 only: one stream message carries every work item that was ready, and one call settles many
-results; the activity results of one call are committed in one store transaction. Each result
-is checked and settled as ``CompleteActivityTask`` or ``CompleteOrchestratorTask`` would settle
-it alone, and its outcome (status code and message) is the one that call would have answered.
+results of one kind in one store transaction (with those of other calls arriving meanwhile).
+Each result is checked and settled as ``CompleteActivityTask`` or ``CompleteOrchestratorTask``
+would settle it alone, and its outcome (status code and message) is the one that call would
+have answered.
 
 When one of the per-item methods has been replaced on the servicer object (tests record what it
 serves), the batches go through the replacement: a replaced GetWorkItems streams batches of one
-item, a replaced CompleteActivityTask settles the results one by one.
+item, a replaced CompleteActivityTask or CompleteOrchestratorTask settles the results one by one.
 """
 
 from __future__ import annotations
@@ -107,7 +108,16 @@ class BatchServicer:
 
     def complete_activities(self, results: list[pb.ActivityResponse]) -> batches_pb.CompletionOutcomes:
         """Settle activity ``results`` together; one outcome per result, in order."""
-        rpc = "CompleteActivityTask"
+        return self._together("CompleteActivityTask", results, self._dispatcher().complete_activities)
+
+    def complete_turns(self, results: list[pb.OrchestratorResponse]) -> batches_pb.CompletionOutcomes:
+        """Settle orchestration turns together; one outcome per turn, in order."""
+        return self._together("CompleteOrchestratorTask", results, self._dispatcher().complete_orchestrations)
+
+    def _together(
+        self, rpc: str, results: list[Any], settle: Callable[[list[Any]], list[Exception | None]]
+    ) -> batches_pb.CompletionOutcomes:
+        """Check each result as ``rpc`` would, then settle the good ones in one go (``settle``)."""
         if self._replaced(rpc):
             return self._one_by_one(rpc, results)
         outcomes: list[Status | None] = [None] * len(results)
@@ -120,17 +130,13 @@ class BatchServicer:
                 outcomes[i] = error_status(exc, rpc)
         errors: list[Exception | None]
         try:
-            errors = self._dispatcher().complete_activities([results[i] for i in valid])
+            errors = settle([results[i] for i in valid])
         except Exception as exc:  # not expected (the dispatcher reports errors per result): each reports it
             errors = [exc] * len(valid)
         for i, error in zip(valid, errors, strict=True):
             if error is not None:
                 outcomes[i] = error_status(error, rpc)
         return _outcomes(outcomes)
-
-    def complete_turns(self, results: list[pb.OrchestratorResponse]) -> batches_pb.CompletionOutcomes:
-        """Settle orchestration turns one after the other, each as CompleteOrchestratorTask would."""
-        return self._one_by_one("CompleteOrchestratorTask", results)
 
     def _one_by_one(self, rpc: str, results: list[Any]) -> batches_pb.CompletionOutcomes:
         method = getattr(self._servicer_of(), rpc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sidecar.hub.instances as instances
@@ -53,6 +54,15 @@ from sidecar.store.base import (
 )
 
 log = logging.getLogger("durabletask-sidecar.hub")
+
+
+@dataclass
+class _TurnDone:
+    """A turn applied in a transaction: its instance, then its history view (None: read it again) or its refusal."""
+
+    instance_id: str
+    outcome: HistoryView | InvalidTurnError | None
+    ignored: list[str] = field(default_factory=list)  # actions listed after its completeOrchestration
 
 # Candidates tried per lease call before giving up for this round.
 _LEASE_ATTEMPTS = 16
@@ -183,39 +193,59 @@ class TaskHub:
         Filters: ``names`` (and per-name ``versions``), ``exclude``d instance IDs, and
         ``skip_delay`` instances offered even while their hand-back delay runs.
         """
-        if names is not None and not names:
-            return None
+        leased = self.lease_orchestrations(
+            now, lease_for, names, versions=versions, exclude=exclude, skip_delay=skip_delay, limit=1
+        )
+        return leased[0] if leased else None
 
-        # New instances and the rest take turns, so that a backlog of starts does not hold back
-        # the instances already running (nor the other way round).
-        self._starts_first = not self._starts_first
-        order = (True, False) if self._starts_first else (False, True)
+    def lease_orchestrations(
+        self,
+        now: datetime,
+        lease_for: timedelta,
+        names: Collection[str] | None = None,
+        *,
+        versions: VersionFilter | None = None,
+        exclude: Collection[str] = (),
+        skip_delay: Collection[str] = (),
+        limit: int = 1,
+    ) -> list[OrchestrationWorkItem]:
+        """Lease up to ``limit`` instances with deliverable events and build their turns, in one transaction.
 
-        def fn(tx: StoreTx) -> tuple[OrchestrationWorkItem, HistoryView] | None:
+        Filters as for :meth:`lease_orchestration`.
+        """
+        if (names is not None and not names) or limit < 1:
+            return []
+
+        def fn(tx: StoreTx) -> list[tuple[OrchestrationWorkItem, HistoryView]]:
+            leased: list[tuple[OrchestrationWorkItem, HistoryView]] = []
             tried: list[str] = list(exclude)
-            for _ in range(_LEASE_ATTEMPTS):
+            misses = 0  # instances claimed that had nothing to deliver after all
+            while len(leased) < limit and misses < _LEASE_ATTEMPTS:
+                # New instances and the rest take turns, so that a backlog of starts does not hold
+                # back the instances already running (nor the other way round).
+                self._starts_first = not self._starts_first
                 token = self.new_id()
                 inst = None
-                for starts in order:
+                for starts in (True, False) if self._starts_first else (False, True):
                     inst = tx.claim_orchestration(
                         now, now + lease_for, token, names, versions, tried, skip_delay, starts=starts
                     )
                     if inst is not None:
                         break
                 if inst is None:
-                    return None
-                built = self._build_turn(tx, inst, token, now)
-                if built is not None:
-                    return built
+                    break
                 tried.append(inst.instance_id)
-            return None
+                built = self._build_turn(tx, inst, token, now)
+                if built is None:
+                    misses += 1
+                else:
+                    leased.append(built)
+            return leased
 
         leased = self.store.run(fn)
-        if leased is None:
-            return None
-        item, view = leased
-        self.histories.put(item.instance.instance_id, view)
-        return item
+        for item, view in leased:
+            self.histories.put(item.instance.instance_id, view)
+        return [item for item, _ in leased]
 
     def _build_turn(
         self, tx: StoreTx, inst: InstanceSnapshot, token: str, now: datetime
@@ -250,40 +280,63 @@ class TaskHub:
         Raises LeaseNotFoundError (stale token) or InvalidTurnError (nothing applied; the turn
         is offered again after the hand-back delay).
         """
+        failure = self._after_turn(self.store.run(lambda tx: self._complete_turn(tx, token, response, now)))
+        if failure is not None:
+            raise failure
 
-        ignored: list[str] = []
+    def complete_orchestrations(
+        self, completions: Sequence[tuple[str, pb.OrchestratorResponse, datetime]]
+    ) -> list[LeaseNotFoundError | InvalidTurnError | None]:
+        """Apply several turns in one transaction; a stale token or an invalid turn fails only its own.
 
-        def fn(tx: StoreTx) -> tuple[str, InvalidTurnError | HistoryView | None]:
-            lease = tx.turn_by_lease(token)
-            if lease is None:
-                raise LeaseNotFoundError(token)
-            inst = lease.instance
-            view = self.histories.load(tx, inst.instance_id, inst.execution_id)
-            turn = TurnInput(
-                instance=inst,
-                past_events=list(view.events),
-                new_events=lease.new_events,
-                response=response,
-                now=now,
-                new_id=self.new_id,
-            )
-            try:
-                result = engine.apply_turn(turn)
-            except InvalidTurnError as exc:
-                delay = self.abandon_backoff.delay(lease.abandon_count)
-                tx.release_turn(inst.instance_id, now + delay, lease.abandon_count + 1)
-                return inst.instance_id, exc
-            instances.apply_turn_result(tx, result, now, row=inst, consumed_inbox=lease.consumed_inbox)
-            ignored[:] = result.ignored_actions
-            if result.rewind is not None:
-                rewind.rewind_children(tx, inst.instance_id, result.rewind, now)
-            if result.instance.is_terminal or result.instance.execution_id != inst.execution_id:
-                return inst.instance_id, None
-            if result.reset_history is not None:
-                return inst.instance_id, None  # a new key: read again next turn
-            return inst.instance_id, view.extended(result.history_append)
+        Returns, per turn, None or its LeaseNotFoundError or InvalidTurnError (that turn is
+        offered again after the hand-back delay). Any other error fails them all (nothing applied).
+        """
 
-        instance_id, outcome = self.store.run(fn)
+        def fn(tx: StoreTx) -> list[_TurnDone | LeaseNotFoundError]:
+            done: list[_TurnDone | LeaseNotFoundError] = []
+            for token, response, now in completions:
+                try:
+                    done.append(self._complete_turn(tx, token, response, now))
+                except LeaseNotFoundError as exc:  # raised before the turn wrote anything
+                    done.append(exc)
+            return done
+
+        return [d if isinstance(d, LeaseNotFoundError) else self._after_turn(d) for d in self.store.run(fn)]
+
+    def _complete_turn(self, tx: StoreTx, token: str, response: pb.OrchestratorResponse, now: datetime) -> _TurnDone:
+        lease = tx.turn_by_lease(token)
+        if lease is None:
+            raise LeaseNotFoundError(token)
+        inst = lease.instance
+        view = self.histories.load(tx, inst.instance_id, inst.execution_id)
+        turn = TurnInput(
+            instance=inst,
+            past_events=list(view.events),
+            new_events=lease.new_events,
+            response=response,
+            now=now,
+            new_id=self.new_id,
+        )
+        try:
+            result = engine.apply_turn(turn)
+        except InvalidTurnError as exc:
+            delay = self.abandon_backoff.delay(lease.abandon_count)
+            tx.release_turn(inst.instance_id, now + delay, lease.abandon_count + 1)
+            return _TurnDone(inst.instance_id, exc)
+        instances.apply_turn_result(tx, result, now, row=inst, consumed_inbox=lease.consumed_inbox)
+        ignored = list(result.ignored_actions)
+        if result.rewind is not None:
+            rewind.rewind_children(tx, inst.instance_id, result.rewind, now)
+        if result.instance.is_terminal or result.instance.execution_id != inst.execution_id:
+            return _TurnDone(inst.instance_id, None, ignored)
+        if result.reset_history is not None:
+            return _TurnDone(inst.instance_id, None, ignored)  # a new key: read again next turn
+        return _TurnDone(inst.instance_id, view.extended(result.history_append), ignored)
+
+    def _after_turn(self, done: _TurnDone) -> InvalidTurnError | None:
+        """After a turn's transaction committed: log ignored actions, keep or drop its history view."""
+        instance_id, outcome, ignored = done.instance_id, done.outcome, done.ignored
         if ignored:
             log.warning(
                 "orchestration '%s': %d action(s) listed after its completeOrchestration ignored (%s)",
@@ -294,7 +347,8 @@ class TaskHub:
         elif outcome is None:
             self.histories.discard(instance_id)
         else:
-            raise outcome
+            return outcome
+        return None
 
     def abandon_orchestration(self, token: str, now: datetime) -> None:
         """Release a turn lease; the instance is offered again after a growing delay."""
