@@ -14,14 +14,10 @@ remembered until it closes or the instance moves on: while another open stream c
 take the instance, the rejecting one is not offered it, and a stream that has not
 rejected it is offered it at once, without waiting for the store's back-off.
 
-No failure of a completion pins its work item until a lease runs out. A completion that fails
-for any reason but a stale token or a refused result (the store is full or unreachable, or an
-unexpected error) hands its item back with the hand-back delay, so it is offered again within
-moments rather than when its lease runs out. A result with a value the store cannot keep keeps
-its item for the stream grace period, for the worker's replacement under the same token; without
-one, the item is handed back then. A hand-back that fails too (the store is down) is tried again
-every safety-net poll until it succeeds or the lease has run out. A dispatch pass that fails
-(the store is down) is retried after the safety-net poll.
+Completions and hand-backs are settled by the methods of
+:class:`~sidecar.dispatch_completions.CompletionSettling` (no failure pins a work item until its
+lease runs out). A dispatch pass that fails (the store is down) is retried after the safety-net
+poll.
 """
 
 from __future__ import annotations
@@ -32,17 +28,14 @@ import queue
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from datetime import datetime, timedelta
 
 from durabletask.internal import orchestrator_service_pb2 as pb
-from sidecar.entity_batch import InvalidBatchResultError
-from sidecar.entity_scheduler import DEFAULT_MAX_BATCH
+from sidecar.dispatch_completions import CompletionSettling
+from sidecar.dispatch_state import DispatchOptions, Held, HeldTurn, Rejection, utcnow
 from sidecar.group_commit import GroupCommitter
 from sidecar.hub import TaskHub
-from sidecar.model import TERMINAL_STATUSES, InvalidTurnError
+from sidecar.model import TERMINAL_STATUSES
 from sidecar.quoting import quoted
 from sidecar.store.base import (
     ActivityWorkItem,
@@ -53,7 +46,6 @@ from sidecar.store.base import (
     StoreError,
     StoreFullError,
     StoreUnavailableError,
-    StoreValueError,
 )
 from sidecar.work_streams import (
     ACTIVITY,
@@ -86,100 +78,7 @@ _TURN_BATCH = 8
 # Dispatch passes per cycle (the cycle's upkeep, such as lease renewals, runs between them).
 _PASSES_PER_CYCLE = 32
 
-# Completion failures that leave nothing to hand back: a stale token; a result the hub refused
-# (it already released the item with the hand-back delay).
-_NOT_HANDED_BACK = (LeaseNotFoundError, InvalidTurnError, InvalidBatchResultError)
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-@dataclass
-class DispatchOptions:
-    """Timing and capacity knobs of the dispatcher (tests shorten them)."""
-
-    orchestration_lease: timedelta = timedelta(seconds=30)
-    activity_lease: timedelta = timedelta(seconds=30)
-    health_ping_interval: float = 30.0
-    stream_grace: float = 2.0
-    safety_poll: float = 1.0
-    default_max_orchestrations: int = 100
-    default_max_activities: int = 100
-    entity_lease: timedelta = timedelta(seconds=30)
-    default_max_entities: int = 100
-    entity_batch_size: int = DEFAULT_MAX_BATCH
-    # Largest entity state, and largest sum of operation sizes in one batch (bytes); the
-    # server sets half its maximum message size, so that both fit in one work item.
-    entity_payload_limit: int | None = None
-    # The largest message a stream may send (bytes; the server sets its maximum message size):
-    # a larger work item goes without its past events to a worker that can stream the history,
-    # or else fails its orchestration, activity or entity operations with a failure naming the
-    # limit. None: no check.
-    max_message_size: int | None = None
-    # Longest a stream holds one work item: its lease is renewed while the stream lives, up
-    # to this long after it was handed out; then the lease runs out and the item goes to a
-    # worker again (its old token becomes stale once the item is leased again).
-    orchestration_max_hold: timedelta = timedelta(minutes=10)
-    activity_max_hold: timedelta = timedelta(hours=1)
-    entity_max_hold: timedelta = timedelta(minutes=10)
-
-    def lease_of(self, kind: WorkKind) -> timedelta:
-        """The lease length of a work item of ``kind``."""
-        return {
-            WorkKind.ORCHESTRATION: self.orchestration_lease,
-            WorkKind.ACTIVITY: self.activity_lease,
-            WorkKind.ENTITY: self.entity_lease,
-        }[kind]
-
-    def max_hold_of(self, kind: WorkKind) -> timedelta:
-        """The maximum hold time of a work item of ``kind``."""
-        return {
-            WorkKind.ORCHESTRATION: self.orchestration_max_hold,
-            WorkKind.ACTIVITY: self.activity_max_hold,
-            WorkKind.ENTITY: self.entity_max_hold,
-        }[kind]
-
-
-@dataclass
-class _Outcome:
-    """Whether a completion committed."""
-
-    completed: bool = False
-
-
-@dataclass(frozen=True)
-class _HeldTurn:
-    """The orchestration a turn token belongs to."""
-
-    instance_id: str
-    name: str
-    version: str | None
-    execution_id: str
-
-
-@dataclass(eq=False)
-class _Held:
-    """A token handed to a stream: until when its lease may be renewed, and how far it is."""
-
-    stream: WorkStream
-    kind: WorkKind
-    deadline: datetime  # the clock time at which the stream's hold ends
-    renewed_until: datetime
-    turn: _HeldTurn | None = None
-    # What the worker has seen once it completes the turn.
-    replay_mark: ReplayMark | None = None
-
-
-@dataclass(eq=False)
-class _Rejection:
-    """The open streams that handed a turn of an instance back (its execution, name and version)."""
-
-    turn: _HeldTurn
-    streams: set[int] = field(default_factory=set)
-
-
-class Dispatcher:
+class Dispatcher(CompletionSettling):
     """Pushes leased work items to open streams and settles completions by token."""
 
     def __init__(
@@ -192,9 +91,9 @@ class Dispatcher:
         self._wake = False
         self._stopped = False
         self._streams: dict[int, WorkStream] = {}
-        self._tokens: dict[str, _Held] = {}
+        self._tokens: dict[str, Held] = {}
         self._releases: list[tuple[float, str, WorkKind]] = []
-        self._rejected: dict[str, _Rejection] = {}  # instance ID -> the streams that handed it back
+        self._rejected: dict[str, Rejection] = {}  # instance ID -> the streams that handed it back
         self._ids = itertools.count(1)
         # Commits that made work of each kind available, counted to re-ask kinds found empty.
         self._work_signals: dict[WorkKind, int] = dict.fromkeys(WorkKind, 0)
@@ -381,214 +280,6 @@ class Dispatcher:
                     return
         finally:
             self.close_stream(stream)
-
-    # --- completions ------------------------------------------------------------------------
-
-    def _settling(self, token: str) -> None:
-        """A held turn begins to settle: commits from now on may make its instance leasable again."""
-        with self._lock:
-            held = self._tokens.get(token)
-            if held is not None and held.turn is not None:
-                self._turns_out.discard(held.turn.instance_id)
-
-    def _settled(self, token: str, completed: bool = False) -> None:
-        with self._lock:
-            held = self._tokens.pop(token, None)
-            if held is not None:
-                held.stream.outstanding.pop(token, None)
-                if held.turn is not None:
-                    self._turns_out.discard(held.turn.instance_id)
-                if completed and held.turn is not None:
-                    self._rejected.pop(held.turn.instance_id, None)
-                if held.turn is not None:
-                    held.stream.remember_replayed(held.turn.instance_id, held.replay_mark if completed else None)
-            self._wake = True
-            self._lock.notify_all()
-
-    def complete_orchestration(self, response: pb.OrchestratorResponse) -> None:
-        """Commit a turn. Raises LeaseNotFoundError (stale token) or InvalidTurnError (bad actions).
-
-        Any other failure (the store is full or unreachable) hands the turn back (see
-        ``_completing``); the error still reaches the caller.
-        """
-        token = response.completionToken
-        self._turn_settling(response)
-        with self._completing(ORCHESTRATION, token) as outcome:
-            self.hub.complete_orchestration(token, response, self.clock())
-            outcome.completed = True
-
-    def _turn_settling(self, response: pb.OrchestratorResponse) -> None:
-        token = response.completionToken
-        self._settling(token)
-        if any(a.HasField("completeOrchestration") for a in response.actions):
-            # The execution ends (or continues as new): the worker keeps no state for it.
-            with self._lock:
-                held = self._tokens.get(token)
-                if held is not None:
-                    held.replay_mark = None
-
-    def complete_orchestrations(self, responses: list[pb.OrchestratorResponse]) -> list[Exception | None]:
-        """Commit several turns in one transaction (and with others arriving meanwhile).
-
-        Returns each one's error or None; each turn is settled as :meth:`complete_orchestration` would.
-        """
-        for response in responses:
-            self._turn_settling(response)
-        return self._complete_together(ORCHESTRATION, self._turn_results, responses)
-
-    def complete_activity(self, response: pb.ActivityResponse) -> None:
-        """Commit an activity result. Raises LeaseNotFoundError for a stale token; other failures hand it back."""
-        token = response.completionToken
-        with self._completing(ACTIVITY, token):
-            self._activity_results.submit((token, response, self.clock()))
-
-    def complete_activities(self, responses: list[pb.ActivityResponse]) -> list[Exception | None]:
-        """Commit several activity results in one transaction (and with others arriving meanwhile).
-
-        Returns each one's error or None; each result is settled as :meth:`complete_activity` would.
-        """
-        return self._complete_together(ACTIVITY, self._activity_results, responses)
-
-    def _complete_together(
-        self, kind: WorkKind, committer: GroupCommitter[tuple[str, Any, datetime]], responses: list[Any]
-    ) -> list[Exception | None]:
-        now = self.clock()
-        outcomes: list[Exception | None] = [None] * len(responses)
-        live: list[int] = []
-        for i, response in enumerate(responses):
-            if self._is_dead(response.completionToken):
-                outcomes[i] = LeaseNotFoundError(response.completionToken)
-            else:
-                live.append(i)
-        errors: list[BaseException | None]
-        try:
-            errors = committer.submit_many([(responses[i].completionToken, responses[i], now) for i in live])
-        except Exception as exc:  # every result failed with it: each is handed back below
-            errors = [exc] * len(live)
-        interrupted: BaseException | None = None
-        completed = [False] * len(responses)
-        for i, error in zip(live, errors, strict=True):
-            if error is None:
-                completed[i] = True
-                continue
-            self._after_failure(kind, responses[i].completionToken, error)
-            if isinstance(error, Exception):
-                outcomes[i] = error
-            else:
-                interrupted = error  # not an Exception: a KeyboardInterrupt, say
-        for response, done in zip(responses, completed, strict=True):
-            self._settled(response.completionToken, completed=done)
-        if interrupted is not None:
-            raise interrupted
-        return outcomes
-
-    def complete_entity(self, result: pb.EntityBatchResult) -> None:
-        """Commit an entity batch. Raises LeaseNotFoundError (stale token) or InvalidBatchResultError.
-
-        Other failures hand the batch back, as for turns.
-        """
-        token = result.completionToken
-        with self._completing(ENTITY, token):
-            self.hub.complete_entity(token, result, self.clock(), self.options.entity_payload_limit)
-
-    @contextmanager
-    def _completing(self, kind: WorkKind, token: str) -> Iterator[_Outcome]:
-        """Settle a completion: forget the token whatever happens; hand the item back when it failed.
-
-        A completion that fails for another reason than a stale token or a refused result (the
-        hub already released those), whatever the error, hands its item back with the hand-back
-        delay, so that it is offered again shortly rather than when its lease runs out (a value
-        the store cannot keep waits for the worker's replacement first, see ``_after_failure``).
-        When the hand-back fails too, the token is dead: a later completion with it (a worker's
-        retry) is refused as stale, and the hand-back is tried again every safety poll.
-        """
-        outcome = _Outcome()
-        try:
-            if self._is_dead(token):
-                raise LeaseNotFoundError(token)
-            yield outcome
-        except BaseException as exc:  # whatever it was, the item must not wait for its lease
-            self._after_failure(kind, token, exc)
-            raise
-        finally:
-            self._settled(token, completed=outcome.completed)
-
-    def _after_failure(self, kind: WorkKind, token: str, failure: BaseException) -> None:
-        """What a failed completion leaves to do: nothing, wait for a replacement, or hand the item back."""
-        if isinstance(failure, _NOT_HANDED_BACK):
-            return  # a stale token, or the hub released the item itself
-        if isinstance(failure, StoreValueError):
-            # The worker may send a replacement (a failure) under the same token: wait for it a while.
-            with self._lock:
-                self._awaiting_replacement.append((time.monotonic() + self.options.stream_grace, token, kind))
-                self._lock.notify_all()
-            return
-        self._hand_back(kind, token, failure)
-
-    def _is_dead(self, token: str) -> bool:
-        with self._lock:
-            return token in self._dead_tokens
-
-    def abandon_orchestration(self, token: str) -> None:
-        """Hand a turn back; its stream is remembered as one that rejected the instance."""
-        # Remembered before the store commits: the commit wakes the dispatch loop.
-        self._settling(token)
-        with self._lock:
-            held = self._tokens.get(token)
-            if held is not None and held.turn is not None and not held.stream.closed:
-                rejection = self._rejected.get(held.turn.instance_id)
-                if rejection is None or rejection.turn != held.turn:
-                    rejection = self._rejected[held.turn.instance_id] = _Rejection(held.turn)
-                rejection.streams.add(held.stream.id)
-        try:
-            self.hub.abandon_orchestration(token, self.clock())
-        finally:
-            self._settled(token)
-
-    def abandon_entity(self, token: str) -> None:
-        try:
-            self.hub.abandon_entity(token, self.clock())
-        finally:
-            self._settled(token)
-
-    def abandon_activity(self, token: str) -> None:
-        try:
-            self.hub.abandon_activity(token, self.clock())
-        finally:
-            self._settled(token)
-
-    def _hand_back(self, kind: WorkKind, token: str, failure: BaseException | str) -> None:
-        """Give back a work item whose completion failed, with the hand-back delay.
-
-        When that fails too (the database is still down), the token is marked dead and the
-        item's lease (no longer renewed) runs out instead; it is offered again then.
-        """
-        try:
-            self._abandon_of(kind)(token, self.clock())
-        except LeaseNotFoundError:
-            # Nothing to give back: the completion committed after all (its answer was lost),
-            # or the lease ran out or the instance ended meanwhile.
-            log.info("%s work item %s: completion failed (%s); the store no longer holds it", kind.value, token, failure)
-            return
-        except Exception as exc:
-            with self._lock:
-                self._dead_tokens[token] = (time.monotonic() + self.options.lease_of(kind).total_seconds(), kind)
-            log.warning(
-                "%s work item %s: completion failed (%s) and handing it back failed too (%s); "
-                "the hand-back is tried again every %g s until its lease runs out",
-                kind.value, token, failure, exc, self.options.safety_poll,
-            )
-            return
-        log.warning("%s work item %s: completion failed (%s); handed it back, it is offered again shortly",
-                    kind.value, token, failure)
-
-    def _abandon_of(self, kind: WorkKind) -> Callable[[str, datetime], None]:
-        """The hub's hand-back (with the growing delay) of a work item of ``kind``."""
-        return {
-            ORCHESTRATION: self.hub.abandon_orchestration,
-            ACTIVITY: self.hub.abandon_activity,
-            ENTITY: self.hub.abandon_entity,
-        }[kind]
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -797,7 +488,7 @@ class Dispatcher:
         now = self.clock()
         lease_for = min(self.options.lease_of(kind), self.options.max_hold_of(kind))
         item: OrchestrationWorkItem | ActivityWorkItem | EntityWorkItem | None
-        turn: _HeldTurn | None = None
+        turn: HeldTurn | None = None
         mark: ReplayMark | None = None
         omitted = 0
         if kind == ENTITY:
@@ -822,7 +513,7 @@ class Dispatcher:
             handed = []
             for leased in turns:
                 inst = leased.instance
-                turn = _HeldTurn(inst.instance_id, inst.name, inst.version, inst.execution_id)
+                turn = HeldTurn(inst.instance_id, inst.name, inst.version, inst.execution_id)
                 if stream.keeps_replay_state:
                     with self._lock:
                         omitted = stream.omittable(leased)
@@ -847,7 +538,7 @@ class Dispatcher:
         item: OrchestrationWorkItem | ActivityWorkItem | EntityWorkItem,
         now: datetime,
         lease_for: timedelta,
-        turn: _HeldTurn | None = None,
+        turn: HeldTurn | None = None,
         mark: ReplayMark | None = None,
         omitted: int = 0,
     ) -> bool:
@@ -871,7 +562,7 @@ class Dispatcher:
                 if turn is not None:
                     self._turns_out.add(turn.instance_id)
                 deadline = now + self.options.max_hold_of(kind)
-                self._tokens[item.token] = _Held(stream, kind, deadline, now + lease_for, turn, mark)
+                self._tokens[item.token] = Held(stream, kind, deadline, now + lease_for, turn, mark)
                 stream.queue.put(work)
                 return True
         # The stream closed meanwhile: hand the lease straight back (or let it run out).
@@ -974,6 +665,7 @@ __all__ = [
     "ORCHESTRATION",
     "DispatchOptions",
     "Dispatcher",
+    "utcnow",
     "LeaseNotFoundError",
     "WorkKind",
     "WorkStream",
