@@ -27,8 +27,11 @@ from sidecar.dispatch import Dispatcher
 from sidecar.servicer_util import check_stream_request, check_token, error_status
 from sidecar.work_streams import ENVELOPE_BYTES
 
-# Most work items in one stream message.
+# Most work items in one stream message, and most bytes: several items share a message only up
+# to gRPC's usual 4 MiB receive limit (a worker may keep it), so a larger item travels alone, as
+# it would on GetWorkItems.
 MAX_ITEMS_PER_BATCH = 64
+MAX_BATCH_BYTES = 4 * 1024 * 1024
 
 Status = tuple[grpc.StatusCode, str]
 
@@ -89,7 +92,8 @@ class BatchServicer:
         batches = dispatcher.aiterate_batches(dispatcher.open_stream(request), MAX_ITEMS_PER_BATCH)
         try:
             async for items in batches:
-                for part in split_batch(items, dispatcher.options.max_message_size):
+                limit = min(dispatcher.options.max_message_size or MAX_BATCH_BYTES, MAX_BATCH_BYTES)
+                for part in split_batch(items, limit):
                     await context.write(batches_pb.WorkItemBatch(workItems=part))
         finally:
             await batches.aclose()  # closes the stream (a no-op when the iteration ended it)

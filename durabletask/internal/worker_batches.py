@@ -26,8 +26,10 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import work_batches_pb2 as batches_pb
 from durabletask.internal.worker_completions import Outcome, Refusal
 
-# Most results in one call.
+# Most results in one call, and most bytes: results share a call only up to gRPC's usual 4 MiB
+# message limit (a larger result goes alone, as it would one by one).
 MAX_RESULTS_PER_CALL = 256
+MAX_CALL_BYTES = 4 * 1024 * 1024
 ACTIVITIES = ("CompleteActivityTasks", batches_pb.ActivityResultBatch)
 TURNS = ("CompleteOrchestratorTasks", batches_pb.OrchestratorResultBatch)
 
@@ -81,8 +83,7 @@ class ResultBatcher:
             self._sending = True
         while True:
             with self._lock:
-                batch = self._pending[: self._max_batch]
-                del self._pending[: self._max_batch]
+                batch = self._take()
                 if not batch:
                     self._sending = False
                     return
@@ -93,6 +94,19 @@ class ResultBatcher:
             finally:
                 for result in batch:
                     _run(result.done, self._logger)
+
+    def _take(self) -> list[PendingResult]:
+        """The next results to send together (under the lock): at most max_batch, and MAX_CALL_BYTES but for one."""
+        size = 0
+        count = 0
+        for result in self._pending[: self._max_batch]:
+            size += result.response.ByteSize()
+            if count and size > MAX_CALL_BYTES:
+                break
+            count += 1
+        batch = self._pending[:count]
+        del self._pending[:count]
+        return batch
 
     def _send(self, batch: list[PendingResult]) -> None:
         stub = self._batch_stub()

@@ -239,3 +239,18 @@ def test_a_result_naming_another_task_fails_alone_and_its_task_is_offered_again(
     completed = [e.taskCompleted.taskScheduledId for e in second.orchestratorRequest.newEvents
                  if e.HasField("taskCompleted")]
     assert completed == [1], "the good result of the batch was committed"
+
+
+def test_items_share_a_message_only_up_to_4_mib(batched: Any) -> None:
+    stub, worker = batched
+    start(stub, "big")
+    (first,) = worker.take("orchestratorRequest", 1)
+    payload = '"' + "x" * (3 * 1024 * 1024) + '"'
+    worker.stub.CompleteOrchestratorTasks(batches_pb.OrchestratorResultBatch(
+        results=[turn(first, *[schedule(n, "act", payload) for n in range(1, 4)], schedule(4, "small", '"s"'))]),
+        timeout=WAIT)
+    worker.take("activityRequest", 4)
+    for items in worker.messages[1:]:
+        size = batches_pb.WorkItemBatch(workItems=items).ByteSize()
+        assert len(items) == 1 or size <= 4 * 1024 * 1024, (len(items), size)
+    assert len(worker.messages) - 2 >= 3, "the three big inputs went in messages of their own"

@@ -159,3 +159,22 @@ def test_a_reply_with_the_wrong_number_of_outcomes_is_not_trusted() -> None:
     batcher(Short(), log).submit(pending("a", log))
     assert log.of("alone") == ["a"]
 
+
+
+def test_results_share_a_call_only_up_to_4_mib() -> None:
+    stub, log = Stub(), Log()
+    results = batcher(stub, log)
+    stub.gate.clear()
+    first = threading.Thread(target=results.submit, args=(pending("a", log),))
+    first.start()
+    assert stub.entered.wait(5)
+    for token in ("big1", "big2", "small1", "small2", "big3"):
+        result = pending(token, log)
+        if token.startswith("big"):
+            result.response.result.value = "x" * (3 * 1024 * 1024)  # type: ignore[union-attr]
+        results.submit(result)
+    stub.gate.set()
+    first.join(10)
+    # 3 MiB results cannot share a call with another 3 MiB one; small ones join where they fit.
+    assert stub.calls == [["a"], ["big1"], ["big2", "small1", "small2"], ["big3"]]
+    assert sorted(log.of("done")) == ["a", "big1", "big2", "big3", "small1", "small2"]
