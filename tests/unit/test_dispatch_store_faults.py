@@ -76,11 +76,11 @@ class FailingHub(TaskHub):
     def abandon_entity(self, token: str, now: datetime) -> None:
         self._abandon(token, lambda: super(FailingHub, self).abandon_entity(token, now))
 
-    def lease_orchestration(self, *args: Any, **kwargs: Any) -> Any:
+    def lease_orchestrations(self, *args: Any, **kwargs: Any) -> Any:
         self.lease_calls += 1
         if self.fail_lease is not None:
             raise self.fail_lease
-        return super().lease_orchestration(*args, **kwargs)
+        return super().lease_orchestrations(*args, **kwargs)
 
 
 @pytest.fixture
@@ -236,7 +236,7 @@ def test_a_failing_dispatch_pass_waits_for_the_safety_poll_and_resumes(hub: Fail
         while time.monotonic() - started < 1.0:  # wake-ups do not make it ask the failing store at once
             dispatcher.wake()
             time.sleep(0.005)
-        assert hub.lease_calls <= 8, hub.lease_calls
+        assert 1 <= hub.lease_calls <= 8, hub.lease_calls
         hub.fail_lease = None
         item = stream.queue.get(timeout=5)
         assert item is not None and item.orchestratorRequest.instanceId == "e"

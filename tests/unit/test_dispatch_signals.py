@@ -1,0 +1,109 @@
+"""Which commits make the dispatcher ask the store for work again (and which do not).
+
+A kind found empty for a stream is asked again only after a commit signals work of that kind;
+inbox events for an instance whose turn this sidecar holds signal nothing (no one could lease
+it), and the turn's end does. Driven by hand over a TaskHub on an in-memory store.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from durabletask.internal import orchestrator_service_pb2 as pb
+from sidecar import engine_events
+from sidecar.dispatch import Dispatcher, DispatchOptions
+from sidecar.hub import TaskHub
+from sidecar.model import InstanceSnapshot
+from sidecar.store import CommitNotice, open_store
+from sidecar.work_streams import WorkKind
+
+T0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
+
+
+class CountingHub(TaskHub):
+    """A TaskHub that counts the dispatcher's orchestration lease calls."""
+
+    def __init__(self) -> None:
+        super().__init__(open_store("memory"))
+        self.turn_leases = 0
+
+    def lease_orchestrations(self, *args: Any, **kwargs: Any) -> Any:
+        self.turn_leases += 1
+        return super().lease_orchestrations(*args, **kwargs)
+
+
+def start(hub: TaskHub, iid: str) -> None:
+    inst = InstanceSnapshot(instance_id=iid, execution_id=f"{iid}-e", name="orch",
+                            status=pb.ORCHESTRATION_STATUS_PENDING, created_at=T0, last_updated_at=T0)
+    hub.create_instance(inst, engine_events.new_execution_started(
+        name="orch", instance_id=iid, execution_id=f"{iid}-e", now=T0), T0, T0)
+
+
+def raised(hub: TaskHub, iid: str, name: str) -> None:
+    event = engine_events.new_event(T0)
+    event.eventRaised.name = name
+    assert hub.raise_event(iid, event, T0)
+
+
+def setup() -> tuple[CountingHub, Dispatcher, Any]:
+    hub = CountingHub()
+    dispatcher = Dispatcher(hub, DispatchOptions(), clock=lambda: T0)
+    stream = dispatcher.open_stream(pb.GetWorkItemsRequest())
+    return hub, dispatcher, stream
+
+
+def take(stream: Any) -> pb.WorkItem:
+    item = stream.queue.get(timeout=1)
+    assert item is not None and item.HasField("orchestratorRequest"), item
+    return item
+
+
+def test_a_kind_found_empty_is_asked_again_only_after_a_commit_signals_it() -> None:
+    hub, dispatcher, _ = setup()
+    assert not dispatcher._dispatch_all()
+    asked = hub.turn_leases
+    assert asked >= 1
+    dispatcher._dispatch_all()
+    dispatcher._dispatch_all()
+    assert hub.turn_leases == asked, "nothing changed: the empty kind is not asked again"
+    start(hub, "a")  # a commit that signals orchestration work
+    assert dispatcher._dispatch_all()
+    assert hub.turn_leases > asked
+
+
+def test_events_for_a_held_turn_signal_nothing_and_its_end_does() -> None:
+    hub, dispatcher, stream = setup()
+    start(hub, "a")
+    dispatcher._dispatch_all()
+    item = take(stream)
+    signals = dispatcher._work_signals[WorkKind.ORCHESTRATION]
+    raised(hub, "a", "ping")  # for the instance whose turn the stream holds
+    assert dispatcher._work_signals[WorkKind.ORCHESTRATION] == signals
+    asked = hub.turn_leases
+    dispatcher._dispatch_all()
+    assert hub.turn_leases == asked, "no lease is tried for a turn in flight"
+    dispatcher.complete_orchestration(pb.OrchestratorResponse(
+        instanceId="a", completionToken=item.completionToken))  # the turn ends: the event is due now
+    assert dispatcher._work_signals[WorkKind.ORCHESTRATION] > signals
+    assert dispatcher._dispatch_all()
+    again = take(stream)
+    names = [e.eventRaised.name for e in again.orchestratorRequest.newEvents if e.HasField("eventRaised")]
+    assert names == ["ping"]
+
+
+def test_events_for_other_instances_and_unknown_notices_signal() -> None:
+    hub, dispatcher, stream = setup()
+    start(hub, "a")
+    start(hub, "b")
+    stream.max_orchestrations = 1
+    dispatcher._dispatch_all()
+    take(stream)
+    signals = dispatcher._work_signals[WorkKind.ORCHESTRATION]
+    held = next(iter(dispatcher._turns_out))
+    other = "b" if held == "a" else "a"
+    raised(hub, other, "ping")
+    assert dispatcher._work_signals[WorkKind.ORCHESTRATION] == signals + 1
+    # A notice from elsewhere (another sidecar on PostgreSQL) names no inbox instances: it signals.
+    dispatcher._on_change(CommitNotice(work_available=True, work_kinds={"orchestration"}))
+    assert dispatcher._work_signals[WorkKind.ORCHESTRATION] == signals + 2
