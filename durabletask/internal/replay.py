@@ -171,9 +171,8 @@ class OrchestrationExecutor:
         resumed = state.processed > 0
         try:
             ctx.set_replaying(True)
-            for event in old_events:
-                turn.process(event)
-                state.processed += 1
+            turn.replay(old_events)
+            state.processed += len(old_events)
             if (old_events or resumed) and not ctx.is_finished and not state.rewound:
                 turn.check_replay_consumed_actions()
             ctx.set_replaying(False)
@@ -225,6 +224,19 @@ class _ReplayTurn:
         self._suspended = False
         self._held: list[pb.HistoryEvent] = []
         self._clock_set = False
+        self._past: Sequence[pb.HistoryEvent] = ()  # the past events being replayed
+        self._past_next = 0  # index in ``_past`` of the event after the one being applied
+
+    def replay(self, events: Sequence[pb.HistoryEvent]) -> None:
+        """Apply past events; while doing so the engine may look at the events recorded after each one."""
+        self._past = events
+        try:
+            for index, event in enumerate(events):
+                self._past_next = index + 1
+                self.process(event)
+        finally:
+            self._past = ()
+            self._past_next = 0
 
     def process(self, event: pb.HistoryEvent) -> None:
         """Apply one history event."""
@@ -403,9 +415,34 @@ class _ReplayTurn:
         retried = pending._retryable_parent
         pending.complete(None)
         if retried is not None:
-            ctx.reschedule(retried)
+            ctx.reschedule(retried, keep_id=self._retry_keeps_id(retried))
         else:
             ctx.resume()
+
+    def _retry_keeps_id(self, call: task.RetryableTask[Any]) -> bool:
+        """Whether the next attempt of a retried call goes under its first id (True) or a new one.
+
+        New attempts keep the first id, as the official SDK numbers them. Our earlier versions
+        gave each attempt a new id; on replay the history tells which numbering it holds: the
+        first record after this point of the call (its kind and name) under its first id, or
+        under the id a new attempt would have taken.
+        """
+        if not self._ctx.is_replaying:
+            return True
+        action = call._action
+        if action.HasField("scheduleTask"):
+            kind, name = "taskScheduled", action.scheduleTask.name
+        else:
+            kind, name = "subOrchestrationInstanceCreated", action.createSubOrchestration.name
+        fresh_id = self._ctx.next_free_sequence_number
+        for event in self._past[self._past_next:]:
+            if event.WhichOneof("eventType") != kind:
+                continue
+            if event.eventId == action.id:
+                return True
+            if event.eventId == fresh_id and getattr(event, kind).name == name:
+                return False
+        return True
 
     # ----------------------------------------------------- external events
 

@@ -390,11 +390,17 @@ class RuntimeOrchestrationContext(task.OrchestrationContext):
         self.pending_tasks[action.id] = call
         return call
 
-    def reschedule(self, call: task.RetryableTask[Any]) -> None:
-        """Schedule another attempt of a retried call, under a new action id."""
+    def reschedule(self, call: task.RetryableTask[Any], *, keep_id: bool = True) -> None:
+        """Schedule another attempt of a retried call.
+
+        It goes under the call's first action id, as the official SDK numbers it; with
+        ``keep_id=False`` under a new id, the numbering our SDK used before (still found
+        in histories it wrote).
+        """
         action = pb.OrchestratorAction()
         action.CopyFrom(call._action)
-        action.id = self.next_sequence_number()
+        if not keep_id:
+            action.id = self.next_sequence_number()
         self.pending_actions[action.id] = action
         self.pending_tasks[action.id] = call
 

@@ -136,9 +136,7 @@ def _retried_calls(
     turn = RecordingTurn(executor, ctx)
     ctx.set_replaying(True)
     try:
-        for event in old_events:
-            if not event.HasField("executionCompleted"):
-                turn.process(event)
+        turn.replay([e for e in old_events if not e.HasField("executionCompleted")])
     except Exception as exc:  # the rewrite falls back to the plain shape
         logger.info("%s: rewinding without replay (%s: %s)", instance_id, type(exc).__name__, exc)
         return set(), set()

@@ -67,14 +67,14 @@ def test_retry_with_backoff_then_success() -> None:
     assert waited.actions[0].id == 2 and timer_delay(inst, waited) == timedelta(seconds=1)
     again = fire(inst, waited)
     assert kinds(again.actions) == ["scheduleTask"]
-    assert again.actions[0].id == 3
+    assert again.actions[0].id == 1  # the retry keeps the call's id; timers take new ones
     assert again.actions[0].scheduleTask.name == "flaky" and again.actions[0].scheduleTask.input.value == '"in"'
 
-    waited = inst.turn(ph.new_task_failed_event(3, TransientError("2nd")))
-    assert timer_delay(inst, waited) == timedelta(seconds=2)
+    waited = inst.turn(ph.new_task_failed_event(1, TransientError("2nd")))
+    assert waited.actions[0].id == 3 and timer_delay(inst, waited) == timedelta(seconds=2)
     again = fire(inst, waited)
-    assert again.actions[0].id == 5
-    assert output(inst.turn(ph.new_task_completed_event(5, '"finally"'))) == "finally"
+    assert again.actions[0].id == 1
+    assert output(inst.turn(ph.new_task_completed_event(1, '"finally"'))) == "finally"
 
 
 def test_retry_interval_is_capped() -> None:
@@ -169,9 +169,9 @@ def test_sub_orchestration_retry_keeps_the_child_id() -> None:
     first = inst.start().actions[0]
     again = fire(inst, inst.turn(ph.new_sub_orchestration_failed_event(1, TransientError())))
     retry = again.actions[0]
-    assert retry.id == 3
+    assert retry.id == 1
     assert retry.createSubOrchestration.instanceId == first.createSubOrchestration.instanceId == "inst-1:0001"
-    assert output(inst.turn(ph.new_sub_orchestration_completed_event(3, "7"))) == 7
+    assert output(inst.turn(ph.new_sub_orchestration_completed_event(1, "7"))) == 7
 
 
 def test_retried_task_in_when_all() -> None:
@@ -188,8 +188,8 @@ def test_retried_task_in_when_all() -> None:
     waited = inst.turn(ph.new_task_failed_event(1, TransientError()), ph.new_task_completed_event(2, '"b"'))
     assert kinds(waited.actions) == ["createTimer"] and waited.actions[0].id == 3
     again = fire(inst, waited)
-    assert again.actions[0].id == 4 and again.actions[0].scheduleTask.name == "a"
-    assert output(inst.turn(ph.new_task_completed_event(4, '"a"'))) == ["a", "b"]
+    assert again.actions[0].id == 1 and again.actions[0].scheduleTask.name == "a"
+    assert output(inst.turn(ph.new_task_completed_event(1, '"a"'))) == ["a", "b"]
 
 
 # ------------------------------------------------------------ continue-as-new
