@@ -22,6 +22,6 @@ class EntityOperationFailedException(Exception):
 
     def __str__(self) -> str:
         return (
-            f"Operation '{self.operation_name}' on entity '{self.entity_instance_id}' failed: "
+            f"Operation '{self.operation_name}' on entity '{self.entity_instance_id}' failed with error: "
             f"{self.failure_details.errorMessage}"
         )

@@ -366,7 +366,12 @@ class _ReplayTurn:
         failed = event.taskFailed
         call = self._take_task(failed.taskScheduledId, "taskFailed")
         if call is not None:
-            self._fail(call, failed.failureDetails, f"Activity task #{failed.taskScheduledId} failed")
+            self._fail(
+                call,
+                failed.failureDetails,
+                f"Activity task #{failed.taskScheduledId} failed",
+                instance_prefix=f"{self._ctx.instance_id}: ",
+            )
 
     def _on_subOrchestrationInstanceFailed(self, event: pb.HistoryEvent) -> None:
         failed = event.subOrchestrationInstanceFailed
@@ -374,7 +379,18 @@ class _ReplayTurn:
         if call is not None:
             self._fail(call, failed.failureDetails, f"Sub-orchestration task #{failed.taskScheduledId} failed")
 
-    def _fail(self, call: task.CompletableTask[Any], details: pb.TaskFailureDetails, prefix: str) -> None:
+    def _fail(
+        self,
+        call: task.CompletableTask[Any],
+        details: pb.TaskFailureDetails,
+        prefix: str,
+        *,
+        instance_prefix: str = "",
+    ) -> None:
+        """Fail ``call`` (or wait to retry it); its error reads ``{instance_prefix}{prefix}: {message}``.
+
+        The official SDK puts the instance ID before the message of failed activities only.
+        """
         ctx = self._ctx
         if isinstance(call, task.RetryableTask) and not ctx.is_finished:
             delay = self._retry_delay(call, details)
@@ -383,7 +399,7 @@ class _ReplayTurn:
                 ctx.log(logging.INFO, "%s; attempt %d in %s", prefix, call.attempt_count, delay)
                 ctx.create_timer_internal(delay, call)
                 return
-        call.fail(f"{prefix}: {details.errorMessage}", details)
+        call.fail(f"{instance_prefix}{prefix}: {details.errorMessage}", details)
         ctx.resume()
 
     def _retry_delay(self, call: task.RetryableTask[Any], details: pb.TaskFailureDetails) -> timedelta | None:
