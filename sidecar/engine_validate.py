@@ -25,6 +25,11 @@ VALID_COMPLETION_STATUSES: frozenset[int] = frozenset({
     pb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW,
 })
 
+# The id official workers give the completeOrchestration of an orchestration they fail outside its
+# code's own actions (the code threw, or the worker refuses its version): the one negative action id
+# accepted, and only on completeOrchestration.
+FAILURE_ACTION_ID = -1
+
 # Names, instance IDs and versions: at most this many characters.
 MAX_TEXT_LENGTH = 256
 
@@ -154,7 +159,7 @@ def validate_turn(instance: InstanceSnapshot, response: pb.OrchestratorResponse)
             if not rewind:
                 raise InvalidTurnError(f"action {action.id}: rewindOrchestration must be the only action of a turn")
             continue
-        if action.id < 0:
+        if action.id < 0 and not (action.id == FAILURE_ACTION_ID and kind == "completeOrchestration"):
             raise InvalidTurnError(f"action id {action.id} ({kind}) is negative")
         if action.id in seen_ids:
             raise InvalidTurnError(f"duplicate action id {action.id} ({kind})")

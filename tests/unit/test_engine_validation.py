@@ -77,6 +77,27 @@ def test_negative_action_id_is_rejected() -> None:
     assert_rejected(make_turn(schedule_task(-2)), "action id -2", "negative")
 
 
+def test_minus_one_is_accepted_only_on_a_completion() -> None:
+    # Official workers fail an orchestration (its code threw, a refused version) with action id -1.
+    failure = pb.TaskFailureDetails(errorType="VersionMismatch", errorMessage="version 2 is not supported")
+    result = engine.apply_turn(make_turn(complete(-1, pb.ORCHESTRATION_STATUS_FAILED, failure=failure)))
+    assert result.instance.status == pb.ORCHESTRATION_STATUS_FAILED
+    assert result.instance.failure == failure
+    completed = [e for e in result.history_append if e.HasField("executionCompleted")]
+    assert [e.eventId for e in completed] == [-1]
+    assert_rejected(make_turn(schedule_task(-1)), "action id -1 (scheduleTask)", "negative")
+    assert_rejected(make_turn(send_event(-1)), "action id -1 (sendEvent)", "negative")
+    assert_rejected(make_turn(complete(-2, pb.ORCHESTRATION_STATUS_FAILED)), "action id -2", "negative")
+    assert_rejected(
+        make_turn(complete(-1, pb.ORCHESTRATION_STATUS_FAILED), complete(-1, pb.ORCHESTRATION_STATUS_FAILED)),
+        "duplicate action id -1",
+    )
+    assert_rejected(
+        make_turn(schedule_task(1), complete(-1, pb.ORCHESTRATION_STATUS_FAILED), create_timer(1, make_instance().created_at)),
+        "duplicate action id 1",
+    )
+
+
 @pytest.mark.parametrize(
     ("status", "name"),
     [

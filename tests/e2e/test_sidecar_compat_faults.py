@@ -1,0 +1,98 @@
+"""Four sidecar faults the official JavaScript SDK's end-to-end suite found (issue 11, item 4).
+
+Over real gRPC against an in-process sidecar, a raw worker and client show that:
+
+- a completeOrchestration with action id -1 (how official workers fail an orchestration whose
+  code threw or whose version they refuse) is accepted and fails the orchestration; -1 on any
+  other action is still refused;
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from google.protobuf import wrappers_pb2
+
+from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
+from tests.e2e.conftest import RawWorker, complete, fast_sidecar, kinds, schedule, start
+from tests.e2e.entity_wire import expect_status
+
+pytestmark = pytest.mark.our_sidecar("raw-protocol checks of this repository's sidecar")
+
+Stub = pb_grpc.TaskHubSidecarServiceStub
+Code = grpc.StatusCode
+FAILED = pb.ORCHESTRATION_STATUS_FAILED
+WAIT = 10.0
+
+
+@pytest.fixture
+def env() -> Iterator[tuple[Stub, RawWorker]]:
+    with fast_sidecar() as (_, address), grpc.insecure_channel(address) as channel:
+        worker = RawWorker(address)
+        try:
+            yield Stub(channel), worker
+        finally:
+            worker.close()
+
+
+def state(stub: Stub, instance_id: str) -> pb.OrchestrationState:
+    response = stub.GetInstance(pb.GetInstanceRequest(instanceId=instance_id, getInputsAndOutputs=True))
+    assert response.exists, instance_id
+    return response.orchestrationState
+
+
+def history(stub: Stub, instance_id: str) -> list[pb.HistoryEvent]:
+    chunks = stub.StreamInstanceHistory(pb.StreamInstanceHistoryRequest(instanceId=instance_id))
+    return [event for chunk in chunks for event in chunk.events]
+
+
+def running(stub: Stub, worker: RawWorker, instance_id: str, data: str | None = None) -> None:
+    """Start ``instance_id`` and answer its first turn with nothing, so that it stays RUNNING."""
+    fields = {} if data is None else {"input": wrappers_pb2.StringValue(value=data)}
+    start(stub, instance_id, **fields)
+    item = worker.next("orchestratorRequest")
+    assert item.orchestratorRequest.instanceId == instance_id
+    worker.complete(item)
+    assert state(stub, instance_id).orchestrationStatus == pb.ORCHESTRATION_STATUS_RUNNING
+
+
+# --- completeOrchestration with action id -1 ----------------------------------------------------------
+
+
+def test_a_completion_with_action_id_minus_one_fails_the_orchestration(env: tuple[Stub, RawWorker]) -> None:
+    stub, worker = env
+    start(stub, "versioned", version=wrappers_pb2.StringValue(value="2.0"))
+    item = worker.next("orchestratorRequest")
+    failing = complete(-1, status=FAILED)
+    failing.completeOrchestration.failureDetails.CopyFrom(pb.TaskFailureDetails(
+        errorType="VersionMismatch", errorMessage="orchestration version 2.0 is not supported", isNonRetriable=True,
+    ))
+    worker.complete(item, failing)  # accepted: no INVALID_ARGUMENT
+
+    done = stub.WaitForInstanceCompletion(
+        pb.GetInstanceRequest(instanceId="versioned", getInputsAndOutputs=True), timeout=WAIT
+    ).orchestrationState
+    assert done.orchestrationStatus == FAILED
+    assert done.failureDetails.errorType == "VersionMismatch"
+    assert done.failureDetails.errorMessage == "orchestration version 2.0 is not supported"
+    events = history(stub, "versioned")
+    assert kinds(events)[-2:] == ["executionCompleted", "orchestratorCompleted"]
+    assert events[-2].eventId == -1 and events[-2].executionCompleted.orchestrationStatus == FAILED
+    worker.expect_nothing(0.5)  # the turn is settled, not offered again
+
+
+def test_minus_one_on_any_other_action_is_still_refused(env: tuple[Stub, RawWorker]) -> None:
+    stub, worker = env
+    start(stub, "odd")
+    item = worker.next("orchestratorRequest")
+    expect_status(lambda: worker.complete(item, schedule(-1, "act")), Code.INVALID_ARGUMENT, "action id -1", "negative")
+    item = worker.next("orchestratorRequest", timeout=WAIT)  # the refused turn is offered again
+    expect_status(
+        lambda: worker.complete(item, schedule(1, "act"), schedule(1, "act"), complete(-1, status=FAILED)),
+        Code.INVALID_ARGUMENT, "duplicate action id 1",
+    )
+    assert state(stub, "odd").orchestrationStatus == pb.ORCHESTRATION_STATUS_PENDING
+    assert history(stub, "odd") == []
