@@ -4,11 +4,12 @@ Choices where the protocol leaves room:
 
 - Entity instance IDs must be ``@name@key`` (neither part empty, no other '@'); the name
   is lower-cased, as every SDK does, so ``@Counter@a`` and ``@counter@a`` are one entity.
-- GetEntity reports an entity that exists (has state, queued messages or a lock);
-  ``exists=false`` otherwise. ``lockedBy`` is the orchestration instance holding the lock.
+- GetEntity reports an entity that exists (has state, a lock or a message due now);
+  ``exists=false`` otherwise: a delayed signal alone does not make an entity exist before its
+  time. ``lockedBy`` is the orchestration instance holding the lock.
 - QueryEntities: ``instanceIdStartsWith`` gets a leading '@' when missing (and its name part
   lower-cased); ``lastModifiedTo`` is exclusive; without ``includeTransient`` only entities
-  with state are listed.
+  with state are listed, with it every entity GetEntity would find.
 - CleanEntityStorage does all the work in one call (no continuation token).
 """
 

@@ -280,7 +280,11 @@ class EntitySnapshot:
 
 @dataclass
 class EntityQueryFilter:
-    """Filters of QueryEntities. ``modified_to`` is exclusive; transient entities have no state."""
+    """Filters of QueryEntities. ``modified_to`` is exclusive; transient entities have no state.
+
+    With ``include_transient`` an entity is listed as GetEntity finds it: with state, a lock or a
+    message due by then; without, only entities with state.
+    """
 
     instance_id_prefix: str | None = None
     modified_from: datetime | None = None
@@ -641,7 +645,7 @@ class Store(ABC):
 
     @abstractmethod
     def get_entity(self, entity_id: str, now: datetime, include_state: bool = True) -> EntitySnapshot | None:
-        """The entity's record, or None when it has no row."""
+        """The entity's record, or None when it has no row or only messages due after ``now`` (no state, no lock)."""
 
     @abstractmethod
     def query_entities(

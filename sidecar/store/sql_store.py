@@ -39,6 +39,14 @@ log = logging.getLogger("durabletask-sidecar.store")
 
 T = TypeVar("T")
 
+# When an entity row counts as an entity (GetEntity, and QueryEntities with transient ones): it has
+# state, a lock, or a message due (one parameter: now). A row kept only for a message due later
+# (a delayed signal) is not an entity yet: it becomes one when the message is due.
+_ENTITY_EXISTS = (
+    "(state IS NOT NULL OR locked_by IS NOT NULL OR EXISTS ("
+    "SELECT 1 FROM entity_queue q WHERE q.entity_id = entities.instance_id AND q.visible_at <= ?))"
+)
+
 MAX_ATTEMPTS = 8
 # Times one transaction or read is run again on another connection after its connection broke.
 MAX_RECONNECTS = 2
@@ -230,7 +238,9 @@ class SqlStore(Store):
 
     def get_entity(self, entity_id: str, now: datetime, include_state: bool = True) -> EntitySnapshot | None:
         def read(tx: SqlTx) -> EntitySnapshot | None:
-            rows = tx.db.query("SELECT * FROM entities WHERE instance_id = ?", (entity_id,))
+            rows = tx.db.query(
+                f"SELECT * FROM entities WHERE instance_id = ? AND {_ENTITY_EXISTS}", (entity_id, to_us(now))
+            )
             return self._entity_snapshot(tx.db, rows[0], now, include_state) if rows else None
 
         return self._read_with(read)
@@ -251,6 +261,9 @@ class SqlStore(Store):
             params.append(to_us(query.modified_to))
         if not query.include_transient:
             where.append("state IS NOT NULL")
+        else:
+            where.append(_ENTITY_EXISTS)
+            params.append(to_us(now))
         if continuation:
             where.append("instance_id > ?")
             params.append(continuation)

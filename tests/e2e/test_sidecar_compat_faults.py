@@ -5,11 +5,14 @@ Over real gRPC against an in-process sidecar, a raw worker and client show that:
 - a completeOrchestration with action id -1 (how official workers fail an orchestration whose
   code threw or whose version they refuse) is accepted and fails the orchestration; -1 on any
   other action is still refused;
+- an entity with only a delayed signal waiting does not exist (GetEntity, QueryEntities) until
+  the signal is due;
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import grpc
 import pytest
@@ -18,7 +21,7 @@ from google.protobuf import wrappers_pb2
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
 from tests.e2e.conftest import RawWorker, complete, fast_sidecar, kinds, schedule, start
-from tests.e2e.entity_wire import expect_status
+from tests.e2e.entity_wire import ENTITY_ITEM, expect_status, finish, get_entity, now, ok, signal
 
 pytestmark = pytest.mark.our_sidecar("raw-protocol checks of this repository's sidecar")
 
@@ -96,3 +99,37 @@ def test_minus_one_on_any_other_action_is_still_refused(env: tuple[Stub, RawWork
     )
     assert state(stub, "odd").orchestrationStatus == pb.ORCHESTRATION_STATUS_PENDING
     assert history(stub, "odd") == []
+
+
+# --- an entity with only a delayed signal -------------------------------------------------------------
+
+
+def entity_ids(stub: Stub, include_transient: bool) -> list[str]:
+    query = pb.EntityQuery(includeTransient=include_transient)
+    return [e.instanceId for e in stub.QueryEntities(pb.QueryEntitiesRequest(query=query)).entities]
+
+
+def test_an_entity_with_only_a_delayed_signal_does_not_exist_yet(env: tuple[Stub, RawWorker]) -> None:
+    stub, worker = env
+    due = now() + timedelta(seconds=1)
+    signal(stub, "@counter@later", "add", "5", at=due)
+    assert get_entity(stub, "@counter@later") is None
+    assert entity_ids(stub, include_transient=True) == []
+    assert entity_ids(stub, include_transient=False) == []
+
+    item = worker.next(ENTITY_ITEM, timeout=WAIT)  # delivered once due
+    assert now() >= due
+    finish(worker, item, ok(), state="5")
+    entity = get_entity(stub, "@counter@later")
+    assert entity is not None and entity.serializedState.value == "5"
+    assert entity_ids(stub, include_transient=True) == ["@counter@later"]
+    assert entity_ids(stub, include_transient=False) == ["@counter@later"]
+
+
+def test_a_delayed_signal_to_an_existing_entity_leaves_it_as_it_is(env: tuple[Stub, RawWorker]) -> None:
+    stub, worker = env
+    signal(stub, "@counter@kept", "set", "1")
+    finish(worker, worker.next(ENTITY_ITEM), ok(), state="1")
+    signal(stub, "@counter@kept", "add", "2", at=now() + timedelta(minutes=10))
+    entity = get_entity(stub, "@counter@kept")
+    assert entity is not None and entity.serializedState.value == "1" and entity.backlogQueueSize == 0

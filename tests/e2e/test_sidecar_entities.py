@@ -75,8 +75,7 @@ def test_delayed_signal_waits_for_its_time(raw_env) -> None:
     w = worker()
     due = now() + timedelta(seconds=1.5)
     signal(stub, "@timer@k", "later", at=due)
-    entity = get_entity(stub, "@timer@k")
-    assert entity is not None and entity.backlogQueueSize == 0  # queued, not yet visible
+    assert get_entity(stub, "@timer@k") is None  # queued, not yet due: no entity yet
     w.expect_nothing(1.0)
     item = w.next(ENTITY_ITEM, timeout=5)
     assert now() >= due
@@ -233,7 +232,9 @@ def test_query_entities_prefix_state_transient_and_paging(raw_env) -> None:
         finish(w, w.next(ENTITY_ITEM), ok(), state=str(i))
     signal(stub, "@other@x", "set")
     finish(w, w.next(ENTITY_ITEM), ok(), state='"x"')
-    signal(stub, "@counter@pending", "later", at=now() + timedelta(hours=1))
+    signal(stub, "@counter@pending", "set", "9")
+    held = w.next(ENTITY_ITEM)  # held: a message due, no state yet (transient)
+    signal(stub, "@counter@later", "set", at=now() + timedelta(hours=1))  # not an entity before it is due
 
     def query(**fields: object) -> tuple[list[pb.EntityMetadata], str | None]:
         response = stub.QueryEntities(pb.QueryEntitiesRequest(query=pb.EntityQuery(**fields)))  # type: ignore[arg-type]
@@ -245,6 +246,7 @@ def test_query_entities_prefix_state_transient_and_paging(raw_env) -> None:
     assert [e.serializedState.value for e in found] == ["0", "1", "2", "3", "4"]
     found, _ = query(instanceIdStartsWith=StringValue(value="@counter"), includeTransient=True)
     assert "@counter@pending" in [e.instanceId for e in found]
+    assert "@counter@later" not in [e.instanceId for e in found]
     assert not any(e.HasField("serializedState") for e in found)
 
     seen: list[str] = []
@@ -259,6 +261,7 @@ def test_query_entities_prefix_state_transient_and_paging(raw_env) -> None:
         if token is None:
             break
     assert seen == sorted(seen) and len(seen) == 7
+    finish(w, held, ok(), state="9")
 
 
 def test_clean_entity_storage_counts(raw_env) -> None:
