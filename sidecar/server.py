@@ -10,6 +10,11 @@ gRPC status codes. Choices where the protocol leaves room:
   successful no-ops; either on a finished instance is FAILED_PRECONDITION.
 - StartInstance with an ID in use: a finished instance is replaced; a live one gives
   ALREADY_EXISTS unless ``orchestrationIdReusePolicy.replaceableStatus`` lists its status.
+  Replacing a live instance terminates it first, so a policy that lists a live status
+  (RUNNING, PENDING, SUSPENDED) must list TERMINATED too: otherwise INVALID_ARGUMENT, as the
+  official backends answer (whatever the instance's status, or if it does not exist).
+- RestartInstance under the same ID needs a finished instance (FAILED_PRECONDITION otherwise);
+  under a new ID any instance can be restarted and the original is left as it is.
 """
 
 from __future__ import annotations
@@ -76,6 +81,25 @@ _PENDING = pb.ORCHESTRATION_STATUS_PENDING
 MAX_TERMINATION_BATCH = 1000
 
 
+LIVE_STATUSES: tuple[int, ...] = (
+    pb.ORCHESTRATION_STATUS_RUNNING, pb.ORCHESTRATION_STATUS_PENDING, pb.ORCHESTRATION_STATUS_SUSPENDED,
+)
+
+
+def check_reuse_policy(replaceable: list[int]) -> None:
+    """BadRequest when a reuse policy lets a live instance be replaced but not a TERMINATED one.
+
+    Replacing a live instance terminates it, so such a policy contradicts itself.
+    """
+    live = [engine_events.status_name(s) for s in LIVE_STATUSES if s in replaceable]
+    if live and pb.ORCHESTRATION_STATUS_TERMINATED not in replaceable:
+        raise BadRequest(
+            "orchestrationIdReusePolicy: Invalid reusable statuses: cannot exclude 'Terminated' while also "
+            f"allowing reuse of running instances (replaceableStatus lists {', '.join(live)} but not TERMINATED, "
+            "and replacing a live instance terminates it)"
+        )
+
+
 class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer):
     """Implements every RPC of TaskHubSidecarService on top of the task hub and a dispatcher."""
 
@@ -122,6 +146,7 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
             replaceable = check_statuses(
                 request.orchestrationIdReusePolicy.replaceableStatus, "orchestrationIdReusePolicy.replaceableStatus"
             )
+            check_reuse_policy(replaceable)
         self._create(
             instance_id=instance_id,
             execution_id=execution_id,
@@ -269,11 +294,13 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
         inst = self.hub.get_instance(instance_id)
         if inst is None:
             raise InstanceNotFoundError(instance_id)
-        if not inst.is_terminal:
+        # Under a new ID the original is left as it is, so only a same-ID restart waits for the end.
+        if not inst.is_terminal and not request.restartWithNewInstanceId:
             raise RpcFailure(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"cannot restart orchestration instance '{instance_id}': it has not finished "
-                f"(status {engine_events.status_name(inst.status)})",
+                f"cannot restart orchestration instance '{instance_id}' under the same ID: it has not "
+                f"finished (status {engine_events.status_name(inst.status)}); restart it with a new "
+                "instance ID, or wait for it to finish",
             )
         new_id = uuid.uuid4().hex if request.restartWithNewInstanceId else instance_id
         self._create(

@@ -7,6 +7,10 @@ Over real gRPC against an in-process sidecar, a raw worker and client show that:
   other action is still refused;
 - an entity with only a delayed signal waiting does not exist (GetEntity, QueryEntities) until
   the signal is due;
+- a running instance can be restarted under a new instance ID (the original runs on), not under
+  its own;
+- a reuse policy that lets a live instance be replaced but not a TERMINATED one is refused with
+  INVALID_ARGUMENT, changing nothing.
 """
 
 from __future__ import annotations
@@ -133,3 +137,72 @@ def test_a_delayed_signal_to_an_existing_entity_leaves_it_as_it_is(env: tuple[St
     signal(stub, "@counter@kept", "add", "2", at=now() + timedelta(minutes=10))
     entity = get_entity(stub, "@counter@kept")
     assert entity is not None and entity.serializedState.value == "1" and entity.backlogQueueSize == 0
+
+
+# --- restarting a running instance ------------------------------------------------------------------------
+
+
+def test_a_running_instance_restarts_under_a_new_id_only(env: tuple[Stub, RawWorker]) -> None:
+    stub, worker = env
+    running(stub, worker, "live", data='"payload"')
+    before = state(stub, "live")
+
+    expect_status(
+        lambda: stub.RestartInstance(pb.RestartInstanceRequest(instanceId="live")),
+        Code.FAILED_PRECONDITION, "live", "RUNNING", "new instance ID",
+    )
+    new_id = stub.RestartInstance(pb.RestartInstanceRequest(instanceId="live", restartWithNewInstanceId=True)).instanceId
+    assert new_id and new_id != "live"
+    item = worker.next("orchestratorRequest")
+    assert item.orchestratorRequest.instanceId == new_id
+    started = [e.executionStarted for e in item.orchestratorRequest.newEvents if e.HasField("executionStarted")]
+    assert [(s.name, s.input.value) for s in started] == [("orch", '"payload"')]
+    worker.complete(item, complete(1, '"copy done"'))
+    assert state(stub, new_id).orchestrationStatus == pb.ORCHESTRATION_STATUS_COMPLETED
+
+    after = state(stub, "live")  # the original runs on, untouched
+    assert after.orchestrationStatus == pb.ORCHESTRATION_STATUS_RUNNING
+    assert after.executionId == before.executionId
+
+
+# --- reuse policies ---------------------------------------------------------------------------------------
+
+
+def policy(*statuses: int) -> pb.OrchestrationIdReusePolicy:
+    return pb.OrchestrationIdReusePolicy(replaceableStatus=list(statuses))
+
+
+def test_a_policy_replacing_live_but_not_terminated_instances_is_refused(env: tuple[Stub, RawWorker]) -> None:
+    stub, worker = env
+    running(stub, worker, "held", data='"original"')
+    stub.SuspendInstance(pb.SuspendRequest(instanceId="held"))
+    before = state(stub, "held")
+    assert before.orchestrationStatus == pb.ORCHESTRATION_STATUS_SUSPENDED
+
+    # What the official JavaScript client sends for dedupeStatuses [TERMINATED, RUNNING, PENDING].
+    contradictory = policy(
+        pb.ORCHESTRATION_STATUS_COMPLETED, pb.ORCHESTRATION_STATUS_FAILED,
+        pb.ORCHESTRATION_STATUS_CANCELED, pb.ORCHESTRATION_STATUS_SUSPENDED,
+    )
+    expect_status(
+        lambda: start(stub, "held", input=wrappers_pb2.StringValue(value='"replacement"'),
+                      orchestrationIdReusePolicy=contradictory),
+        Code.INVALID_ARGUMENT,
+        "Invalid reusable statuses: cannot exclude 'Terminated' while also allowing reuse of running instances",
+        "SUSPENDED but not TERMINATED",
+    )
+    assert state(stub, "held") == before
+    for live in (pb.ORCHESTRATION_STATUS_RUNNING, pb.ORCHESTRATION_STATUS_PENDING):  # also for a new ID
+        expect_status(lambda live=live: start(stub, "fresh", orchestrationIdReusePolicy=policy(live)),
+                      Code.INVALID_ARGUMENT, "orchestrationIdReusePolicy", "but not TERMINATED")
+    assert not stub.GetInstance(pb.GetInstanceRequest(instanceId="fresh")).exists
+
+    # Only finished statuses: a live instance is kept (ALREADY_EXISTS), as before.
+    expect_status(lambda: start(stub, "held", orchestrationIdReusePolicy=policy(pb.ORCHESTRATION_STATUS_COMPLETED)),
+                  Code.ALREADY_EXISTS, "held")
+    # Live and TERMINATED: the suspended instance is terminated and replaced.
+    start(stub, "held", input=wrappers_pb2.StringValue(value='"replacement"'),
+          orchestrationIdReusePolicy=policy(pb.ORCHESTRATION_STATUS_SUSPENDED, pb.ORCHESTRATION_STATUS_TERMINATED))
+    after = state(stub, "held")
+    assert after.orchestrationStatus == pb.ORCHESTRATION_STATUS_PENDING
+    assert after.input.value == '"replacement"' and after.executionId != before.executionId

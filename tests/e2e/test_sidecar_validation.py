@@ -72,7 +72,9 @@ def test_start_instance_id_reuse(env) -> None:
     policy = pb.OrchestrationIdReusePolicy(replaceableStatus=[pb.ORCHESTRATION_STATUS_COMPLETED])
     fails(lambda: start(stub, "dup", orchestrationIdReusePolicy=policy), Code.ALREADY_EXISTS, "PENDING")
     before = stub.GetInstance(pb.GetInstanceRequest(instanceId="dup")).orchestrationState
-    policy = pb.OrchestrationIdReusePolicy(replaceableStatus=[pb.ORCHESTRATION_STATUS_PENDING])
+    policy = pb.OrchestrationIdReusePolicy(
+        replaceableStatus=[pb.ORCHESTRATION_STATUS_PENDING, pb.ORCHESTRATION_STATUS_TERMINATED]
+    )
     start(stub, "dup", orchestrationIdReusePolicy=policy)
     after = stub.GetInstance(pb.GetInstanceRequest(instanceId="dup")).orchestrationState
     assert after.executionId.value != before.executionId.value
