@@ -220,6 +220,7 @@ class TaskHub:
             leased: list[tuple[OrchestrationWorkItem, HistoryView]] = []
             tried: list[str] = list(exclude)
             misses = 0  # instances claimed that had nothing to deliver after all
+            exhausted: set[bool] = set()  # kinds (new instances or not) found without work in this batch
             while len(leased) < limit and misses < _LEASE_ATTEMPTS:
                 # New instances and the rest take turns, so that a backlog of starts does not hold
                 # back the instances already running (nor the other way round).
@@ -227,11 +228,14 @@ class TaskHub:
                 token = self.new_id()
                 inst = None
                 for starts in (True, False) if self._starts_first else (False, True):
+                    if starts in exhausted:
+                        continue
                     inst = tx.claim_orchestration(
                         now, now + lease_for, token, names, versions, tried, skip_delay, starts=starts
                     )
                     if inst is not None:
                         break
+                    exhausted.add(starts)
                 if inst is None:
                     break
                 tried.append(inst.instance_id)
