@@ -369,6 +369,17 @@ def kinds(events: object) -> list[str]:
     return [e.WhichOneof("eventType") or "" for e in events]  # type: ignore[attr-defined]
 
 
+@pytest.fixture
+def stub_and_worker() -> Iterator[tuple[pb_grpc.TaskHubSidecarServiceStub, RawWorker]]:
+    """A fast in-process sidecar: a raw stub, and one raw worker whose stream is open."""
+    with fast_sidecar() as (_, address), grpc.insecure_channel(address) as channel:
+        worker = RawWorker(address)
+        try:
+            yield pb_grpc.TaskHubSidecarServiceStub(channel), worker
+        finally:
+            worker.close()
+
+
 class RawWorker:
     """Opens a GetWorkItems stream and collects its items (health pings counted apart)."""
 

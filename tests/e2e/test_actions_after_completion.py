@@ -8,14 +8,12 @@ recorded or carried out for the actions after it, and the history ends with exec
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import grpc
 import pytest
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
-from tests.e2e.conftest import RawWorker, complete, fast_sidecar, kinds, schedule, start
+from tests.e2e.conftest import RawWorker, complete, kinds, schedule, start
 from tests.e2e.entity_wire import signal_action
 
 pytestmark = pytest.mark.our_sidecar("how this repository's sidecar treats actions after a completion")
@@ -25,13 +23,8 @@ CAN = pb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW
 
 
 @pytest.fixture
-def env() -> Iterator[tuple[Stub, RawWorker]]:
-    with fast_sidecar() as (_, address), grpc.insecure_channel(address) as channel:
-        worker = RawWorker(address)
-        try:
-            yield Stub(channel), worker
-        finally:
-            worker.close()
+def env(stub_and_worker: tuple[Stub, RawWorker]) -> tuple[Stub, RawWorker]:
+    return stub_and_worker
 
 
 def history(stub: Stub, instance_id: str) -> list[pb.HistoryEvent]:

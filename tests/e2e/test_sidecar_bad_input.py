@@ -7,7 +7,7 @@ stored changed (every instance, its history and every entity compare equal befor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -37,14 +37,8 @@ HUGE = "x" * 1_000_000
 
 
 @pytest.fixture
-def env() -> Iterator[tuple[Stub, RawWorker]]:
-    with fast_sidecar() as (_, address):
-        with grpc.insecure_channel(address) as channel:
-            worker = RawWorker(address)
-            try:
-                yield Stub(channel), worker
-            finally:
-                worker.close()
+def env(stub_and_worker: tuple[Stub, RawWorker]) -> tuple[Stub, RawWorker]:
+    return stub_and_worker
 
 
 def snapshot(stub: Stub) -> list[bytes]:

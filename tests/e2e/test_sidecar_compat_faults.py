@@ -15,7 +15,6 @@ Over real gRPC against an in-process sidecar, a raw worker and client show that:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import grpc
@@ -24,7 +23,7 @@ from google.protobuf import wrappers_pb2
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
-from tests.e2e.conftest import RawWorker, complete, fast_sidecar, kinds, schedule, start
+from tests.e2e.conftest import RawWorker, complete, kinds, schedule, start
 from tests.e2e.entity_wire import ENTITY_ITEM, expect_status, finish, get_entity, now, ok, signal
 
 pytestmark = pytest.mark.our_sidecar("raw-protocol checks of this repository's sidecar")
@@ -36,13 +35,8 @@ WAIT = 10.0
 
 
 @pytest.fixture
-def env() -> Iterator[tuple[Stub, RawWorker]]:
-    with fast_sidecar() as (_, address), grpc.insecure_channel(address) as channel:
-        worker = RawWorker(address)
-        try:
-            yield Stub(channel), worker
-        finally:
-            worker.close()
+def env(stub_and_worker: tuple[Stub, RawWorker]) -> tuple[Stub, RawWorker]:
+    return stub_and_worker
 
 
 def state(stub: Stub, instance_id: str) -> pb.OrchestrationState:
