@@ -310,7 +310,8 @@ def check_continuation_token(
     if prev_token is not None and prev_token.value == resp_token.value:
         logger.warning("The backend returned the same continuation token '%s' twice; stopping.", resp_token.value)
         return False
-    logger.debug("Fetching the next page (continuation token '%s').", resp_token.value)
+    # At INFO, as the official client logs it: its users see pages being followed in their log handler.
+    logger.info("Fetching the next page (continuation token '%s').", resp_token.value)
     return True
 
 

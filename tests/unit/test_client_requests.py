@@ -253,6 +253,13 @@ def test_entity_requests() -> None:
     assert clean.removeEmptyEntities is True and clean.releaseOrphanedLocks is False
 
 
+def test_following_a_continuation_token_is_logged_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("test-client-token-log")
+    with caplog.at_level(logging.INFO, logger=log.name):
+        assert cr.check_continuation_token(wrappers_pb2.StringValue(value="page-2"), None, log) is True
+    assert [(r.levelno, "page-2" in r.getMessage()) for r in caplog.records] == [(logging.INFO, True)]
+
+
 def test_continuation_tokens() -> None:
     log = logging.getLogger("test-client-tokens")
     token = wrappers_pb2.StringValue
