@@ -487,49 +487,46 @@ class Dispatcher(CompletionSettling):
     def _lease_for(self, stream: WorkStream, kind: WorkKind) -> bool:
         now = self.clock()
         lease_for = min(self.options.lease_of(kind), self.options.max_hold_of(kind))
-        item: OrchestrationWorkItem | ActivityWorkItem | EntityWorkItem | None
-        turn: HeldTurn | None = None
-        mark: ReplayMark | None = None
-        omitted = 0
         if kind == ENTITY:
-            item = self.hub.lease_entity(
+            entity = self.hub.lease_entity(
                 now,
                 lease_for,
                 stream.entity_names,
                 self.options.entity_batch_size,
                 self.options.entity_payload_limit,
             )
-        elif kind == ORCHESTRATION:
-            exclude, skip_delay = self._rejections_for(stream)
-            turns = self.hub.lease_orchestrations(
-                now,
-                lease_for,
-                stream.orchestration_names,
-                versions=stream.orchestration_versions,
-                exclude=exclude,
-                skip_delay=skip_delay,
-                limit=min(stream.free(ORCHESTRATION), _TURN_BATCH),
-            )
-            handed = []
-            for leased in turns:
-                inst = leased.instance
-                turn = HeldTurn(inst.instance_id, inst.name, inst.version, inst.execution_id)
-                if stream.keeps_replay_state:
-                    with self._lock:
-                        omitted = stream.omittable(leased)
-                    mark = (*replay_identity(leased), len(leased.past_events) + len(leased.new_events))
-                handed.append(self._hand_over(stream, kind, leased, now, lease_for, turn, mark, omitted))
-            return any(handed)
-        else:
-            items = self.hub.lease_activities(
+            return entity is not None and self._hand_over(stream, kind, entity, now, lease_for)
+        if kind == ACTIVITY:
+            activities = self.hub.lease_activities(
                 now, lease_for, stream.activity_names, versions=stream.activity_versions,
                 limit=min(stream.free(ACTIVITY), _ACTIVITY_BATCH),
             )
-            handed = [self._hand_over(stream, kind, leased, now, lease_for) for leased in items]
-            return any(handed)
-        if item is None:
-            return False
-        return self._hand_over(stream, kind, item, now, lease_for, turn, mark, omitted)
+            return any([self._hand_over(stream, kind, leased, now, lease_for) for leased in activities])
+        exclude, skip_delay = self._rejections_for(stream)
+        turns = self.hub.lease_orchestrations(
+            now,
+            lease_for,
+            stream.orchestration_names,
+            versions=stream.orchestration_versions,
+            exclude=exclude,
+            skip_delay=skip_delay,
+            limit=min(stream.free(ORCHESTRATION), _TURN_BATCH),
+        )
+        return any([self._hand_turn_over(stream, leased, now, lease_for) for leased in turns])
+
+    def _hand_turn_over(
+        self, stream: WorkStream, item: OrchestrationWorkItem, now: datetime, lease_for: timedelta
+    ) -> bool:
+        """:meth:`_hand_over` for a turn: which instance it is, and what its worker has seen of it."""
+        inst = item.instance
+        turn = HeldTurn(inst.instance_id, inst.name, inst.version, inst.execution_id)
+        mark: ReplayMark | None = None
+        omitted = 0
+        if stream.keeps_replay_state:
+            with self._lock:
+                omitted = stream.omittable(item)
+            mark = (*replay_identity(item), len(item.past_events) + len(item.new_events))
+        return self._hand_over(stream, ORCHESTRATION, item, now, lease_for, turn, mark, omitted)
 
     def _hand_over(
         self,

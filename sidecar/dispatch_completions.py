@@ -38,6 +38,12 @@ log = logging.getLogger("durabletask-sidecar.dispatch")
 _NOT_HANDED_BACK = (LeaseNotFoundError, InvalidTurnError, InvalidBatchResultError)
 
 
+def _raise_if_failed(errors: list[Exception | None]) -> None:
+    """Raise the error of a lone completion settled with the batch methods, if it failed."""
+    if errors[0] is not None:
+        raise errors[0]
+
+
 class CompletionSettling:
     """The completion and hand-back methods of the dispatcher (a mixin: the state is the dispatcher's)."""
 
@@ -68,9 +74,8 @@ class CompletionSettling:
                 held.stream.outstanding.pop(token, None)
                 if held.turn is not None:
                     self._turns_out.discard(held.turn.instance_id)
-                if completed and held.turn is not None:
-                    self._rejected.pop(held.turn.instance_id, None)
-                if held.turn is not None:
+                    if completed:
+                        self._rejected.pop(held.turn.instance_id, None)
                     held.stream.remember_replayed(held.turn.instance_id, held.replay_mark if completed else None)
             self._wake = True
             self._lock.notify_all()
@@ -79,13 +84,10 @@ class CompletionSettling:
         """Commit a turn. Raises LeaseNotFoundError (stale token) or InvalidTurnError (bad actions).
 
         Any other failure (the store is full or unreachable) hands the turn back (see
-        ``_completing``); the error still reaches the caller.
+        ``_after_failure``); the error still reaches the caller. Turns completed at the same
+        moment share a transaction.
         """
-        token = response.completionToken
-        self._turn_settling(response)
-        with self._completing(ORCHESTRATION, token) as outcome:
-            self.hub.complete_orchestration(token, response, self.clock())
-            outcome.completed = True
+        _raise_if_failed(self.complete_orchestrations([response]))
 
     def _turn_settling(self, response: pb.OrchestratorResponse) -> None:
         token = response.completionToken
@@ -108,9 +110,7 @@ class CompletionSettling:
 
     def complete_activity(self, response: pb.ActivityResponse) -> None:
         """Commit an activity result. Raises LeaseNotFoundError for a stale token; other failures hand it back."""
-        token = response.completionToken
-        with self._completing(ACTIVITY, token):
-            self._activity_results.submit((token, response, self.clock()))
+        _raise_if_failed(self.complete_activities([response]))
 
     def complete_activities(self, responses: list[pb.ActivityResponse]) -> list[Exception | None]:
         """Commit several activity results in one transaction (and with others arriving meanwhile).

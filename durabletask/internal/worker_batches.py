@@ -75,7 +75,16 @@ class ResultBatcher:
         self.calls = 0  # batch calls made
 
     def submit(self, result: PendingResult) -> None:
-        """Send ``result`` now, or with the next batch when a send is in flight (then return at once)."""
+        """Send ``result`` now, or with the next batch when a send is in flight (then return at once).
+
+        While the stream is not batched, the result is sent alone, in the calling thread.
+        """
+        if self._batch_stub() is None:
+            try:
+                result.send_alone()
+            finally:
+                _run(result.done, self._logger)
+            return
         with self._lock:
             self._pending.append(result)
             if self._sending:

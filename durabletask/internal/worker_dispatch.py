@@ -169,7 +169,6 @@ class WorkItemDispatcher:
             stopping=self._stopping,
         )
         self._activities = ActivityExecutor(registry, data_converter, logger)
-        self._batch_stub_provider = batch_stub_provider
 
         def batcher(kind: tuple[str, Any], method: str) -> ResultBatcher:
             return ResultBatcher(
@@ -329,7 +328,8 @@ class WorkItemDispatcher:
         self._sequencer.submit(req.instanceId, Pending(start=take_slot, abandon=abandon))
 
     def _run_orchestration(self, req: pb.OrchestratorRequest, token: str, done: Callable[[], None]) -> bool:
-        """Run a turn and deliver its response. True when the delivery runs ``done`` once it is settled."""
+        """Run a turn and deliver its response. True when the delivery runs ``done`` once it is settled
+        (False: the turn was handed back, and ``done`` is the caller's to run)."""
         instance_id = req.instanceId
         execution_id = req.executionId.value
         turn = self._turn_history(req)
@@ -370,22 +370,15 @@ class WorkItemDispatcher:
             if state is not None:
                 self._replays.put(instance_id, execution_id, state)
         action_id = _failure_action_id(first_free_id, response)
-        subject = f"the turn of orchestration '{instance_id}'"
-
-        def replacement(refusal: Refusal) -> pb.OrchestratorResponse:
-            return failed_turn_response(response, action_id, refusal)
-
-        def abandon() -> None:
-            self._abandon_orchestration(instance_id, token)
-
-        def send_alone() -> None:
-            self._sender.deliver("CompleteOrchestratorTask", response, subject=subject, replacement=replacement,
-                                 abandon=abandon)
-
-        if self._batch_stub_provider() is None:
-            send_alone()
-            return False
-        self._turn_results.submit(PendingResult(response, subject, replacement, abandon, send_alone, done))
+        self._deliver(
+            self._turn_results,
+            "CompleteOrchestratorTask",
+            response,
+            subject=f"the turn of orchestration '{instance_id}'",
+            replacement=lambda refusal: failed_turn_response(response, action_id, refusal),
+            abandon=lambda: self._abandon_orchestration(instance_id, token),
+            done=done,
+        )
         return True
 
     def _turn_history(
@@ -505,25 +498,33 @@ class WorkItemDispatcher:
 
     def _complete_activity(self, req: pb.ActivityRequest, response: pb.ActivityResponse, done: Callable[[], None]) -> None:
         """Deliver an activity's result; ``done`` runs once it is settled (a batched result may be sent later)."""
-        subject = f"the result of activity '{req.name}' (task {req.taskId} of '{response.instanceId}')"
+        self._deliver(
+            self._activity_results,
+            "CompleteActivityTask",
+            response,
+            subject=f"the result of activity '{req.name}' (task {req.taskId} of '{response.instanceId}')",
+            replacement=lambda refusal: failed_activity_response(req, response, refusal),
+            abandon=lambda: self._abandon_activity(response.completionToken),
+            done=done,
+        )
 
-        def replacement(refusal: Refusal) -> pb.ActivityResponse:
-            return failed_activity_response(req, response, refusal)
-
-        def abandon() -> None:
-            self._abandon_activity(response.completionToken)
+    def _deliver(
+        self,
+        batcher: ResultBatcher,
+        method: str,
+        response: pb.ActivityResponse | pb.OrchestratorResponse,
+        *,
+        subject: str,
+        replacement: Callable[[Refusal], Any],
+        abandon: Callable[[], None],
+        done: Callable[[], None],
+    ) -> None:
+        """Send a result through ``batcher`` (alone with ``method`` when the stream is not batched)."""
 
         def send_alone() -> None:
-            self._sender.deliver("CompleteActivityTask", response, subject=subject, replacement=replacement,
-                                 abandon=abandon)
+            self._sender.deliver(method, response, subject=subject, replacement=replacement, abandon=abandon)
 
-        if self._batch_stub_provider() is None:
-            try:
-                send_alone()
-            finally:
-                done()
-            return
-        self._activity_results.submit(PendingResult(response, subject, replacement, abandon, send_alone, done))
+        batcher.submit(PendingResult(response, subject, replacement, abandon, send_alone, done))
 
     def _abandon_activity(self, token: str) -> None:
         self._call("AbandonTaskActivityWorkItem", pb.AbandonActivityTaskRequest(completionToken=token), _ABANDON_TIMEOUT)
