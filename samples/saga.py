@@ -1,9 +1,10 @@
-"""Saga: book a trip step by step; when a step fails, undo the completed steps in reverse order."""
+"""Saga: book a trip step by step; when a step fails, durabletask.saga undoes the completed steps in reverse order."""
 
 from __future__ import annotations
 
 from durabletask import task
 from durabletask.client import OrchestrationStatus, TaskHubGrpcClient
+from durabletask.saga import Saga
 from durabletask.worker import TaskHubGrpcWorker
 
 
@@ -25,17 +26,18 @@ STEPS = ("flight", "hotel", "car")
 
 
 def trip_booking(ctx: task.OrchestrationContext, params: dict):
-    """Books every step; on failure runs the compensations of what succeeded, newest first."""
+    """Books every step; on failure the saga runs the compensations of what succeeded, newest first."""
+    saga = Saga(ctx)
     done: list[str] = []
     try:
         for step in STEPS:
             yield ctx.call_activity(book, input={"step": step, "fail_at": params.get("fail_at")})
+            saga.add_compensation(cancel, input=step)
             done.append(step)
     except task.TaskFailedError as err:
-        undone = []
-        for step in reversed(done):
-            undone.append((yield ctx.call_activity(cancel, input=step)))
-        return {"status": "compensated", "error": err.details.message, "compensations": undone}
+        # A failing compensation would raise SagaFailedError naming it and this error.
+        report = yield from saga.compensate(err)
+        return {"status": "compensated", "error": err.details.message, "compensations": report.results}
     return {"status": "booked", "steps": done}
 
 
