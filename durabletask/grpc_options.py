@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import grpc
+
+# The key under which GrpcChannelOptions.tls rides in the option list; the channel factory takes it
+# out (gRPC never sees it) and builds the channel's credentials from it.
+TLS_OPTION = "durabletask.tls"
 
 
 def _duration_string(seconds: float) -> str:
@@ -53,6 +60,51 @@ class GrpcRetryPolicyOptions:
         return {"methodConfig": [{"name": [{}], "retryPolicy": policy}]}
 
 
+@dataclass(slots=True, kw_only=True, frozen=True)
+class GrpcTlsOptions:
+    """TLS settings beyond the official SDK's (which trusts the system's roots only): a private CA,
+    a client certificate and key for mutual TLS, and the name to expect in the server's certificate.
+
+    Files are PEM; they are read whenever a channel is made. Setting these turns TLS on whatever
+    the address's scheme or ``secure_channel`` say.
+    """
+
+    root_certificates_file: str | None = None
+    client_certificate_file: str | None = None
+    client_key_file: str | None = None
+    server_name_override: str | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.client_certificate_file) != bool(self.client_key_file):
+            raise ValueError("client_certificate_file and client_key_file go together: give both or neither")
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        """The credentials for ``grpc.secure_channel``; ValueError naming a file that cannot be read."""
+        return grpc.ssl_channel_credentials(
+            root_certificates=_read_pem(self.root_certificates_file, "root_certificates_file"),
+            private_key=_read_pem(self.client_key_file, "client_key_file"),
+            certificate_chain=_read_pem(self.client_certificate_file, "client_certificate_file"),
+        )
+
+    def channel_options(self) -> list[tuple[str, Any]]:
+        """The gRPC channel options these settings need."""
+        if self.server_name_override:
+            return [("grpc.ssl_target_name_override", self.server_name_override)]
+        return []
+
+
+def _read_pem(path: str | None, field_name: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"GrpcTlsOptions.{field_name}: cannot read '{path}': {exc.strerror or exc}") from exc
+    if b"-----BEGIN " not in data:
+        raise ValueError(f"GrpcTlsOptions.{field_name}: '{path}' is not a PEM file")
+    return data
+
+
 @dataclass(slots=True, kw_only=True)
 class GrpcChannelOptions:
     """Channel settings; unset fields keep the SDK defaults (64 MiB messages, keepalive on)."""
@@ -64,6 +116,7 @@ class GrpcChannelOptions:
     keepalive_permit_without_calls: bool | None = None
     retry_policy: GrpcRetryPolicyOptions | None = None
     raw_options: list[tuple[str, Any]] = field(default_factory=list)
+    tls: GrpcTlsOptions | None = None
 
     def to_grpc_options(self) -> list[tuple[str, Any]]:
         """The ``(key, value)`` pairs for ``grpc.*_channel(options=...)``; named fields follow raw ones."""
@@ -80,6 +133,8 @@ class GrpcChannelOptions:
         if self.retry_policy is not None:
             options.append(("grpc.enable_retries", 1))
             options.append(("grpc.service_config", json.dumps(self.retry_policy.to_service_config())))
+        if self.tls is not None:
+            options.append((TLS_OPTION, self.tls))
         return options
 
 

@@ -13,6 +13,15 @@ from datetime import timedelta
 from pathlib import Path
 
 from sidecar.dispatch import DispatchOptions
+from sidecar.security import (
+    TOKEN_VARIABLE,
+    TlsError,
+    TokenError,
+    describe_protection,
+    exposure_warning,
+    load_server_tls,
+    load_token,
+)
 from sidecar.server import DEFAULT_MAX_MESSAGE_SIZE, SidecarServer
 from sidecar.store import MEMORY, STORE_VARIABLE, SqliteStore, StoreError, open_store
 from sidecar.store.urls import redact
@@ -64,6 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long a worker may hold an activity without completing it before it is handed out "
         "again; longer-running activities run twice (default: %(default)g)",
     )
+    parser.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate (chain); needs --tls-key")
+    parser.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+    parser.add_argument(
+        "--tls-client-ca",
+        metavar="PEM",
+        help="mutual TLS: clients must present a certificate signed by this CA (needs --tls-cert/--tls-key)",
+    )
+    parser.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help=f"require 'authorization: Bearer <token>' on every call, the token being this file's first line "
+        f"(default: ${TOKEN_VARIABLE}, else no token)",
+    )
     parser.add_argument(
         "--log-level",
         default="INFO",
@@ -88,6 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not value > 0:
             print(f"error: {flag} must be a positive number of seconds", file=sys.stderr)
             return 2
+    try:
+        tls = load_server_tls(args.tls_cert, args.tls_key, args.tls_client_ca)
+        token = load_token(args.token_file)
+    except (TlsError, TokenError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     turn_hold = timedelta(seconds=args.turn_max_hold)
     lease = timedelta(seconds=args.lease)
     options = DispatchOptions(
@@ -109,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_message_size=args.max_message_size,
         dispatch_options=options,
         owns_store=True,
+        tls=tls,
+        token=token,
     )
     try:
         server.start(args.port)
@@ -126,6 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     print(f"durabletask sidecar listening on {server.address}", flush=True)
     print(f"store: {store.describe()}", flush=True)
+    print(describe_protection(tls, token), flush=True)
+    warning = exposure_warning(args.host, tls, token)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     if isinstance(store, SqliteStore) and store.cleared_leases:
         print(f"released {store.cleared_leases} leases left by a previous run", flush=True)
     while not stop.wait(1.0):

@@ -36,7 +36,7 @@ from sidecar.dispatch_state import DispatchOptions, Held, HeldTurn, Rejection, u
 from sidecar.group_commit import GroupCommitter
 from sidecar.hub import TaskHub
 from sidecar.model import TERMINAL_STATUSES
-from sidecar.quoting import quoted
+from sidecar.quoting import log_text, quoted
 from sidecar.store.base import (
     ActivityWorkItem,
     CommitNotice,
@@ -195,7 +195,7 @@ class Dispatcher(CompletionSettling):
             self._streams[stream.id] = stream
             self._wake = True
             self._lock.notify_all()
-        log.debug("stream %d opened (worker %r)", stream.id, stream.worker_id)
+        log.debug("stream %d opened (worker %r)", stream.id, log_text(stream.worker_id))
         return stream
 
     def open_streams(self) -> int:
@@ -412,7 +412,7 @@ class Dispatcher(CompletionSettling):
             log.warning(
                 "%s work item %s was held by stream %d (worker %r) for %s without a completion: "
                 "its lease ran out and it will be dispatched again",
-                held.kind.value, token, held.stream.id, held.stream.worker_id, self.options.max_hold_of(held.kind),
+                held.kind.value, token, held.stream.id, log_text(held.stream.worker_id), self.options.max_hold_of(held.kind),
             )
 
     def _renew_interval(self) -> float:
@@ -615,14 +615,14 @@ class Dispatcher(CompletionSettling):
             settle()
         except Exception as exc:
             log.warning("%s work item %s is too large to send and failing it failed too (%s): %s",
-                        kind.value, item.token, exc, failure.errorMessage)
+                        kind.value, item.token, log_text(exc), log_text(failure.errorMessage))
             try:
                 self._release(item.token, kind)
             except Exception as release_error:
                 log.info("could not release %s work item %s (%s); its lease runs out", kind.value, item.token,
                          release_error)
             return None
-        log.warning("%s work item failed: %s", kind.value, failure.errorMessage)
+        log.warning("%s work item failed: %s", kind.value, log_text(failure.errorMessage))
         return None
 
     def _release(self, token: str, kind: WorkKind) -> bool:

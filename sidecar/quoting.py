@@ -29,3 +29,21 @@ def bounded_message(message: str, limit: int = MESSAGE_LIMIT) -> str:
     if len(message) <= limit:
         return message
     return f"{message[:limit]}... (message cut; it was {len(message):,} characters long)"
+
+
+# How many characters of one user-supplied value a log line repeats.
+LOG_TEXT_LIMIT = 300
+
+
+def log_text(value: object, limit: int = LOG_TEXT_LIMIT) -> str:
+    """``str(value)`` made safe for one log line: control characters (newlines too) escaped, at most ``limit``
+    characters kept (then '...' and the full length).
+
+    Every log line of the sidecar that repeats client-supplied text (names, IDs, reasons, failure
+    messages, worker IDs, errors quoting them) passes it through here, so that one request cannot
+    write a huge line or forge extra lines.
+    """
+    text = str(value)
+    if len(text) <= limit:
+        return text.translate(_VISIBLE)
+    return f"{text[:limit].translate(_VISIBLE)}... ({len(text):,} characters)"

@@ -34,10 +34,12 @@ from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
 from sidecar import engine_events
 from sidecar.dispatch import Dispatcher, DispatchOptions, utcnow
 from sidecar.engine_rewind import rewound_event
+from sidecar.grpc_auth import TokenInterceptor
 from sidecar.hub import TaskHub
 from sidecar.model import TERMINAL_STATUSES, InstanceSnapshot
 from sidecar.notify import InstanceWatcher
-from sidecar.quoting import quoted
+from sidecar.quoting import log_text, quoted
+from sidecar.security import AccessToken, ServerTls
 from sidecar.servicer_entities import EntityServicerMixin
 from sidecar.servicer_util import (
     BadRequest,
@@ -256,7 +258,7 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
         if request.HasField("input"):
             event.eventRaised.input.CopyFrom(request.input)
         if not self.hub.raise_event(instance_id, event, now):
-            log.info("event '%s' for finished instance '%s' dropped", request.name, instance_id)
+            log.info("event '%s' for finished instance '%s' dropped", log_text(request.name), log_text(instance_id))
         return pb.RaiseEventResponse()
 
     @mapped_errors
@@ -487,7 +489,9 @@ class SidecarServer:
     It serves with ``grpc.aio`` on an event loop in a thread of its own (see
     :mod:`sidecar.transport`): open GetWorkItems streams and long polls hold no thread.
     ``max_workers`` is the size of the thread pool that runs the unary RPCs (the store calls);
-    it bounds how many of those run at once, not how many calls may be open.
+    it bounds how many of those run at once, not how many calls may be open. With ``tls`` it
+    serves TLS (mutual TLS when that names a client CA); with ``token`` every call must carry
+    ``authorization: Bearer <token>`` (see :mod:`sidecar.grpc_auth`).
     """
 
     def __init__(
@@ -499,6 +503,8 @@ class SidecarServer:
         max_workers: int = DEFAULT_MAX_WORKERS,
         dispatch_options: DispatchOptions | None = None,
         owns_store: bool | None = None,
+        tls: ServerTls | None = None,
+        token: AccessToken | None = None,
     ) -> None:
         if isinstance(store, TaskHub):
             self.hub = store
@@ -507,6 +513,8 @@ class SidecarServer:
         self.store: Store = self.hub.store
         self._owns_store = isinstance(store, str) if owns_store is None else owns_store
         self.host = host
+        self.tls = tls
+        self.token = token
         self.max_message_size = max_message_size
         self.max_workers = max_workers
         self.watcher = InstanceWatcher()
@@ -537,7 +545,13 @@ class SidecarServer:
             ("grpc.http2.max_ping_strikes", 0),
             ("grpc.so_reuseport", 0),
         ]
-        transport = LoopServer(self.servicer, pool_size=self.max_workers, options=options)
+        transport = LoopServer(
+            self.servicer,
+            pool_size=self.max_workers,
+            options=options,
+            credentials=self.tls.server_credentials() if self.tls is not None else None,
+            interceptors=[TokenInterceptor(self.token)] if self.token is not None else (),
+        )
         target = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
         try:
             bound = transport.start(target)

@@ -40,7 +40,7 @@ from sidecar.dispatch import Dispatcher
 from sidecar.hub import TaskHub
 from sidecar.model import InstanceSnapshot
 from sidecar.notify import InstanceWatcher
-from sidecar.quoting import bounded_message
+from sidecar.quoting import bounded_message, log_text
 from sidecar.servicer_batches import BatchServicer
 from sidecar.servicer_util import check_instance_id, check_stream_request, error_status
 
@@ -265,8 +265,11 @@ class AsyncServicer:
 class _Undecodable:
     """Stands for a request whose bytes did not parse (see :func:`add_to_server`)."""
 
+    def __init__(self, size: int, error: Exception) -> None:
+        self.size = size
+        self.error = error
 
-UNDECODABLE = _Undecodable()
+
 _UNDECODABLE_DETAILS = "Exception deserializing request!"  # what a sync grpc server answers
 
 
@@ -274,16 +277,21 @@ def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     def deserialize(data: bytes) -> Any:
         try:
             return parse(data)
-        except Exception:
-            return UNDECODABLE
+        except Exception as exc:
+            return _Undecodable(len(data), exc)
 
     return deserialize
 
 
-def _refusing_undecodable(rpc: str, handler: Handler) -> Handler:
+def _refusing_undecodable(method: str, handler: Handler) -> Handler:
+    """``handler``, answering a request that did not parse with INTERNAL and one WARNING line (no traceback)."""
+
     async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if request is UNDECODABLE:
-            log.warning("%s: the request could not be parsed", rpc)
+        if isinstance(request, _Undecodable):
+            log.warning(
+                "undecodable request to %s from %s: %d bytes that do not parse (%s); answered INTERNAL",
+                method, log_text(context.peer()), request.size, log_text(type(request.error).__name__),
+            )
             await context.abort(grpc.StatusCode.INTERNAL, _UNDECODABLE_DETAILS)
         return await handler(request, context)
 
@@ -321,7 +329,7 @@ def add_to_server(
         kind = "unary_stream" if handler.response_streaming else "unary_unary"
         handlers[rpc] = handler._replace(
             request_deserializer=_lenient(handler.request_deserializer),
-            **{kind: _refusing_undecodable(rpc, getattr(handler, kind))},
+            **{kind: _refusing_undecodable(f"/{collected.service}/{rpc}", getattr(handler, kind))},
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(collected.service, handlers),))
     server.add_registered_method_handlers(collected.service, handlers)
@@ -346,13 +354,24 @@ class LoopServer:
     """A ``grpc.aio`` server for a servicer, on an event loop in a thread of its own; synchronous API.
 
     Unary RPCs run on a pool of ``pool_size`` threads (see :class:`AsyncServicer`); the loop
-    thread, the pool and the event loop all end with :meth:`stop`.
+    thread, the pool and the event loop all end with :meth:`stop`. With ``credentials`` it serves
+    TLS; ``interceptors`` (e.g. the token check) see every call of both services first.
     """
 
-    def __init__(self, servicer: SidecarServicer, *, pool_size: int, options: Sequence[tuple[str, Any]]) -> None:
+    def __init__(
+        self,
+        servicer: SidecarServicer,
+        *,
+        pool_size: int,
+        options: Sequence[tuple[str, Any]],
+        credentials: grpc.ServerCredentials | None = None,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    ) -> None:
         self._servicer = servicer
         self._pool_size = pool_size
         self._options = list(options)
+        self._credentials = credentials
+        self._interceptors = list(interceptors)
         self._running: tuple[asyncio.AbstractEventLoop, threading.Thread, ThreadPoolExecutor] | None = None
         self._server: grpc.aio.Server | None = None
 
@@ -375,12 +394,17 @@ class LoopServer:
         return port
 
     async def _serve(self, target: str, pool: Executor) -> int:
-        server = grpc.aio.server(options=self._options, maximum_concurrent_rpcs=None)
+        server = grpc.aio.server(
+            options=self._options, maximum_concurrent_rpcs=None, interceptors=self._interceptors or None
+        )
         per_item = AsyncServicer(self._servicer, pool)
         add_to_server(per_item, server)
         batches = BatchServicer(lambda: self._servicer, per_item, pool)
         add_to_server(batches, server, batches_grpc.add_WorkBatchesServicer_to_server)
-        port = server.add_insecure_port(target)
+        if self._credentials is not None:
+            port = server.add_secure_port(target, self._credentials)
+        else:
+            port = server.add_insecure_port(target)
         if port:
             await server.start()
             self._server = server

@@ -9,6 +9,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from durabletask.grpc_options import TLS_OPTION, GrpcTlsOptions
+
 DEFAULT_HOST_ADDRESS = "localhost:4001"
 
 SECURE_PREFIXES = ("https://", "grpcs://")
@@ -52,6 +54,24 @@ def merge_options(options: Sequence[tuple[str, Any]] | None) -> list[tuple[str, 
     return list(merged.items())
 
 
+def channel_settings(
+    host_address: str | None, secure_channel: bool, options: Sequence[tuple[str, Any]] | None
+) -> tuple[str, grpc.ChannelCredentials | None, list[tuple[str, Any]]]:
+    """The target, the credentials (None: plaintext) and the gRPC options of a channel to the sidecar.
+
+    A ``GrpcTlsOptions`` among ``options`` (see ``GrpcChannelOptions.tls``) is taken out and
+    makes the credentials; otherwise TLS trusts gRPC's default roots, which
+    ``$GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`` can replace.
+    """
+    address, secure = parse_address(host_address, secure_channel)
+    merged = merge_options(options)
+    tls = next((value for key, value in merged if key == TLS_OPTION), None)
+    opts = [(key, value) for key, value in merged if key != TLS_OPTION]
+    if isinstance(tls, GrpcTlsOptions):
+        return address, tls.channel_credentials(), opts + tls.channel_options()
+    return address, grpc.ssl_channel_credentials() if secure else None, opts
+
+
 def new_channel(
     host_address: str | None,
     secure_channel: bool = False,
@@ -59,10 +79,9 @@ def new_channel(
     options: Sequence[tuple[str, Any]] | None = None,
 ) -> grpc.Channel:
     """A synchronous channel to the sidecar, with interceptors applied."""
-    address, secure = parse_address(host_address, secure_channel)
-    opts = merge_options(options)
-    if secure:
-        channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(), options=opts)
+    address, credentials, opts = channel_settings(host_address, secure_channel, options)
+    if credentials is not None:
+        channel = grpc.secure_channel(address, credentials, options=opts)
     else:
         channel = grpc.insecure_channel(address, options=opts)
     if interceptors:
@@ -77,10 +96,7 @@ def new_aio_channel(
     options: Sequence[tuple[str, Any]] | None = None,
 ) -> grpc.aio.Channel:
     """An asyncio channel to the sidecar."""
-    address, secure = parse_address(host_address, secure_channel)
-    opts = merge_options(options)
-    if secure:
-        return grpc.aio.secure_channel(
-            address, grpc.ssl_channel_credentials(), options=opts, interceptors=interceptors
-        )
+    address, credentials, opts = channel_settings(host_address, secure_channel, options)
+    if credentials is not None:
+        return grpc.aio.secure_channel(address, credentials, options=opts, interceptors=interceptors)
     return grpc.aio.insecure_channel(address, options=opts, interceptors=interceptors)

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.model import InstanceSnapshot, NewInstanceSpec, OutboundMessage
+from sidecar.quoting import log_text
 from sidecar.store.base import StoreTx
 
 log = logging.getLogger("durabletask-sidecar.hub")
@@ -38,7 +39,7 @@ def start_instance_unless_live(
     if existing is not None and not existing.is_terminal:
         log.warning(
             "%s started orchestration '%s' with ID '%s', which is in use by a running instance; skipped",
-            started_by, instance.name, instance.instance_id,
+            log_text(started_by), log_text(instance.name), log_text(instance.instance_id),
         )
         return False
     if existing is not None:

@@ -23,6 +23,7 @@ from sidecar import entity_scheduler as sched
 from sidecar.entity_batch import BatchOutcome
 from sidecar.hub.delivery import deliver_to_instance, start_instance_unless_live
 from sidecar.model import OutboundMessage
+from sidecar.quoting import LOG_TEXT_LIMIT, log_text
 from sidecar.store.base import EntityMessageRow, EntityRecord, StoreTx
 
 log = logging.getLogger("durabletask-sidecar.entities")
@@ -69,10 +70,12 @@ def deliver_to_entity(
     try:
         entity_id = sched.normalize_entity_id(target)
     except sched.EntityIdError as exc:
-        log.warning("dropped an entity message from '%s': %s", sender, exc)
+        log.warning("dropped an entity message from '%s': %s", log_text(sender), log_text(exc))
         return False
     if kind is None:
-        log.warning("dropped a message for entity '%s' from '%s': not an entity message", entity_id, sender)
+        log.warning(
+            "dropped a message for entity '%s' from '%s': not an entity message", log_text(entity_id), log_text(sender)
+        )
         return False
     if kind == sched.UNLOCK and tx.entity(entity_id, lock=True) is None:
         return False
@@ -99,7 +102,7 @@ def settle(tx: StoreTx, entity_id: str, now: datetime) -> None:
     for dropped in result.dropped:
         log.info(
             "entity '%s': dropped a stale %s message of critical section '%s' from '%s'",
-            entity_id, dropped.kind, dropped.critical_section_id, dropped.sender,
+            log_text(entity_id), dropped.kind, log_text(dropped.critical_section_id), log_text(dropped.sender),
         )
     if result.holder != holder:
         new = result.holder
@@ -132,11 +135,11 @@ def apply_batch_outcome(tx: StoreTx, entity_id: str, outcome: BatchOutcome, now:
     tx.finish_entity_batch(entity_id, outcome.state, now)
     tx.delete_entity_messages(outcome.consumed)
     for line in outcome.failed_signals:
-        log.warning("%s", line)
+        log.warning("%s", log_text(line, limit=2 * LOG_TEXT_LIMIT))
     for reply in outcome.replies:
         if not deliver_to_instance(tx, reply, now):
             log.info("entity '%s': result for '%s' dropped (the instance is gone or finished)",
-                     entity_id, reply.target_instance_id)
+                     log_text(entity_id), log_text(reply.target_instance_id))
     for signal in outcome.signals:
         deliver_to_entity(tx, signal.target, signal.sender, signal.event, signal.visible_at, now)
     for new in outcome.orchestrations:

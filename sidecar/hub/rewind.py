@@ -14,6 +14,7 @@ from sidecar.engine_events import status_name
 from sidecar.engine_rewind import rewound_event
 from sidecar.hub.delivery import deliver_to_instance, pending_instance
 from sidecar.model import InstanceSnapshot, NewInstanceSpec, ParentRef, RewindPlan
+from sidecar.quoting import log_text
 from sidecar.store.base import InvalidStateError, StoreTx
 
 log = logging.getLogger("durabletask-sidecar.hub")
@@ -59,7 +60,7 @@ def rewind_children(tx: StoreTx, parent_id: str, plan: RewindPlan, now: datetime
         if child.parent is None or child.parent.instance_id != parent_id:
             log.warning(
                 "rewind of '%s': instance '%s' now belongs to another parent; leaving it alone",
-                parent_id, spec.instance_id,
+                log_text(parent_id), log_text(spec.instance_id),
             )
             continue
         if child.status == _FAILED:

@@ -36,6 +36,7 @@ from sidecar.model import (
     OutboundMessage,
     TurnInput,
 )
+from sidecar.quoting import log_text
 from sidecar.store.base import (
     ActivityWorkItem,
     Backoff,
@@ -344,7 +345,7 @@ class TaskHub:
         if ignored:
             log.warning(
                 "orchestration '%s': %d action(s) listed after its completeOrchestration ignored (%s)",
-                instance_id, len(ignored), ", ".join(ignored[:10]) + (", ..." if len(ignored) > 10 else ""),
+                log_text(instance_id), len(ignored), log_text(", ".join(ignored[:10]) + (", ..." if len(ignored) > 10 else "")),
             )
         if isinstance(outcome, HistoryView):
             self.histories.put(instance_id, outcome)
@@ -562,7 +563,10 @@ class TaskHub:
                 tx.release_entity(entity_id, retry_at, record.abandon_count + 1)
                 return exc
             if outcome.retry:
-                log.warning("entity '%s': batch not applied (%s); it will run again", entity_id, outcome.retry_reason)
+                log.warning(
+                    "entity '%s': batch not applied (%s); it will run again",
+                    log_text(entity_id), log_text(outcome.retry_reason),
+                )
                 tx.release_entity(entity_id, retry_at, record.abandon_count + 1)
             else:
                 apply_batch_outcome(tx, entity_id, outcome, now)
