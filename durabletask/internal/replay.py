@@ -18,6 +18,7 @@ from durabletask import task
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import proto_helpers as ph
 from durabletask.internal import rewind
+from durabletask.internal.call_sites import code_line, describe_recorded, history_line
 from durabletask.internal.registry import OrchestratorNotRegisteredError, Registry
 from durabletask.internal.replay_context import RuntimeOrchestrationContext
 from durabletask.internal.replay_entities import ENTITY_EVENTS, describe_entity_action, process_entity_event
@@ -98,8 +99,24 @@ def describe_event(event: pb.HistoryEvent) -> str:
     return f"a {kind}"
 
 
+def describe_expected_call(event: pb.HistoryEvent) -> str:
+    """The call a scheduling history event records, e.g. ``call_activity('a') with task id 1``."""
+    kind = event.WhichOneof("eventType")
+    if kind == "taskScheduled":
+        call = f"call_activity('{event.taskScheduled.name}')"
+    elif kind == "subOrchestrationInstanceCreated":
+        call = f"call_sub_orchestrator('{event.subOrchestrationInstanceCreated.name}')"
+    elif kind == "timerCreated":
+        call = f"create_timer({ph.to_datetime(event.timerCreated.fireAt).isoformat()})"
+    elif kind == "eventSent":
+        call = f"send_event('{event.eventSent.instanceId}', '{event.eventSent.name}')"
+    else:
+        call = f"a call recorded as {kind}"
+    return f"{call} with task id {event.eventId}"
+
+
 _HINT = (
-    " The orchestrator must make the same calls in the same order on every replay;"
+    "\n  The orchestrator must make the same calls in the same order on every replay;"
     " was its code changed while this instance was running, or does it depend on"
     " non-deterministic values (clock, random numbers, I/O)?"
 )
@@ -226,6 +243,7 @@ class _ReplayTurn:
         self._clock_set = False
         self._past: Sequence[pb.HistoryEvent] = ()  # the past events being replayed
         self._past_next = 0  # index in ``_past`` of the event after the one being applied
+        self._last_replayed: pb.HistoryEvent | None = None  # the last past event applied
 
     def replay(self, events: Sequence[pb.HistoryEvent]) -> None:
         """Apply past events; while doing so the engine may look at the events recorded after each one."""
@@ -233,6 +251,7 @@ class _ReplayTurn:
         try:
             for index, event in enumerate(events):
                 self._past_next = index + 1
+                self._last_replayed = event
                 self.process(event)
         finally:
             self._past = ()
@@ -259,9 +278,12 @@ class _ReplayTurn:
         if self._ctx.pending_actions:
             first_id = min(self._ctx.pending_actions)
             action = self._ctx.pending_actions[first_id]
+            last = self._last_replayed
+            after = f"\n  history: nothing more; it ends with {describe_recorded(last)}" if last is not None else ""
             raise task.NonDeterminismError(
                 f"Non-deterministic orchestration: on replay the code calls {describe_action(action)} "
-                f"(action id {first_id}) but the history has no record of it.{_HINT}"
+                f"(action id {first_id}) but the history has no record of it."
+                f"{code_line(describe_action(action), self._ctx.call_sites.get(first_id))}{after}{_HINT}"
             )
 
     # --------------------------------------------------------- lifecycle
@@ -318,7 +340,8 @@ class _ReplayTurn:
         if action is None:
             raise task.NonDeterminismError(
                 f"Non-deterministic orchestration: history has {describe_event(event)} at id {action_id} "
-                f"(from {method}) but the orchestrator code made no call with this id.{_HINT}"
+                f"(from {method}) but the orchestrator code made no call with this id."
+                f"{self._code_position()}{history_line(describe_expected_call(event), event)}{_HINT}"
             )
         mismatch = action.WhichOneof("orchestratorActionType") != expected_kind
         if not mismatch:
@@ -335,8 +358,17 @@ class _ReplayTurn:
         if mismatch:
             raise task.NonDeterminismError(
                 f"Non-deterministic orchestration: expected {describe_action(action)} but history has "
-                f"{describe_event(event)} at id {action_id}.{_HINT}"
+                f"{describe_event(event)} at id {action_id}."
+                f"{code_line(describe_action(action), self._ctx.call_sites.get(action_id))}"
+                f"{history_line(describe_expected_call(event), event)}{_HINT}"
             )
+
+    def _code_position(self) -> str:
+        """The message line saying where the code stands when history expects a call it did not make."""
+        site = self._ctx.waiting_site()
+        if site is not None:
+            return f"\n  code:    made no such call; it is waiting at {site}"
+        return "\n  code:    made no such call; it had already finished"
 
     # ------------------------------------------------------ task results
 

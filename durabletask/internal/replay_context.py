@@ -20,6 +20,7 @@ from durabletask import task
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import proto_helpers as ph
 from durabletask.internal import replay_entities
+from durabletask.internal.call_sites import CallSite, caller_frame, find_call_site, generator_site
 from durabletask.serialization import DataConverter, return_type_of
 
 if TYPE_CHECKING:
@@ -63,6 +64,9 @@ class RuntimeOrchestrationContext(task.OrchestrationContext):
         self._uuid_counter = 0
         self.pending_actions: dict[int, pb.OrchestratorAction] = {}
         self.pending_tasks: dict[int, task.CompletableTask[Any]] = {}
+        # Where the orchestrator code issued each pending action (noted while its code runs).
+        self.call_sites: dict[int, CallSite] = {}
+        self._running_code = False
         self._event_waiters: dict[str, list[task.CancellableTask[Any]]] = {}
         self._event_buffer: dict[str, deque[_BufferedEvent]] = {}
         self._event_sequence = 0
@@ -133,9 +137,17 @@ class RuntimeOrchestrationContext(task.OrchestrationContext):
         return self._sequence + 1
 
     def next_sequence_number(self) -> int:
-        """The id for the next action."""
+        """The id for the next action (noting the orchestrator statement that asked for it)."""
         self._sequence += 1
+        if self._running_code:
+            site = find_call_site(caller_frame(1), _DRIVER_CODES)
+            if site is not None:
+                self.call_sites[self._sequence] = site
         return self._sequence
+
+    def waiting_site(self) -> CallSite | None:
+        """Where the orchestrator generator is suspended, or None when it is not."""
+        return generator_site(getattr(self._generator, "gi_frame", None))
 
     def log(self, level: int, message: str, *args: Any) -> None:
         """Log for the engine, prefixed with the instance ID; silent while replaying."""
@@ -148,7 +160,11 @@ class RuntimeOrchestrationContext(task.OrchestrationContext):
         """Call the orchestrator function and run it up to its first pending task."""
         self._started = True
         try:
-            result = fn(self, orchestrator_input)
+            self._running_code = True
+            try:
+                result = fn(self, orchestrator_input)
+            finally:
+                self._running_code = False
         except Exception as exc:
             self.set_failed(exc)
             return
@@ -186,7 +202,11 @@ class RuntimeOrchestrationContext(task.OrchestrationContext):
         assert gen is not None
         self._current_task = None
         try:
-            yielded = gen.throw(error) if error is not None else gen.send(value)
+            self._running_code = True
+            try:
+                yielded = gen.throw(error) if error is not None else gen.send(value)
+            finally:
+                self._running_code = False
         except StopIteration as stop:
             self._generator = None
             self.set_complete(stop.value)
@@ -254,6 +274,7 @@ class RuntimeOrchestrationContext(task.OrchestrationContext):
     def get_actions(self) -> list[pb.OrchestratorAction]:
         """The actions of this turn: pending ones in id order, then the completion, if any."""
         actions = [self.pending_actions[i] for i in sorted(self.pending_actions)]
+        self.call_sites = {i: site for i, site in self.call_sites.items() if i in self.pending_actions}
         if self._continue_as_new is not None and self._completion is None:
             encoded_input, save_events, new_version = self._continue_as_new
             self._completion = ph.new_complete_orchestration_action(
@@ -401,6 +422,9 @@ class RuntimeOrchestrationContext(task.OrchestrationContext):
         action.CopyFrom(call._action)
         if not keep_id:
             action.id = self.next_sequence_number()
+            site = self.call_sites.get(call._action.id)
+            if site is not None:
+                self.call_sites[action.id] = site
         self.pending_actions[action.id] = action
         self.pending_tasks[action.id] = call
 
@@ -485,3 +509,7 @@ class RuntimeOrchestrationContext(task.OrchestrationContext):
     def converter(self) -> DataConverter:
         """The data converter payloads are encoded with."""
         return self._converter
+
+
+# The engine code that runs orchestrator code: call-site walks stop there.
+_DRIVER_CODES = frozenset({RuntimeOrchestrationContext.start.__code__, RuntimeOrchestrationContext._advance.__code__})

@@ -25,6 +25,7 @@ from durabletask.entities.entity_lock import EntityLock
 from durabletask.entities.entity_operation_failed_exception import EntityOperationFailedException
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import proto_helpers as ph
+from durabletask.internal.call_sites import code_line, history_line
 
 if TYPE_CHECKING:
     from durabletask.internal.replay_context import RuntimeOrchestrationContext
@@ -318,10 +319,14 @@ def _match_sent_message(ctx: RuntimeOrchestrationContext, event: pb.HistoryEvent
                 del ctx.pending_actions[other_id]
         return
     method = ENTITY_SCHEDULING_EVENTS[kind]
+    expected = f"{method} with task id {action_id}"
     if action is None:
+        site = ctx.waiting_site()
+        where = f"it is waiting at {site}" if site is not None else "it had already finished"
         raise task.NonDeterminismError(
             f"Non-deterministic orchestration: history has {_describe_event(event, kind)} at id {action_id} "
-            f"(from {method}) but the orchestrator code made no call with this id.{hint}"
+            f"(from {method}) but the orchestrator code made no call with this id."
+            f"\n  code:    made no such call; {where}{history_line(expected, event)}{hint}"
         )
     message = action.sendEntityMessage if action.HasField("sendEntityMessage") else None
     if (
@@ -333,7 +338,8 @@ def _match_sent_message(ctx: RuntimeOrchestrationContext, event: pb.HistoryEvent
 
         raise task.NonDeterminismError(
             f"Non-deterministic orchestration: expected {describe_action(action)} but history has "
-            f"{_describe_event(event, kind)} at id {action_id}.{hint}"
+            f"{_describe_event(event, kind)} at id {action_id}."
+            f"{code_line(describe_action(action), ctx.call_sites.get(action_id))}{history_line(expected, event)}{hint}"
         )
     del ctx.pending_actions[action_id]
     # History is authoritative for the IDs answers will carry.
