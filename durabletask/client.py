@@ -515,6 +515,26 @@ class TaskHubGrpcClient:
                 return states
             token = next_token
 
+    def get_orchestration_state_page(
+        self, orchestration_query: OrchestrationQuery | None = None, continuation_token: str | None = None
+    ) -> Page[OrchestrationState]:
+        """One page of instances matching the query (beyond the official SDK).
+
+        ``max_instance_count`` is the page size; pass the returned ``continuation_token`` back
+        for the next page (None: this was the last).
+        """
+        query = orchestration_query or OrchestrationQuery()
+        versions = query_versions(query)
+        token = wrappers_pb2.StringValue(value=continuation_token) if continuation_token else None
+        resp: pb.QueryInstancesResponse = self._call(
+            "QueryInstances", build_query_instances_req(query, token),
+            extra_metadata=query_versions_metadata(versions),
+        )
+        page = (parse_orchestration_state(s, self._data_converter) for s in resp.orchestrationState)
+        next_token = response_token(resp)
+        return Page(items=[s for s in page if version_matches(s, versions)],
+                    continuation_token=next_token.value if next_token is not None and next_token.value else None)
+
     def wait_for_orchestration_start(
         self, instance_id: str, *, fetch_payloads: bool = False, timeout: float = 60
     ) -> OrchestrationState | None:
