@@ -16,6 +16,9 @@ Steps (``--only`` picks some of them; by default all run, in this order):
 ``reverse``
     ``tests/e2e`` with ``DURABLETASK_E2E_BACKEND=official``: our SDK's end-to-end tests against the
     official package's in-memory test backend (tests it cannot serve are skipped with the reason).
+``migration``
+    ``compat/migration``: instances started by the official worker finish on ours and the other way
+    round, per feature, and must end as on a single SDK (one sidecar, three worker phases).
 
 Usage: ``python compat/run.py --compat-python .venv-compat/bin/python [--only scenarios,mixed] [pytest args...]``
 (pytest arguments go to every pytest step).
@@ -39,7 +42,7 @@ COMPAT = ROOT / "compat"
 SNAPSHOT = ROOT / "tests" / "unit" / "data" / "official_descriptor.json"
 ADDRESS_VARIABLE = "DURABLETASK_COMPAT_ADDRESS"
 START_TIMEOUT = 60.0
-STEPS = ("snapshot", "scenarios", "mixed", "reverse")
+STEPS = ("snapshot", "scenarios", "mixed", "reverse", "migration")
 
 
 def check_snapshot(compat_python: str, update: bool) -> bool:
@@ -108,6 +111,12 @@ def run_our_tests(compat_python: str, targets: list[str], extra_env: dict[str, s
     return subprocess.call(command, env=env, cwd=ROOT)
 
 
+def run_migration_suite(compat_python: str, our_python: str) -> int:
+    """The migration suite (``compat/migration/migration_driver.py``) in a subprocess of ``our_python``."""
+    driver = COMPAT / "migration" / "migration_driver.py"
+    return subprocess.call([our_python, str(driver), "--compat-python", compat_python], cwd=ROOT)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; unknown arguments go to pytest."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -138,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             code = run_scenarios(args.compat_python, args.sidecar_python, pytest_args)
         elif step == "mixed":
             code = run_our_tests(args.compat_python, ["tests/e2e/test_compat_mixed.py"], {}, pytest_args)
+        elif step == "migration":
+            code = run_migration_suite(args.compat_python, args.sidecar_python)
         else:
             code = run_our_tests(args.compat_python, ["tests/e2e"], {"DURABLETASK_E2E_BACKEND": "official"}, pytest_args)
         results[step] = code
