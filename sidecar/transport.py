@@ -30,6 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, NoReturn, Protocol, TypeVar
+from urllib.parse import unquote
 
 import grpc
 
@@ -290,7 +291,7 @@ def _refusing_undecodable(method: str, handler: Handler) -> Handler:
         if isinstance(request, _Undecodable):
             log.warning(
                 "undecodable request to %s from %s: %d bytes that do not parse (%s); answered INTERNAL",
-                method, log_text(context.peer()), request.size, log_text(type(request.error).__name__),
+                method, log_text(unquote(context.peer())), request.size, log_text(type(request.error).__name__),
             )
             await context.abort(grpc.StatusCode.INTERNAL, _UNDECODABLE_DETAILS)
         return await handler(request, context)
