@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit e2e proto proto-check clean sidecar bench
+.PHONY: run test lint typecheck unit e2e proto proto-check clean sidecar bench browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,17 @@ sidecar: $(STAMP)
 # (SQLite memory, SQLite file, PostgreSQL), end-to-end tests; then the end-to-end tests again with
 # every in-process sidecar on PostgreSQL. PostgreSQL tests skip when no server answers on
 # 127.0.0.1:5432 (DURABLETASK_TEST_POSTGRES names another), and fail if DURABLETASK_REQUIRE_POSTGRES=1.
-test: $(STAMP) lint typecheck proto-check
+test: $(STAMP) browser lint typecheck proto-check
 	$(PY) -m pytest -q -p no:cacheprovider
 	DURABLETASK_TEST_STORE=postgresql $(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests/e2e
+
+# The dashboard's browser tests drive Debian's chromium through chromedriver; install them when
+# missing (needs root; apt-get update first when the package lists are empty).
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		apt-cache show chromium >/dev/null 2>&1 || apt-get update -qq; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
+	fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check durabletask sidecar tests samples tools bench compat

@@ -87,6 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: ${TOKEN_VARIABLE}, else no token)",
     )
     parser.add_argument(
+        "--dashboard-port",
+        type=int,
+        metavar="PORT",
+        help="serve the web dashboard (/), its JSON API (/api/...) and Prometheus metrics (/metrics) on this "
+        "HTTP port, with the TLS and token of the gRPC port (default: off)",
+    )
+    parser.add_argument(
+        "--dashboard-host",
+        default="127.0.0.1",
+        help="interface of the dashboard port (default: 127.0.0.1)",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -110,6 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not value > 0:
             print(f"error: {flag} must be a positive number of seconds", file=sys.stderr)
             return 2
+    if args.dashboard_port is not None and not 0 <= args.dashboard_port <= 65535:
+        print(f"error: --dashboard-port must be a port number from 0 to 65535, not {args.dashboard_port}",
+              file=sys.stderr)
+        return 2
     try:
         tls = load_server_tls(args.tls_cert, args.tls_key, args.tls_client_ca)
         token = load_token(args.token_file)
@@ -139,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         owns_store=True,
         tls=tls,
         token=token,
+        dashboard_port=args.dashboard_port,
+        dashboard_host=args.dashboard_host,
     )
     try:
         server.start(args.port)
@@ -160,6 +178,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     warning = exposure_warning(args.host, tls, token)
     if warning:
         print(warning, file=sys.stderr, flush=True)
+    if server.dashboard is not None:
+        print(f"dashboard and metrics on {server.dashboard.url}", flush=True)
+        warning = exposure_warning(args.dashboard_host, tls, token)
+        if warning:
+            print(f"{warning} (the dashboard)", file=sys.stderr, flush=True)
     if isinstance(store, SqliteStore) and store.cleared_leases:
         print(f"released {store.cleared_leases} leases left by a previous run", flush=True)
     while not stop.wait(1.0):

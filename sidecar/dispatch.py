@@ -35,6 +35,7 @@ from sidecar.dispatch_completions import CompletionSettling
 from sidecar.dispatch_state import DispatchOptions, Held, HeldTurn, Rejection, utcnow
 from sidecar.group_commit import GroupCommitter
 from sidecar.hub import TaskHub
+from sidecar.metrics import SidecarMetrics
 from sidecar.model import TERMINAL_STATUSES
 from sidecar.quoting import log_text, quoted
 from sidecar.store.base import (
@@ -52,6 +53,7 @@ from sidecar.work_streams import (
     ENTITY,
     ORCHESTRATION,
     ReplayMark,
+    StreamView,
     WorkKind,
     WorkStream,
     declared_names,
@@ -67,6 +69,7 @@ from sidecar.work_streams import (
     takes,
     to_work_item,
     too_large,
+    view_of,
 )
 
 log = logging.getLogger("durabletask-sidecar.dispatch")
@@ -116,16 +119,17 @@ class Dispatcher(CompletionSettling):
         # unless the worker's replacement result (same token) settles them first.
         self._awaiting_replacement: list[tuple[float, str, WorkKind]] = []
         self._thread: threading.Thread | None = None
+        self.metrics = SidecarMetrics()
         # Activity results that arrive together are committed in one transaction.
         self._activity_results: GroupCommitter[tuple[str, pb.ActivityResponse, datetime]] = GroupCommitter(
-            hub.complete_activities,
-            lambda c: hub.complete_activity(*c),
+            self.metrics.timed_commit(ACTIVITY.value, hub.complete_activities),
+            self.metrics.timed_commit(ACTIVITY.value, lambda c: hub.complete_activity(*c)),
             shared_failure=lambda exc: isinstance(exc, (StoreUnavailableError, StoreFullError)),
         )
         # Turns completed together (a worker's batched CompleteOrchestratorTasks) likewise.
         self._turn_results: GroupCommitter[tuple[str, pb.OrchestratorResponse, datetime]] = GroupCommitter(
-            hub.complete_orchestrations,
-            lambda c: hub.complete_orchestration(*c),
+            self.metrics.timed_commit(ORCHESTRATION.value, hub.complete_orchestrations),
+            self.metrics.timed_commit(ORCHESTRATION.value, lambda c: hub.complete_orchestration(*c)),
             shared_failure=lambda exc: isinstance(exc, (StoreUnavailableError, StoreFullError)),
         )
         hub.add_listener(self._on_change)
@@ -202,6 +206,11 @@ class Dispatcher(CompletionSettling):
         """How many streams are open."""
         with self._lock:
             return len(self._streams)
+
+    def stream_views(self) -> list[StreamView]:
+        """A read-only picture of every open stream (the dashboard's connected workers)."""
+        with self._lock:
+            return [view_of(stream) for stream in self._streams.values()]
 
     def close_stream(self, stream: WorkStream) -> None:
         """Forget a stream; its unfinished work goes back to the queue after the grace period."""
@@ -361,6 +370,7 @@ class Dispatcher(CompletionSettling):
                         self._turns_out.discard(held.turn.instance_id)
         for token, kind in expired:
             if self._release(token, kind):
+                self.metrics.count_redispatch(kind.value, "stream_closed")
                 log.info("re-queued %s work item %s of a closed stream", kind.value, token)
 
     def _hand_back_unreplaced(self) -> None:
@@ -409,6 +419,7 @@ class Dispatcher(CompletionSettling):
                     self._turns_out.discard(held.turn.instance_id)
                     self._work_signals[ORCHESTRATION] += 1
         for token, held in expired:
+            self.metrics.count_lease_expiries(held.kind.value)
             log.warning(
                 "%s work item %s was held by stream %d (worker %r) for %s without a completion: "
                 "its lease ran out and it will be dispatched again",
@@ -561,6 +572,7 @@ class Dispatcher(CompletionSettling):
                 deadline = now + self.options.max_hold_of(kind)
                 self._tokens[item.token] = Held(stream, kind, deadline, now + lease_for, turn, mark)
                 stream.queue.put(work)
+                self.metrics.count_dispatched(kind.value)
                 return True
         # The stream closed meanwhile: hand the lease straight back (or let it run out).
         try:

@@ -27,6 +27,7 @@ from sidecar.dispatch_state import DispatchOptions, Held, Outcome, Rejection
 from sidecar.entity_batch import InvalidBatchResultError
 from sidecar.group_commit import GroupCommitter
 from sidecar.hub import TaskHub
+from sidecar.metrics import SidecarMetrics
 from sidecar.model import InvalidTurnError
 from sidecar.store.base import LeaseNotFoundError, StoreValueError
 from sidecar.work_streams import ACTIVITY, ENTITY, ORCHESTRATION, WorkKind
@@ -58,6 +59,7 @@ class CompletionSettling:
     _dead_tokens: dict[str, tuple[float, WorkKind]]
     _awaiting_replacement: list[tuple[float, str, WorkKind]]
     _activity_results: GroupCommitter[tuple[str, pb.ActivityResponse, datetime]]
+    metrics: SidecarMetrics
     _turn_results: GroupCommitter[tuple[str, pb.OrchestratorResponse, datetime]]
 
     def _settling(self, token: str) -> None:
@@ -71,6 +73,8 @@ class CompletionSettling:
         with self._lock:
             held = self._tokens.pop(token, None)
             if held is not None:
+                if completed:
+                    self.metrics.count_completed(held.kind.value, time.monotonic() - held.handed_out)
                 held.stream.outstanding.pop(token, None)
                 if held.turn is not None:
                     self._turns_out.discard(held.turn.instance_id)
@@ -158,8 +162,11 @@ class CompletionSettling:
         Other failures hand the batch back, as for turns.
         """
         token = result.completionToken
-        with self._completing(ENTITY, token):
-            self.hub.complete_entity(token, result, self.clock(), self.options.entity_payload_limit)
+        with self._completing(ENTITY, token) as outcome:
+            self.metrics.timed_commit(ENTITY.value, self.hub.complete_entity)(
+                token, result, self.clock(), self.options.entity_payload_limit
+            )
+            outcome.completed = True
 
     @contextmanager
     def _completing(self, kind: WorkKind, token: str) -> Iterator[Outcome]:
@@ -212,18 +219,21 @@ class CompletionSettling:
                 rejection.streams.add(held.stream.id)
         try:
             self.hub.abandon_orchestration(token, self.clock())
+            self.metrics.count_redispatch(ORCHESTRATION.value, "abandoned")
         finally:
             self._settled(token)
 
     def abandon_entity(self, token: str) -> None:
         try:
             self.hub.abandon_entity(token, self.clock())
+            self.metrics.count_redispatch(ENTITY.value, "abandoned")
         finally:
             self._settled(token)
 
     def abandon_activity(self, token: str) -> None:
         try:
             self.hub.abandon_activity(token, self.clock())
+            self.metrics.count_redispatch(ACTIVITY.value, "abandoned")
         finally:
             self._settled(token)
 
@@ -249,6 +259,7 @@ class CompletionSettling:
                 kind.value, token, failure, exc, self.options.safety_poll,
             )
             return
+        self.metrics.count_redispatch(kind.value, "completion_failed")
         log.warning("%s work item %s: completion failed (%s); handed it back, it is offered again shortly",
                     kind.value, token, failure)
 

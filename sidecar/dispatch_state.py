@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -87,6 +88,7 @@ class Held:
     turn: HeldTurn | None = None
     # What the worker has seen once it completes the turn.
     replay_mark: ReplayMark | None = None
+    handed_out: float = field(default_factory=time.monotonic)  # for the turn-duration metric
 
 
 @dataclass(eq=False)

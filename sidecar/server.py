@@ -32,6 +32,7 @@ from google.protobuf import empty_pb2
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
 from sidecar import engine_events
+from sidecar.dashboard import DashboardServer, ssl_context_from_pem
 from sidecar.dispatch import Dispatcher, DispatchOptions, utcnow
 from sidecar.engine_rewind import rewound_event
 from sidecar.grpc_auth import TokenInterceptor
@@ -506,6 +507,8 @@ class SidecarServer:
         tls: ServerTls | None = None,
         token: AccessToken | None = None,
     ) -> None:
+        dashboard_port: int | None = None,
+        dashboard_host: str = "127.0.0.1",
         if isinstance(store, TaskHub):
             self.hub = store
         else:
@@ -529,6 +532,10 @@ class SidecarServer:
         self._server: LoopServer | None = None
         self.port: int | None = None
 
+        # The dashboard and metrics (sidecar.dashboard): off unless a port is given (0 picks one).
+        self.dashboard_port = dashboard_port
+        self.dashboard_host = dashboard_host
+        self.dashboard: DashboardServer | None = None
     @property
     def address(self) -> str:
         """``host:port`` the server listens on (after start)."""
@@ -564,10 +571,29 @@ class SidecarServer:
         self.dispatcher.start()
         log.info("sidecar listening on %s", self.address)
         return bound
+        if self.dashboard_port is not None:
+            self._start_dashboard(self.dashboard_port)
 
     def stop(self, grace: float | None = 1.0) -> None:
+    def _start_dashboard(self, port: int) -> None:
+        tls = self.tls
+        context = ssl_context_from_pem(tls.certificate_chain, tls.private_key, tls.client_ca) if tls else None
+        dashboard = DashboardServer(self.servicer, host=self.dashboard_host, token=self.token, ssl_context=context)
+        try:
+            dashboard.start(port)
+        except OSError:
+            self.dispatcher.stop()
+            if self._server is not None:
+                self._server.stop(0)
+                self._server = None
+            raise
+        self.dashboard = dashboard
+
         """Stop serving: end streams and waits, then shut the server down; close the store if owned."""
         self.dispatcher.stop()
+        if self.dashboard is not None:
+            self.dashboard.stop()
+            self.dashboard = None
         self.hub.remove_listener(self.watcher.on_change)
         self.watcher.close()
         if self._server is not None:

@@ -3,6 +3,7 @@ the replay marks of workers that keep state between turns, and the work items se
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import Enum
@@ -62,6 +63,7 @@ class WorkStream:
     # Instances whose replayed state the stream's worker keeps (see protocol_extensions):
     # instance ID -> the turn it last completed (see ReplayMark).
     replayed: OrderedDict[str, ReplayMark] = field(default_factory=OrderedDict)
+    opened_at: float = field(default_factory=time.time)  # epoch seconds, shown by the dashboard
 
     @property
     def keeps_replay_state(self) -> bool:
@@ -101,6 +103,47 @@ class WorkStream:
             WorkKind.ENTITY: self.max_entities,
         }[kind]
         return limit - used
+
+
+@dataclass(frozen=True)
+class StreamView:
+    """A read-only picture of an open stream, for the dashboard: its worker, filters and work in flight."""
+
+    id: int
+    worker_id: str
+    opened_at: float
+    limits: dict[str, int]
+    in_flight: dict[str, int]
+    # kind -> the names the stream takes (None: every name); name -> versions, where restricted.
+    names: dict[str, list[str] | None]
+    versions: dict[str, dict[str, list[str]]]
+    capabilities: list[int]
+
+
+def view_of(stream: WorkStream) -> StreamView:
+    """The :class:`StreamView` of ``stream`` (the caller holds the dispatcher's lock)."""
+    in_flight = dict.fromkeys((k.value for k in WorkKind), 0)
+    for kind in list(stream.outstanding.values()):
+        in_flight[kind.value] += 1
+
+    def names(declared: frozenset[str] | None) -> list[str] | None:
+        return None if declared is None else sorted(declared)
+
+    return StreamView(
+        id=stream.id,
+        worker_id=stream.worker_id,
+        opened_at=stream.opened_at,
+        limits={ORCHESTRATION.value: stream.max_orchestrations, ACTIVITY.value: stream.max_activities,
+                ENTITY.value: stream.max_entities},
+        in_flight=in_flight,
+        names={ORCHESTRATION.value: names(stream.orchestration_names), ACTIVITY.value: names(stream.activity_names),
+               ENTITY.value: names(stream.entity_names)},
+        versions={
+            ORCHESTRATION.value: {n: sorted(v) for n, v in stream.orchestration_versions.items()},
+            ACTIVITY.value: {n: sorted(v) for n, v in stream.activity_versions.items()},
+        },
+        capabilities=sorted(stream.capabilities),
+    )
 
 
 def declared_names(
