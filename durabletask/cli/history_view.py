@@ -136,11 +136,11 @@ def timeline_rows(events: list[h.HistoryEvent], include_turns: bool = False) -> 
 
 
 def render_timeline(events: list[h.HistoryEvent], include_turns: bool = False) -> str:
-    """The timeline as a table: time (UTC), elapsed since the first event, event, details."""
+    """The timeline as a table: time (UTC), elapsed since the earliest event, event, details."""
     rows = timeline_rows(events, include_turns)
     if not rows:
         return "(no history)"
-    first = events[0].timestamp
+    first = min(e.timestamp for e in events)
     cells = [
         [f"{r.time:%Y-%m-%d %H:%M:%S.%f}"[:-3], "+" + format_duration(r.time - first), r.event, r.details]
         for r in rows

@@ -217,9 +217,9 @@ def _confirm(question: str) -> bool:
 
 def cmd_purge(args: argparse.Namespace, conn: Connection) -> int:
     """``purge ID`` or ``purge --older-than D [--status S]``: delete finished instances."""
-    by_filter = args.older_than is not None or bool(args.status)
+    by_filter = args.older_than is not None or bool(args.status) or args.prefix is not None
     if args.instance_id and by_filter:
-        raise UsageError("give an instance ID or --older-than/--status, not both")
+        raise UsageError("give an instance ID or filters (--older-than, --status, --prefix), not both")
     if args.instance_id:
         with about_instance(args.instance_id):
             result = conn.client.purge_orchestration(args.instance_id, recursive=not args.no_recursive)
@@ -228,7 +228,7 @@ def cmd_purge(args: argparse.Namespace, conn: Connection) -> int:
         write(f"purged {result.deleted_instance_count} instance(s)")
         return OK
     if not by_filter:
-        raise UsageError("purge needs an instance ID, or --older-than and/or --status")
+        raise UsageError("purge needs an instance ID, or filters: --older-than, --status, --prefix")
     statuses = [parse_status(s) for s in args.status] if args.status else list(TERMINAL_STATUSES)
     for status in statuses:
         if status not in TERMINAL_STATUSES:
@@ -237,11 +237,12 @@ def cmd_purge(args: argparse.Namespace, conn: Connection) -> int:
     older_than = parse_duration(args.older_than) if args.older_than is not None else None
     created_to = datetime.now(timezone.utc) - older_than if older_than is not None else None
     query = OrchestrationQuery(created_time_to=created_to, runtime_status=statuses,
-                               max_instance_count=PURGE_SCAN_PAGE)
+                               max_instance_count=PURGE_SCAN_PAGE, instance_id_prefix=args.prefix)
     ids = _matching_ids(conn, query)
     names = ", ".join(s.name.lower() for s in statuses)
-    since = f" created before {iso_time(created_to)}" if created_to else ""
-    print(f"{len(ids)} instance(s) match: status {names}{since}", file=sys.stderr)
+    since = f", created before {iso_time(created_to)}" if created_to else ""
+    prefix = f", ID starting with '{args.prefix}'" if args.prefix is not None else ""
+    print(f"{len(ids)} instance(s) match: status {names}{since}{prefix}", file=sys.stderr)
     if not ids:
         write("purged 0 instance(s)")
         return OK
@@ -325,10 +326,11 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     p.add_argument("instance_id", metavar="ID")
     p.add_argument("--new-id", action="store_true", help="under a new instance ID (printed)")
 
-    p = add("purge", cmd_purge, "delete finished instances: one by ID, or all matching --older-than/--status")
+    p = add("purge", cmd_purge, "delete finished instances: one by ID, or all matching --older-than/--status/--prefix")
     p.add_argument("instance_id", metavar="ID", nargs="?")
     p.add_argument("--older-than", metavar="DURATION", help="created longer ago than this (e.g. 7d, 12h, 30m)")
     p.add_argument("--status", action="append", metavar="STATUS",
                    help="only this status (repeatable; default completed, failed and terminated)")
+    p.add_argument("--prefix", help="only instance IDs starting with this")
     p.add_argument("--no-recursive", action="store_true", help="keep their sub-orchestrations")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")

@@ -674,3 +674,8 @@ class Store(ABC):
     @abstractmethod
     def entity_queue_of(self, entity_id: str) -> list[tuple[str, str, datetime]]:
         """The entity's queued messages in order: (kind, sender, visible_at)."""
+
+    @abstractmethod
+    def backlog(self, now: datetime) -> dict[str, int]:
+        """Work waiting for a worker at ``now``, not leased, by kind ('orchestration': instances with
+        visible inbox events; 'activity': tasks; 'entity': entities with visible queued messages)."""

@@ -334,3 +334,17 @@ class SqlStore(Store):
             "SELECT kind, sender, visible_at FROM entity_queue WHERE entity_id = ? ORDER BY seq", (entity_id,)
         )
         return [(r["kind"], r["sender"], from_us(r["visible_at"])) for r in rows]
+
+    def backlog(self, now: datetime) -> dict[str, int]:
+        at = to_us(now)
+        free = "(lease_token IS NULL OR lease_expires_at <= ?)"
+        rows = self._read(
+            "SELECT "
+            f"(SELECT COUNT(*) FROM instances s WHERE {free} AND EXISTS (SELECT 1 FROM inbox i "
+            "WHERE i.instance_id = s.instance_id AND i.visible_at <= ?)) AS orchestration, "
+            f"(SELECT COUNT(*) FROM activity_tasks WHERE {free} AND visible_at <= ?) AS activity, "
+            f"(SELECT COUNT(*) FROM entities e WHERE {free} AND EXISTS (SELECT 1 FROM entity_queue q "
+            "WHERE q.entity_id = e.instance_id AND q.visible_at <= ?)) AS entity",
+            [at] * 6,
+        )
+        return {kind: int(rows[0][kind]) for kind in ("orchestration", "activity", "entity")}
