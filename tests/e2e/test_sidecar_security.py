@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -229,3 +232,23 @@ def test_tls_options_with_a_missing_file_name_it(tmp_path: Path) -> None:
             tls=GrpcTlsOptions(root_certificates_file=missing)))
     with pytest.raises(ValueError, match="give both or neither"):
         GrpcTlsOptions(client_certificate_file=missing)
+
+
+def test_https_address_trusts_the_ca_named_by_grpc_default_roots_variable(tls_files: TlsFiles) -> None:
+    """gRPC's own $GRPC_DEFAULT_SSL_ROOTS_FILE_PATH works with a plain https:// address (read once per
+    process, hence a subprocess)."""
+    tls = load_server_tls(tls_files.server_cert, tls_files.server_key, None)
+    script = (
+        "import sys\nfrom durabletask.client import TaskHubGrpcClient\n"
+        "with TaskHubGrpcClient(host_address=sys.argv[1]) as c:\n"
+        "    print(c.get_orchestration_state('none'))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    with fast_sidecar(tls=tls) as (server, _):
+        env = dict(os.environ, GRPC_DEFAULT_SSL_ROOTS_FILE_PATH=tls_files.ca, PYTHONPATH=str(root))
+        done = subprocess.run(
+            [sys.executable, "-c", script, f"https://localhost:{server.port}"],
+            capture_output=True, text=True, timeout=TIMEOUT, env=env, cwd=root,
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "None"
