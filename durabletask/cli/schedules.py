@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 from durabletask.cli.connection import Connection
 from durabletask.cli.errors import OK, TIMEOUT, CliError, UsageError
 from durabletask.cli.output import (
     EMPTY,
-    format_duration,
     format_time,
     iso_time,
     shorten,
@@ -58,10 +58,21 @@ def _schedules(args: argparse.Namespace, conn: Connection) -> ScheduledTaskClien
     return ScheduledTaskClient(conn.client, operation_timeout=args.timeout)
 
 
+def _interval_text(interval: timedelta) -> str:
+    """``1h``, ``1h30m``, ``2d``, ``45s``: whole units, zeros left out."""
+    seconds = int(interval.total_seconds())
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
 def _when(d: ScheduleDescription) -> str:
     if d.cron:
         return f"cron {d.cron}"
-    return f"every {format_duration(d.interval)}" if d.interval is not None else EMPTY
+    return f"every {_interval_text(d.interval)}" if d.interval is not None else EMPTY
 
 
 def _to_json(d: ScheduleDescription) -> dict[str, Any]:
