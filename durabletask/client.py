@@ -20,7 +20,7 @@ from google.protobuf import wrappers_pb2
 
 from durabletask import task
 from durabletask.grpc_options import GrpcChannelOptions, GrpcClientResiliencyOptions
-from durabletask.internal import grpc_channel
+from durabletask.internal import grpc_channel, tracing
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from durabletask.internal.client_requests import (
@@ -458,7 +458,8 @@ class TaskHubGrpcClient:
             data_converter=self._data_converter,
         )
         self._logger.info("Starting new '%s' instance with ID = '%s'.", req.name, req.instanceId)
-        res: pb.CreateInstanceResponse = self._call("StartInstance", req)
+        with tracing.creating_orchestration(req, self._emit_trace_spans):
+            res: pb.CreateInstanceResponse = self._call("StartInstance", req)
         return res.instanceId or req.instanceId
 
     def get_orchestration_state(self, instance_id: str, *, fetch_payloads: bool = True) -> OrchestrationState | None:
@@ -568,7 +569,8 @@ class TaskHubGrpcClient:
         """Send an external event to an instance."""
         self._logger.info("Raising event '%s' for instance '%s'.", event_name, instance_id)
         req = build_raise_event_req(instance_id, event_name, data, self._data_converter)
-        self._call("RaiseEvent", req, instance_id=instance_id)
+        with tracing.raising_event(event_name, instance_id, self._emit_trace_spans):
+            self._call("RaiseEvent", req, instance_id=instance_id)
 
     def terminate_orchestration(self, instance_id: str, *, output: Any | None = None, recursive: bool = True) -> None:
         """Terminate an instance (and, when recursive, its sub-orchestrations)."""

@@ -349,7 +349,7 @@ class TaskHubGrpcWorker:
 
     @property
     def emit_trace_spans(self) -> bool:
-        """Accepted for compatibility; this worker emits no trace spans."""
+        """Whether the worker records OpenTelemetry spans (trace contexts are passed on either way)."""
         return self._emit_trace_spans
 
     @property
@@ -505,6 +505,7 @@ class TaskHubGrpcWorker:
                 maximum_entity_state_size=self._maximum_entity_state_size,
                 maximum_cached_orchestrations=self._maximum_cached_orchestrations,
                 batch_stub_provider=lambda: stream_holder[0].batch_stub() if stream_holder else None,
+                emit_trace_spans=self._emit_trace_spans,
             )
             stream = WorkItemStream(
                 host_address=self._host_address,

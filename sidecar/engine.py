@@ -124,6 +124,8 @@ def apply_turn(turn: TurnInput) -> TurnResult:
     instance.status = _status_after_events(turn.instance.status, turn.new_events)
     instance.last_updated_at = turn.now
     instance.custom_status = optional_str(response, "customStatus")
+    if response.HasField("orchestrationTraceContext"):
+        instance.trace_context = response.orchestrationTraceContext
 
     state = _TurnState(
         source=turn.instance,
@@ -250,6 +252,7 @@ def _schedule_task(state: _TurnState, action: pb.OrchestratorAction) -> None:
         version=optional_str(task, "version") or state.source.version,
         input=optional_str(task, "input"),
         tags=dict(task.tags),
+        trace_context=task.parentTraceContext if task.HasField("parentTraceContext") else None,
     ))
 
 
@@ -446,6 +449,7 @@ def _continue_as_new(
     )
     state.out.inbox_prepend = [start, *complete.carryoverEvents]
     instance.execution_id = execution_id
+    instance.trace_context = None  # the new execution is a span of its own
     instance.input = new_input
     instance.version = version
     instance.status = pb.ORCHESTRATION_STATUS_RUNNING

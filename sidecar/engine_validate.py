@@ -44,6 +44,29 @@ def text_problem(value: str, field: str, max_length: int = MAX_TEXT_LENGTH) -> s
     return None
 
 
+# Trace contexts are carried, not read, but kept bounded: a W3C traceparent is 55 characters,
+# a tracestate at most 32 members; a span ID (hex) 16.
+MAX_TRACEPARENT_LENGTH = 256
+MAX_TRACESTATE_LENGTH = 8192
+MAX_SPAN_ID_LENGTH = 64
+
+
+def trace_context_problem(ctx: pb.TraceContext, field: str) -> str | None:
+    """What makes a carried trace context unacceptable (too long, a control character), or None."""
+    return (
+        text_problem(ctx.traceParent, f"{field}.traceParent", MAX_TRACEPARENT_LENGTH)
+        or text_problem(ctx.spanID, f"{field}.spanID", MAX_SPAN_ID_LENGTH)
+        or text_problem(ctx.traceState.value, f"{field}.traceState", MAX_TRACESTATE_LENGTH)
+    )
+
+
+def _check_trace_context(message: pb.ScheduleTaskAction | pb.CreateSubOrchestrationAction, prefix: str) -> None:
+    if message.HasField("parentTraceContext"):
+        problem = trace_context_problem(message.parentTraceContext, "parentTraceContext")
+        if problem is not None:
+            raise InvalidTurnError(f"{prefix}: {problem}")
+
+
 # What a protobuf Timestamp may hold: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
 MIN_TIMESTAMP_SECONDS = -62_135_596_800
 MAX_TIMESTAMP_SECONDS = 253_402_300_799
@@ -147,6 +170,9 @@ def validate_turn(instance: InstanceSnapshot, response: pb.OrchestratorResponse)
             f"response.instanceId {quoted(response.instanceId)} does not match instance {quoted(instance.instance_id)}"
         )
     problem = timestamps_problem(response)
+    if problem is None and response.HasField("orchestrationTraceContext"):
+        span_id = response.orchestrationTraceContext.spanID.value
+        problem = text_problem(span_id, "orchestrationTraceContext.spanID", MAX_SPAN_ID_LENGTH)
     if problem is not None:
         raise InvalidTurnError(problem)
     seen_ids: set[int] = set()
@@ -177,11 +203,13 @@ def _validate_action_fields(action: pb.OrchestratorAction, kind: str) -> None:
         if not action.scheduleTask.name:
             raise InvalidTurnError(f"{prefix}: scheduleTask has no name")
         check_version(action.scheduleTask, "version", prefix)
+        _check_trace_context(action.scheduleTask, prefix)
     elif kind == "createSubOrchestration":
         sub = action.createSubOrchestration
         if not sub.name:
             raise InvalidTurnError(f"{prefix}: createSubOrchestration has no name")
         check_version(sub, "version", prefix)
+        _check_trace_context(sub, prefix)
         if sub.instanceId:  # empty: the sidecar makes one up
             _check_id(sub.instanceId, "createSubOrchestration.instanceId", prefix)
             if sub.instanceId.startswith("@"):

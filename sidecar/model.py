@@ -54,6 +54,8 @@ class InstanceSnapshot:
     scheduled_start_at: datetime | None = None
     parent: ParentRef | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    # The worker's span ID and start time of the execution, handed back on every turn (tracing).
+    trace_context: pb.OrchestrationTraceContext | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -71,6 +73,8 @@ class ActivityTaskSpec:
     version: str | None
     input: str | None
     tags: dict[str, str] = field(default_factory=dict)
+    # The parentTraceContext of the scheduling action, sent on with the ActivityRequest.
+    trace_context: pb.TraceContext | None = None
 
 
 @dataclass

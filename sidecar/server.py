@@ -52,6 +52,7 @@ from sidecar.servicer_util import (
     check_page_size,
     check_statuses,
     check_token,
+    check_trace_context,
     check_version,
     check_work_items_request,
     error_status,
@@ -160,7 +161,7 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
             start_at=start_at,
             now=now,
             replaceable=replaceable,
-            trace=request.parentTraceContext if request.HasField("parentTraceContext") else None,
+            trace=check_trace_context(request),
         )
         return pb.CreateInstanceResponse(instanceId=instance_id)
 

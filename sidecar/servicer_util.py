@@ -14,7 +14,13 @@ from google.protobuf.message import Message
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.engine_events import from_timestamp, to_timestamp
-from sidecar.engine_validate import MAX_TEXT_LENGTH, text_problem, timestamp_problem, timestamps_problem
+from sidecar.engine_validate import (
+    MAX_TEXT_LENGTH,
+    text_problem,
+    timestamp_problem,
+    timestamps_problem,
+    trace_context_problem,
+)
 from sidecar.model import InstanceSnapshot, InvalidTurnError, MismatchedResultError
 from sidecar.quoting import bounded_message, quoted
 from sidecar.store.base import (
@@ -109,6 +115,17 @@ def check_request_timestamps(request: Any) -> None:
     problem = timestamps_problem(request) if isinstance(request, Message) else None
     if problem is not None:
         raise BadRequest(problem)
+
+
+def check_trace_context(message: Any, field: str = "parentTraceContext") -> pb.TraceContext | None:
+    """An optional carried trace context: None when unset; else bounded, without control characters."""
+    if not message.HasField(field):
+        return None
+    ctx: pb.TraceContext = getattr(message, field)
+    problem = trace_context_problem(ctx, field)
+    if problem is not None:
+        raise BadRequest(problem)
+    return ctx
 
 
 def check_instance_id(instance_id: str, field: str = "instanceId") -> str:

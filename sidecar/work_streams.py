@@ -196,6 +196,8 @@ def to_work_item(item: OrchestrationWorkItem | ActivityWorkItem | EntityWorkItem
             newEvents=item.new_events,
         )
         request.executionId.value = item.instance.execution_id
+        if item.instance.trace_context is not None:
+            request.orchestrationTraceContext.CopyFrom(item.instance.trace_context)
         if omitted:
             mark_omitted(request, omitted)
         return pb.WorkItem(orchestratorRequest=request, completionToken=item.token)
@@ -207,6 +209,8 @@ def to_work_item(item: OrchestrationWorkItem | ActivityWorkItem | EntityWorkItem
         activity.input.value = task.input
     activity.orchestrationInstance.instanceId = task.instance_id
     activity.orchestrationInstance.executionId.value = task.execution_id
+    if task.trace_context is not None:
+        activity.parentTraceContext.CopyFrom(task.trace_context)
     return pb.WorkItem(activityRequest=activity, completionToken=item.token)
 
 

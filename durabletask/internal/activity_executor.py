@@ -13,6 +13,7 @@ from typing import Any
 
 from durabletask import serialization, task
 from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal import tracing
 from durabletask.internal.proto_helpers import new_failure_details, qualified_name
 from durabletask.internal.registry import ActivityNotRegisteredError, Registry
 
@@ -137,7 +138,12 @@ class ActivityExecutor:
     ) -> pb.ActivityResponse:
         """Run a synchronous activity and answer with its result or its failure."""
         try:
-            return self.respond(req, completion_token, result=self.execute(req, await_result))
+            with tracing.running_activity(req) as span:
+                try:
+                    return self.respond(req, completion_token, result=self.execute(req, await_result))
+                except Exception as ex:
+                    tracing.mark_failed(span, ex)
+                    raise
         except Exception as ex:
             self._log_failure(req, ex)
             return self.respond(req, completion_token, error=ex)
@@ -145,7 +151,12 @@ class ActivityExecutor:
     async def run_async(self, req: pb.ActivityRequest, completion_token: str) -> pb.ActivityResponse:
         """Await an activity and answer with its result or its failure."""
         try:
-            return self.respond(req, completion_token, result=await self.execute_async(req))
+            with tracing.running_activity(req) as span:
+                try:
+                    return self.respond(req, completion_token, result=await self.execute_async(req))
+                except Exception as ex:
+                    tracing.mark_failed(span, ex)
+                    raise
         except Exception as ex:
             self._log_failure(req, ex)
             return self.respond(req, completion_token, error=ex)

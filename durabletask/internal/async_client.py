@@ -31,7 +31,7 @@ from durabletask.client import (
     parse_orchestration_state,
 )
 from durabletask.grpc_options import GrpcChannelOptions, GrpcClientResiliencyOptions
-from durabletask.internal import grpc_channel
+from durabletask.internal import grpc_channel, tracing
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from durabletask.internal.client_requests import (
@@ -231,7 +231,8 @@ class AsyncTaskHubGrpcClient:
             data_converter=self._data_converter,
         )
         self._logger.info("Starting new '%s' instance with ID = '%s'.", req.name, req.instanceId)
-        res: pb.CreateInstanceResponse = await self._call("StartInstance", req)
+        with tracing.creating_orchestration(req, self._emit_trace_spans):
+            res: pb.CreateInstanceResponse = await self._call("StartInstance", req)
         return res.instanceId or req.instanceId
 
     async def get_orchestration_state(
@@ -325,7 +326,8 @@ class AsyncTaskHubGrpcClient:
         """Send an external event to an instance."""
         self._logger.info("Raising event '%s' for instance '%s'.", event_name, instance_id)
         req = build_raise_event_req(instance_id, event_name, data, self._data_converter)
-        await self._call("RaiseEvent", req, instance_id=instance_id)
+        with tracing.raising_event(event_name, instance_id, self._emit_trace_spans):
+            await self._call("RaiseEvent", req, instance_id=instance_id)
 
     async def terminate_orchestration(
         self, instance_id: str, *, output: Any | None = None, recursive: bool = True

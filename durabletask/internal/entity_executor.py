@@ -22,6 +22,7 @@ from durabletask.entities.entity_context import EntityContext
 from durabletask.entities.entity_instance_id import EntityInstanceId
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import proto_helpers as ph
+from durabletask.internal import tracing
 from durabletask.internal.registry import EntityNotRegisteredError, Registry
 
 # Kept well below the default 64 MiB gRPC message limit, which also has to carry the
@@ -266,13 +267,20 @@ class EntityExecutor:
         results: list[pb.OperationResult] = []
         for op in req.operations:
             started = _now()
+            entity_name = entity_id.entity if entity_id is not None else instance_id
+            parent = op.traceContext if op.HasField("traceContext") else None
             try:
-                if entity_id is None:
-                    raise ValueError(f"cannot run operations on '{instance_id}': {parse_error}")
-                encoded = self.execute(
-                    instance_id, entity_id, op.operation, state,
-                    op.input.value if op.HasField("input") else None, await_result,
-                )
+                with tracing.running_entity_operation(instance_id, entity_name, op.operation, parent) as span:
+                    try:
+                        if entity_id is None:
+                            raise ValueError(f"cannot run operations on '{instance_id}': {parse_error}")
+                        encoded = self.execute(
+                            instance_id, entity_id, op.operation, state,
+                            op.input.value if op.HasField("input") else None, await_result,
+                        )
+                    except Exception as ex:
+                        tracing.mark_failed(span, ex)
+                        raise
             except Exception as ex:
                 state.rollback()
                 self._logger.warning(

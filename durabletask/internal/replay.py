@@ -218,13 +218,14 @@ class OrchestrationExecutor:
 class ReplayState:
     """An orchestration's replayed state between turns: its context, where replay stands, what it has seen."""
 
-    __slots__ = ("ctx", "processed", "rewound", "turn")
+    __slots__ = ("ctx", "processed", "rewound", "trace_notes", "turn")
 
     def __init__(self, ctx: RuntimeOrchestrationContext, turn: _ReplayTurn, *, rewound: bool) -> None:
         self.ctx = ctx
         self.turn = turn
         self.rewound = rewound
         self.processed = 0  # history events applied so far, past and new
+        self.trace_notes: Any = None  # kept for the worker's tracing (tracing_turns.TurnNotes)
 
     @property
     def next_action_id(self) -> int:

@@ -29,6 +29,7 @@ from durabletask.internal.registry import Registry
 from durabletask.internal.replay import OrchestrationExecutor, ReplayState
 from durabletask.internal.replay_cache import DEFAULT_MAXIMUM_CACHED_ORCHESTRATIONS, ReplayCache
 from durabletask.internal.rewind import is_rewind_request
+from durabletask.internal.tracing_turns import trace_turn
 from durabletask.internal.worker_batches import ACTIVITIES, TURNS, PendingResult, ResultBatcher
 from durabletask.internal.worker_completions import (
     CompletionSender,
@@ -152,8 +153,10 @@ class WorkItemDispatcher:
         maximum_entity_state_size: int | None = DEFAULT_MAXIMUM_ENTITY_STATE_SIZE,
         maximum_cached_orchestrations: int = DEFAULT_MAXIMUM_CACHED_ORCHESTRATIONS,
         batch_stub_provider: StubProvider = lambda: None,
+        emit_trace_spans: bool = True,
     ) -> None:
         self._registry = registry
+        self._emit_trace_spans = emit_trace_spans
         self._replays = ReplayCache(maximum_cached_orchestrations)
         self._logger = logger
         self._converter = data_converter
@@ -337,6 +340,7 @@ class WorkItemDispatcher:
             self._abandon_orchestration(instance_id, token)
             return False
         past, state = turn
+        trace_notes = state.trace_notes if state is not None else None
         version = state.ctx.version if state is not None else _instance_version((*past, *req.newEvents))
         verdict = self._version_gate(version) if self._version_gate else None
         if verdict is not None and not verdict.reject and is_rewind_request(past, req.newEvents):
@@ -367,8 +371,10 @@ class WorkItemDispatcher:
             response.actions.extend(results.actions)
             if results.custom_status is not None:
                 response.customStatus.value = results.custom_status
-            if state is not None:
-                self._replays.put(instance_id, execution_id, state)
+        trace_notes = trace_turn(req, past, response, trace_notes, emit=self._emit_trace_spans)
+        if verdict is None and state is not None:
+            state.trace_notes = trace_notes
+            self._replays.put(instance_id, execution_id, state)
         action_id = _failure_action_id(first_free_id, response)
         self._deliver(
             self._turn_results,

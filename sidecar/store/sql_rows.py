@@ -19,7 +19,7 @@ TERMINAL_SQL = "(" + ",".join(str(s) for s in sorted(TERMINAL_STATUSES)) + ")"
 INSTANCE_COLUMNS = (
     "instance_id, execution_id, name, version, status, input, output, custom_status, failure, "
     "created_at, last_updated_at, completed_at, scheduled_start_at, parent_instance_id, "
-    "parent_execution_id, parent_task_id, parent_name, parent_version, tags"
+    "parent_execution_id, parent_task_id, parent_name, parent_version, tags, trace_context"
 )
 
 
@@ -70,6 +70,7 @@ def instance_values(inst: InstanceSnapshot) -> tuple[object, ...]:
         parent.name if parent else None,
         parent.version if parent else None,
         json.dumps(inst.tags or {}),
+        inst.trace_context.SerializeToString() if inst.trace_context is not None else None,
     )
 
 
@@ -103,6 +104,9 @@ def row_to_instance(row: Mapping[str, Any]) -> InstanceSnapshot:
         scheduled_start_at=opt_dt(row["scheduled_start_at"]),
         parent=parent,
         tags=json.loads(row["tags"] or "{}"),
+        trace_context=(
+            pb.OrchestrationTraceContext.FromString(row["trace_context"]) if row["trace_context"] else None
+        ),
     )
 
 
@@ -116,6 +120,7 @@ def row_to_task(row: Mapping[str, Any]) -> ActivityTaskSpec:
         version=row["version"],
         input=row["input"],
         tags=json.loads(row["tags"] or "{}"),
+        trace_context=pb.TraceContext.FromString(row["trace_context"]) if row["trace_context"] else None,
     )
 
 

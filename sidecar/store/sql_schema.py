@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from sidecar.store.base import SchemaVersionError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS instances (
     lease_new_events {blob},
     available_at BIGINT NOT NULL DEFAULT 0,
     abandon_count INTEGER NOT NULL DEFAULT 0,
-    history_key TEXT
+    history_key TEXT,
+    trace_context {blob}
 );
 CREATE INDEX IF NOT EXISTS instances_parent ON instances(parent_instance_id);
 CREATE INDEX IF NOT EXISTS instances_completed ON instances(completed_at, instance_id);
@@ -87,7 +88,8 @@ CREATE TABLE IF NOT EXISTS activity_tasks (
     visible_at BIGINT NOT NULL,
     lease_token TEXT UNIQUE,
     lease_expires_at BIGINT,
-    abandon_count INTEGER NOT NULL DEFAULT 0
+    abandon_count INTEGER NOT NULL DEFAULT 0,
+    trace_context {blob}
 );
 CREATE INDEX IF NOT EXISTS activity_visible ON activity_tasks(visible_at);
 CREATE INDEX IF NOT EXISTS activity_instance ON activity_tasks(instance_id);
@@ -160,6 +162,17 @@ MIGRATIONS: dict[int, dict[str, list[str]]] = {
     2: {
         "sqlite": ["ALTER TABLE instances ADD COLUMN history_key TEXT"],
         "postgresql": ["ALTER TABLE instances ADD COLUMN IF NOT EXISTS history_key TEXT"],
+    },
+    # 3: trace contexts (OpenTelemetry): the orchestration's kept between turns, an activity's parent.
+    3: {
+        "sqlite": [
+            "ALTER TABLE instances ADD COLUMN trace_context BLOB",
+            "ALTER TABLE activity_tasks ADD COLUMN trace_context BLOB",
+        ],
+        "postgresql": [
+            "ALTER TABLE instances ADD COLUMN IF NOT EXISTS trace_context BYTEA",
+            "ALTER TABLE activity_tasks ADD COLUMN IF NOT EXISTS trace_context BYTEA",
+        ],
     },
 }
 

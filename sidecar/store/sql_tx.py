@@ -410,11 +410,11 @@ class SqlTx(StoreTx):
         if not tasks:
             return
         self.db.executemany(
-            "INSERT INTO activity_tasks (instance_id, execution_id, task_id, name, version, input, tags, visible_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO activity_tasks (instance_id, execution_id, task_id, name, version, input, tags, visible_at,"
+            " trace_context) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (t.instance_id, t.execution_id, t.task_id, t.name, t.version, t.input, json.dumps(t.tags or {}),
-                 to_us(visible_at))
+                 to_us(visible_at), t.trace_context.SerializeToString() if t.trace_context is not None else None)
                 for t in tasks
             ],
         )
