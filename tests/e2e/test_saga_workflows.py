@@ -12,7 +12,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -369,6 +369,23 @@ def test_cancel_lets_the_running_step_finish_then_compensates_everything(env: En
     assert calls(instance_id)[-4:] == ["unship", "void L-R-o6", "refund 40", "release R-o6"]
     with pytest.raises(WorkflowStateError, match="has already ended \\(cancelled\\)"):
         env.workflows.cancel_workflow(instance_id)
+
+
+def test_a_workflow_cancelled_while_pending_ends_cancelled(env: Env) -> None:
+    # The cancel event is seen in the first turn right after the first step was scheduled:
+    # that step is let finish and undone; no later step starts.
+    start_at = datetime.now(timezone.utc) + timedelta(seconds=0.5)
+    instance_id = env.client.schedule_new_orchestration(
+        "order_processing", input={"order": "o8", "amount": 40}, start_at=start_at
+    )
+    pending = env.workflows.get_status(instance_id)
+    assert pending.state == WorkflowState.PENDING and pending.step_results == {} and pending.current_step is None
+    env.workflows.cancel_workflow(instance_id)
+    status = env.workflows.wait_for_workflow(instance_id, timeout=30)
+    assert status.state == WorkflowState.CANCELLED and status.error is None
+    assert status.compensated_steps == list(reversed(status.completed_steps))
+    assert status.completed_steps in ([], ["reserve"])
+    assert "charge" not in calls(instance_id)
 
 
 def test_parallel_steps_start_in_one_turn(env: Env) -> None:
