@@ -12,7 +12,8 @@ Steps (``--only`` picks some of them; by default all run, in this order):
     compatibility environment's interpreter, where ``durabletask`` is the official package.
 ``mixed``
     ``tests/e2e/test_compat_mixed.py``: on one of our sidecars, the official client with our worker,
-    and our client with the official worker.
+    and our client with the official worker; ``tests/e2e/test_compat_tracing.py``: a trace the
+    official client starts continues in our worker.
 ``reverse``
     ``tests/e2e`` with ``DURABLETASK_E2E_BACKEND=official``: our SDK's end-to-end tests against the
     official package's in-memory test backend (tests it cannot serve are skipped with the reason).
@@ -43,6 +44,7 @@ SNAPSHOT = ROOT / "tests" / "unit" / "data" / "official_descriptor.json"
 ADDRESS_VARIABLE = "DURABLETASK_COMPAT_ADDRESS"
 START_TIMEOUT = 60.0
 STEPS = ("snapshot", "scenarios", "mixed", "reverse", "migration")
+MIXED_TESTS = ["tests/e2e/test_compat_mixed.py", "tests/e2e/test_compat_tracing.py"]
 
 
 def check_snapshot(compat_python: str, update: bool) -> bool:
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         elif step == "scenarios":
             code = run_scenarios(args.compat_python, args.sidecar_python, pytest_args)
         elif step == "mixed":
-            code = run_our_tests(args.compat_python, ["tests/e2e/test_compat_mixed.py"], {}, pytest_args)
+            code = run_our_tests(args.compat_python, MIXED_TESTS, {}, pytest_args)
         elif step == "migration":
             code = run_migration_suite(args.compat_python, args.sidecar_python)
         else:
