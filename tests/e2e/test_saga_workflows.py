@@ -388,6 +388,17 @@ def test_a_workflow_cancelled_while_pending_ends_cancelled(env: Env) -> None:
     assert "charge" not in calls(instance_id)
 
 
+def test_a_terminated_workflow_reads_as_failed(env: Env) -> None:
+    GATES["g3"] = threading.Event()
+    instance_id = env.workflows.execute_workflow("order_processing", {"order": "o9", "amount": 40, "gate": "g3"})
+    eventually(lambda: env.workflows.get_status(instance_id).current_step == "ship", 20, "the ship step to start")
+    env.client.terminate_orchestration(instance_id)
+    GATES["g3"].set()
+    status = env.workflows.wait_for_workflow(instance_id, timeout=30)
+    assert status.state == WorkflowState.FAILED and status.error == "the orchestration was terminated"
+    assert status.compensated_steps == [] and "unship" not in calls(instance_id)
+
+
 def test_parallel_steps_start_in_one_turn(env: Env) -> None:
     instance_id = env.workflows.execute_workflow("order_processing", {"order": "o7", "amount": 40})
     env.workflows.wait_for_workflow(instance_id, timeout=30)
