@@ -36,7 +36,10 @@ if TYPE_CHECKING:
     from durabletask.client import TaskHubGrpcClient
 
 _NON_DETERMINISM = f"{NonDeterminismError.__module__}.{NonDeterminismError.__qualname__}"
+# The engine logs a non-determinism warning; here the error is raised instead.
 _QUIET = logging.getLogger("durabletask-testing")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
 _RUNNING_STATES = [OrchestrationStatus.RUNNING, OrchestrationStatus.PENDING, OrchestrationStatus.SUSPENDED]
 
 

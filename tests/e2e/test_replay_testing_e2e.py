@@ -18,6 +18,7 @@ from durabletask import task
 from durabletask.client import OrchestrationStatus, TaskHubGrpcClient
 from durabletask.testing import fetch_histories, load_history, replay_histories, save_history
 from durabletask.worker import TaskHubGrpcWorker
+from samples import replay_testing
 from tests.e2e.conftest import InProcessSidecar, eventually
 
 WAIT = 10.0
@@ -98,3 +99,19 @@ def test_fetched_history_replays_and_a_changed_version_fails_naming_the_line(
         assert details is not None and details.error_type == "durabletask.task.NonDeterminismError"
         assert f"{__file__}:{CHANGED_LINE} (in order_changed)" in details.message
         assert "taskScheduled event ID 1 at " in details.message
+
+
+def test_replay_testing_sample(sidecar: InProcessSidecar) -> None:
+    worker = TaskHubGrpcWorker(host_address=sidecar.address)
+    replay_testing.register(worker)
+    worker.start()
+    try:
+        with TaskHubGrpcClient(host_address=sidecar.address) as client:
+            report = replay_testing.run(client, timeout=WAIT)
+    finally:
+        worker.stop()
+    assert report["current code"]["status"] == "RUNNING"
+    assert len(report["current code"]["waiting for"]) == 2  # the approval event and its timeout
+    line = replay_testing.approval_workflow_v2.__code__.co_firstlineno + 2
+    assert report["changed code"].startswith("code:    call_activity('audit_order') at ")
+    assert report["changed code"].endswith(f"replay_testing.py:{line} (in approval_workflow_v2)")
