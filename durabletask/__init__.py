@@ -1,8 +1,8 @@
 """Durable Task for Python: orchestrations, activities and entities on a Durable Task sidecar.
 
 Submodules: ``task``, ``client``, ``worker``, ``entities``, ``history``, ``serialization``,
-``testing``, ``grpc_options``, ``saga``, ``workflows``. A few option classes are also importable from the package root;
-they are loaded on first use so that ``import durabletask`` stays cheap.
+``testing``, ``grpc_options``, ``saga``, ``workflows``. A few option classes are also importable
+from the package root; they are loaded on first use so that ``import durabletask`` stays cheap.
 """
 
 from __future__ import annotations
