@@ -20,6 +20,9 @@ Steps (``--only`` picks some of them; by default all run, in this order):
 ``migration``
     ``compat/migration``: instances started by the official worker finish on ours and the other way
     round, per feature, and must end as on a single SDK (one sidecar, three worker phases).
+``api-surface``
+    ``compat/api_surface``: every public name of the official package must exist in ours with
+    compatible parameters, unless ``allowed_differences.py`` gives the reason it does not.
 
 Usage: ``python compat/run.py --compat-python .venv-compat/bin/python [--only scenarios,mixed] [pytest args...]``
 (pytest arguments go to every pytest step).
@@ -43,7 +46,7 @@ COMPAT = ROOT / "compat"
 SNAPSHOT = ROOT / "tests" / "unit" / "data" / "official_descriptor.json"
 ADDRESS_VARIABLE = "DURABLETASK_COMPAT_ADDRESS"
 START_TIMEOUT = 60.0
-STEPS = ("snapshot", "scenarios", "mixed", "reverse", "migration")
+STEPS = ("snapshot", "scenarios", "mixed", "reverse", "migration", "api-surface")
 MIXED_TESTS = ["tests/e2e/test_compat_mixed.py", "tests/e2e/test_compat_tracing.py"]
 
 
@@ -151,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
             code = run_our_tests(args.compat_python, MIXED_TESTS, {}, pytest_args)
         elif step == "migration":
             code = run_migration_suite(args.compat_python, args.sidecar_python)
+        elif step == "api-surface":
+            code = subprocess.call(
+                [sys.executable, str(COMPAT / "api_surface" / "compare_api_surface.py"), "--compat-python", args.compat_python],
+                cwd=ROOT,
+            )
         else:
             code = run_our_tests(args.compat_python, ["tests/e2e"], {"DURABLETASK_E2E_BACKEND": "official"}, pytest_args)
         results[step] = code
