@@ -130,7 +130,7 @@ class _Turn:
         """The trace context that work started by the orchestration continues."""
         if self.span is not None:
             return self.span.to_proto()
-        return self.notes.parent
+        return self.notes.parent if self.parent_ref is not None else None
 
     def on_new_event(self, event: pb.HistoryEvent) -> None:
         kind = event.WhichOneof("eventType")
