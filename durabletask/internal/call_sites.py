@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from types import CodeType, FrameType
+from typing import NamedTuple
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 
@@ -20,9 +20,8 @@ _MAX_FRAMES = 40
 _MAX_TEXT = 160
 
 
-@dataclass(frozen=True, slots=True)
-class CallSite:
-    """A statement of orchestrator code: its file, line and function."""
+class CallSite(NamedTuple):
+    """A statement of orchestrator code: its file, line and function (a tuple: cheap to make per call)."""
 
     filename: str
     lineno: int
