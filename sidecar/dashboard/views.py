@@ -148,8 +148,8 @@ def timeline(events: list[pb.HistoryEvent]) -> list[dict[str, Any]]:
                 span.finish(at, "failed", failed.failureDetails.errorMessage)
         elif kind == "timerFired":
             span = by_task.get(event.timerFired.timerId)
-            if span is not None:
-                span.finish(at, "fired")
+            if span is not None:  # the event is stamped when the timer was set: it ends when due
+                span.finish(event.timerFired.fireAt, "fired")
         elif kind == "entityOperationCalled":
             called = event.entityOperationCalled
             target = _optional_text(called, "targetInstanceId") or ""
