@@ -339,3 +339,25 @@ def test_replay_histories_names_the_history_that_breaks(tmp_path: Path) -> None:
         replay_histories(renamed_check, by_id)
     with pytest.raises(TypeError, match="several histories"):
         replay_histories(approval, str(good))
+
+
+def test_call_sites_are_kept_only_for_pending_actions_across_cached_turns() -> None:
+    from durabletask.internal import proto_helpers as ph
+    from durabletask.internal.registry import Registry
+    from durabletask.internal.replay import OrchestrationExecutor
+
+    def chain(ctx: task.OrchestrationContext, _: Any):
+        for i in range(50):
+            yield ctx.call_activity("step", input=i)
+
+    registry = Registry()
+    registry.add_orchestrator(chain, name="chain")
+    executor = OrchestrationExecutor(registry)
+    new = [ph.new_orchestrator_started_event(), ph.new_execution_started_event("chain", "i-1")]
+    results, state = executor.execute_turn("i-1", [], new)
+    for task_id in range(1, 50):
+        assert state is not None and set(state.ctx.call_sites) == {task_id}
+        recorded = [*new, ph.new_task_scheduled_event(task_id, "step"), ph.new_orchestrator_completed_event()]
+        new = [ph.new_orchestrator_started_event(), ph.new_task_completed_event(task_id, "1")]
+        results, state = executor.execute_turn("i-1", recorded[len(recorded) - 2:], new, state)
+    assert [a.scheduleTask.name for a in results.actions] == ["step"]
