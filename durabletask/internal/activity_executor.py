@@ -38,10 +38,13 @@ class ActivityExecutor:
         registry: Registry,
         data_converter: serialization.DataConverter | None = None,
         logger: logging.Logger | None = None,
+        *,
+        emit_trace_spans: bool = True,
     ) -> None:
         self._registry = registry
         self._converter = data_converter or serialization.default_converter()
         self._logger = logger or logging.getLogger("durabletask-worker")
+        self._emit_trace_spans = emit_trace_spans
         self._async_by_name: dict[str, tuple[Callable[..., Any], bool]] = {}
 
     def lookup(self, name: str) -> Callable[..., Any]:
@@ -138,7 +141,7 @@ class ActivityExecutor:
     ) -> pb.ActivityResponse:
         """Run a synchronous activity and answer with its result or its failure."""
         try:
-            with tracing.running_activity(req) as span:
+            with tracing.running_activity(req, self._emit_trace_spans) as span:
                 try:
                     return self.respond(req, completion_token, result=self.execute(req, await_result))
                 except Exception as ex:
@@ -151,7 +154,7 @@ class ActivityExecutor:
     async def run_async(self, req: pb.ActivityRequest, completion_token: str) -> pb.ActivityResponse:
         """Await an activity and answer with its result or its failure."""
         try:
-            with tracing.running_activity(req) as span:
+            with tracing.running_activity(req, self._emit_trace_spans) as span:
                 try:
                     return self.respond(req, completion_token, result=await self.execute_async(req))
                 except Exception as ex:

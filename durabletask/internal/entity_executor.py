@@ -194,11 +194,13 @@ class EntityExecutor:
         logger: logging.Logger | None = None,
         *,
         maximum_state_size: int | None = DEFAULT_MAXIMUM_ENTITY_STATE_SIZE,
+        emit_trace_spans: bool = True,
     ) -> None:
         self._registry = registry
         self._converter = data_converter or serialization.default_converter()
         self._logger = logger or logging.getLogger("durabletask-worker")
         self._maximum_state_size = maximum_state_size
+        self._emit_trace_spans = emit_trace_spans
 
     def execute(
         self,
@@ -270,7 +272,9 @@ class EntityExecutor:
             entity_name = entity_id.entity if entity_id is not None else instance_id
             parent = op.traceContext if op.HasField("traceContext") else None
             try:
-                with tracing.running_entity_operation(instance_id, entity_name, op.operation, parent) as span:
+                with tracing.running_entity_operation(
+                    instance_id, entity_name, op.operation, parent, self._emit_trace_spans
+                ) as span:
                     try:
                         if entity_id is None:
                             raise ValueError(f"cannot run operations on '{instance_id}': {parse_error}")

@@ -24,6 +24,7 @@ from typing import Any
 from durabletask.internal import orchestrator_service_pb2 as pb
 
 try:
+    from opentelemetry import context as otel_context
     from opentelemetry import trace as otel_trace
     from opentelemetry.trace import SpanKind, Status, StatusCode
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -159,6 +160,20 @@ def server_span(
         yield span
 
 
+@contextmanager
+def _current(parent: pb.TraceContext | None) -> Iterator[None]:
+    """Make ``parent`` the active context in the block, without a span of ours."""
+    context = _otel_parent(parent) if OTEL_AVAILABLE else None
+    if context is None:
+        yield
+        return
+    token = otel_context.attach(context)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 def mark_failed(span: Any, error: BaseException | str) -> None:
     """Set ERROR status on ``span`` (and record ``error`` when it is an exception)."""
     if span is None or not OTEL_AVAILABLE:
@@ -290,10 +305,13 @@ def raising_event(event_name: str, instance_id: str, emit: bool = True) -> Itera
 
 
 @contextmanager
-def running_activity(req: pb.ActivityRequest) -> Iterator[Any]:
-    """The SERVER span ``activity:NAME`` around one activity run, child of its parentTraceContext."""
-    if not OTEL_AVAILABLE:
-        yield None
+def running_activity(req: pb.ActivityRequest, emit: bool = True) -> Iterator[Any]:
+    """The SERVER span ``activity:NAME`` around one activity run, child of its parentTraceContext
+    (with ``emit`` False: no span, the parent made current so the activity's own spans join it)."""
+    parent = req.parentTraceContext if req.HasField("parentTraceContext") else None
+    if not OTEL_AVAILABLE or not emit:
+        with _current(parent):
+            yield None
         return
     attributes = {
         ATTR_TYPE: "activity",
@@ -301,18 +319,18 @@ def running_activity(req: pb.ActivityRequest) -> Iterator[Any]:
         ATTR_TASK_NAME: req.name,
         ATTR_TASK_ID: str(req.taskId),
     }
-    parent = req.parentTraceContext if req.HasField("parentTraceContext") else None
     with server_span(span_name("activity", req.name), parent, attributes) as span:
         yield span
 
 
 @contextmanager
 def running_entity_operation(
-    instance_id: str, entity_name: str, operation: str, parent: pb.TraceContext | None
+    instance_id: str, entity_name: str, operation: str, parent: pb.TraceContext | None, emit: bool = True
 ) -> Iterator[Any]:
     """The SERVER span ``entity:NAME:OPERATION`` around one entity operation."""
-    if not OTEL_AVAILABLE:
-        yield None
+    if not OTEL_AVAILABLE or not emit:
+        with _current(parent):
+            yield None
         return
     attributes = {
         ATTR_TYPE: "entity",

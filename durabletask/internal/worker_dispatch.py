@@ -171,7 +171,7 @@ class WorkItemDispatcher:
             call_timeout=call_timeout,
             stopping=self._stopping,
         )
-        self._activities = ActivityExecutor(registry, data_converter, logger)
+        self._activities = ActivityExecutor(registry, data_converter, logger, emit_trace_spans=emit_trace_spans)
 
         def batcher(kind: tuple[str, Any], method: str) -> ResultBatcher:
             return ResultBatcher(
@@ -188,7 +188,8 @@ class WorkItemDispatcher:
         self._activity_results = batcher(ACTIVITIES, "CompleteActivityTask")
         self._turn_results = batcher(TURNS, "CompleteOrchestratorTask")
         self._entities = EntityExecutor(
-            registry, data_converter, logger, maximum_state_size=maximum_entity_state_size
+            registry, data_converter, logger, maximum_state_size=maximum_entity_state_size,
+            emit_trace_spans=emit_trace_spans,
         )
         self._entity_limit = WorkLimiter(limits.entities)
         self._entity_sequencer = KeyedSequencer()

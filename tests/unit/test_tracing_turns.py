@@ -15,6 +15,8 @@ from opentelemetry.trace import SpanKind
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import tracing
+from durabletask.internal.activity_executor import ActivityExecutor
+from durabletask.internal.registry import Registry
 from durabletask.internal.tracing_turns import TurnNotes, trace_turn
 from tests.otel_support import attributes, only, parent_id, span_exporter, span_id, spans_of_trace
 
@@ -146,3 +148,20 @@ def test_without_opentelemetry_everything_imports_and_nothing_is_traced() -> Non
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_with_emission_off_contexts_still_flow_but_no_span_is_recorded() -> None:
+    span_exporter()
+    trace_id = uuid.uuid4().int
+    req, response = turn_one(parent_context(trace_id))
+    response.actions.append(complete_action())
+    trace_turn(req, [], response, None, emit=False)
+    assert response.actions[0].scheduleTask.parentTraceContext == parent_context(trace_id)
+
+    registry = Registry()
+    name = registry.add_activity(lambda ctx, _: "done", name="traced_unit_activity")
+    activity = pb.ActivityRequest(name=name, taskId=1, parentTraceContext=parent_context(trace_id))
+    assert ActivityExecutor(registry, emit_trace_spans=False).run(activity, "t").result.value == '"done"'
+    assert spans_of_trace(trace_id) == []
+    ActivityExecutor(registry).run(activity, "t")
+    assert [s.name for s in spans_of_trace(trace_id)] == [f"activity:{name}"]
