@@ -77,6 +77,13 @@ $(COMPAT_STAMP): compat/requirements.txt
 	$(COMPAT_PY) -m pip install --quiet -r compat/requirements.txt
 	touch $(COMPAT_STAMP)
 
+# Microsoft's JavaScript SDK, pinned in compat/js/package.json and package-lock.json, for the js step.
+JS_COMPAT_STAMP := compat/js/node_modules/.installed
+
+$(JS_COMPAT_STAMP): compat/js/package.json compat/js/package-lock.json
+	cd compat/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $(JS_COMPAT_STAMP)
+
 .PHONY: compat
-compat: $(STAMP) $(COMPAT_STAMP)
+compat: $(STAMP) $(COMPAT_STAMP) $(JS_COMPAT_STAMP)
 	$(PY) compat/run.py --compat-python $(COMPAT_PY)

@@ -23,6 +23,9 @@ Steps (``--only`` picks some of them; by default all run, in this order):
 ``api-surface``
     ``compat/api_surface``: every public name of the official package must exist in ours with
     compatible parameters, unless ``allowed_differences.py`` gives the reason it does not.
+``js``
+    ``compat/js``: Microsoft's JavaScript SDK (client and worker, installed by ``npm ci``) runs its
+    scenarios against our sidecar.
 
 Usage: ``python compat/run.py --compat-python .venv-compat/bin/python [--only scenarios,mixed] [pytest args...]``
 (pytest arguments go to every pytest step).
@@ -46,7 +49,7 @@ COMPAT = ROOT / "compat"
 SNAPSHOT = ROOT / "tests" / "unit" / "data" / "official_descriptor.json"
 ADDRESS_VARIABLE = "DURABLETASK_COMPAT_ADDRESS"
 START_TIMEOUT = 60.0
-STEPS = ("snapshot", "scenarios", "mixed", "reverse", "migration", "api-surface")
+STEPS = ("snapshot", "scenarios", "mixed", "reverse", "migration", "api-surface", "js")
 MIXED_TESTS = ["tests/e2e/test_compat_mixed.py", "tests/e2e/test_compat_tracing.py"]
 
 
@@ -154,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             code = run_our_tests(args.compat_python, MIXED_TESTS, {}, pytest_args)
         elif step == "migration":
             code = run_migration_suite(args.compat_python, args.sidecar_python)
+        elif step == "js":
+            code = subprocess.call([args.sidecar_python, str(COMPAT / "js" / "run_js_scenarios.py")], cwd=ROOT)
         elif step == "api-surface":
             code = subprocess.call(
                 [sys.executable, str(COMPAT / "api_surface" / "compare_api_surface.py"), "--compat-python", args.compat_python],
