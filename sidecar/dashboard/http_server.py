@@ -37,7 +37,8 @@ _STATIC_FILES = frozenset({"index.html", "login.html", "app.js", "style.css"})
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # (no-referrer would make browsers send "Origin: null" with the dashboard's own forms)
+    "Referrer-Policy": "same-origin",
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'",
 }
 
@@ -131,6 +132,7 @@ class _Handler(BaseHTTPRequestHandler):
         length_text = self.headers.get("Content-Length")
         if length_text is None or not length_text.isdigit():
             self._error(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is required")
+            self.close_connection = True
             return None
         length = int(length_text)
         if length > MAX_BODY_BYTES:
@@ -173,11 +175,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         path = urlsplit(self.path).path
-        if not self._same_origin():
-            self._error(HTTPStatus.FORBIDDEN, "cross-origin requests are refused")
-            return
         body = self._read_body()
         if body is None:
+            return
+        if not self._same_origin():
+            self._error(HTTPStatus.FORBIDDEN, "cross-origin requests are refused")
             return
         if path == "/login":
             self._login(body)
@@ -206,6 +208,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._api(lambda: self.server.api.post(path.removeprefix("/api/"), payload))
 
     def do_PUT(self) -> None:
+        self.close_connection = True  # its body, if any, is not read
         self._error(HTTPStatus.METHOD_NOT_ALLOWED, "use GET or POST")
 
     do_DELETE = do_PATCH = do_PUT

@@ -70,7 +70,7 @@ function table(headers, rows, id) {
 function setView(name, ...content) {
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.view === name));
   const main = document.getElementById("main");
-  main.replaceChildren(...content);
+  main.replaceChildren(...content.flat().filter((child) => child !== null && child !== undefined));
 }
 
 function live(fn) {
@@ -141,8 +141,9 @@ async function runAction(instanceId, action) {
 
 async function refreshBacklog() {
   const data = await api("backlog");
-  const parts = ["orchestration", "activity", "entity"].map((kind) =>
-    el("span", {class: "pill", id: "backlog-" + kind, text: kind + "s " + data.backlog[kind] + " / " + data.in_flight[kind]}));
+  const labels = {orchestration: "orchestrations", activity: "activities", entity: "entities"};
+  const parts = Object.entries(labels).map(([kind, label]) =>
+    el("span", {class: "pill", id: "backlog-" + kind, text: label + " " + data.backlog[kind] + " / " + data.in_flight[kind]}));
   parts.push(el("span", {class: "pill", id: "open-streams", text: "streams " + data.open_streams}));
   document.getElementById("backlog").replaceChildren(...parts);
 }

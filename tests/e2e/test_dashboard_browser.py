@@ -1,0 +1,119 @@
+"""The dashboard in a real headless browser (Debian's chromium through chromedriver, driven by Selenium):
+log in with the token, the instance list, an instance's page and timeline, terminating with the confirmation.
+
+``make browser`` installs chromium and chromedriver; without them these tests skip. With
+``DURABLETASK_DASHBOARD_SCREENSHOT=<file.png>`` the instance page is saved there (docs/dashboard.png).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from durabletask.client import OrchestrationStatus
+from tests.e2e.conftest import official_backend_mode
+from tests.e2e.dashboard_support import TIMEOUT, TOKEN, DashboardEnv, dashboard_env, greeting, waiter
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+webdriver = pytest.importorskip("selenium.webdriver")
+pytestmark = [
+    pytest.mark.skipif(official_backend_mode(), reason="the dashboard is this repository's sidecar's"),
+    pytest.mark.skipif(not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
+                       reason="chromium and chromedriver are not installed (make browser)"),
+]
+
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as seen  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+WAIT = 15.0
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[DashboardEnv]:
+    with dashboard_env() as built:
+        yield built
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    profile = tempfile.mkdtemp(prefix="dashboard-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1400,1000", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def until(driver: Any, condition: Any) -> Any:
+    return WebDriverWait(driver, WAIT).until(condition)
+
+
+def text_of(driver: Any, css: str) -> str:
+    return str(until(driver, seen.visibility_of_element_located((By.CSS_SELECTOR, css))).text)
+
+
+def test_login_list_instance_timeline_and_terminate(env: DashboardEnv, browser: Any) -> None:
+    done = env.client.schedule_new_orchestration(greeting, input="browser", instance_id="browser-done")
+    running = env.client.schedule_new_orchestration(waiter, instance_id="browser-waiting")
+    env.client.wait_for_orchestration_completion(done, timeout=TIMEOUT)
+    env.client.wait_for_orchestration_start(running, timeout=TIMEOUT)
+
+    # Without the token: the login form; a wrong token is refused, the right one lets us in.
+    browser.get(env.url + "/")
+    until(browser, seen.visibility_of_element_located((By.ID, "login-token"))).send_keys("wrong-token")
+    browser.find_element(By.ID, "login-submit").click()
+    assert "Wrong token" in text_of(browser, "#login-error")
+    until(browser, seen.visibility_of_element_located((By.ID, "login-token"))).send_keys(TOKEN)
+    browser.find_element(By.ID, "login-submit").click()
+
+    # The list shows both instances, with their status; the backlog bar is filled in.
+    row = f'tr[data-instance-id="{done}"]'
+    assert "COMPLETED" in text_of(browser, row)
+    assert "RUNNING" in text_of(browser, f'tr[data-instance-id="{running}"]')
+    assert "streams 1" in text_of(browser, "#open-streams")
+
+    # The instance page: output, custom status and the timeline with each kind of span.
+    browser.find_element(By.CSS_SELECTOR, f"{row} a.instance-link").click()
+    assert text_of(browser, "#instance-id") == done
+    assert "hello browser" in text_of(browser, "#instance-output")
+    assert "done" in text_of(browser, "#instance-custom-status")
+    timeline = text_of(browser, "#timeline")
+    for expected in ("orchestration", "greeting", "activity", "greet", "timer", "sub-orchestration", "child"):
+        assert expected in timeline
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#timeline .timeline-row .bar")) >= 4
+    screenshot = os.environ.get("DURABLETASK_DASHBOARD_SCREENSHOT")
+    if screenshot:
+        browser.save_screenshot(screenshot)
+
+    # Terminate the waiting instance: cancelling the confirmation changes nothing; confirming terminates it.
+    browser.get(f"{env.url}/#/instance/{running}")
+    assert "RUNNING" in text_of(browser, "#instance-status")
+    browser.find_element(By.CSS_SELECTOR, 'button[data-action="terminate"]').click()
+    until(browser, seen.visibility_of_element_located((By.ID, "confirm-dialog")))
+    browser.find_element(By.ID, "confirm-cancel").click()
+    until(browser, seen.invisibility_of_element_located((By.ID, "confirm-dialog")))
+    state = env.client.get_orchestration_state(running)
+    assert state is not None and state.runtime_status == OrchestrationStatus.RUNNING
+
+    browser.find_element(By.CSS_SELECTOR, 'button[data-action="terminate"]').click()
+    until(browser, seen.visibility_of_element_located((By.ID, "confirm-reason"))).send_keys("from the browser")
+    browser.find_element(By.ID, "confirm-ok").click()
+    until(browser, seen.text_to_be_present_in_element((By.CSS_SELECTOR, "#instance-status"), "TERMINATED"))
+    state = env.client.wait_for_orchestration_completion(running, timeout=TIMEOUT)
+    assert state is not None and state.runtime_status == OrchestrationStatus.TERMINATED
+    assert state.serialized_output == '"from the browser"'
