@@ -1,20 +1,37 @@
-"""The OpenTelemetry SDK's in-memory exporter, installed once per test process, for tracing tests."""
+"""The OpenTelemetry SDK's in-memory exporter, installed once per test process, for tracing tests.
+
+Spans are kept only inside ``collecting_spans()`` (the global provider outlives a test module, and
+other tests' orchestrations must not fill memory with spans nobody reads).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 _exporter: InMemorySpanExporter | None = None
+_collecting = 0
+
+
+class _WhileCollecting(SpanProcessor):
+    """Passes ended spans on only inside ``collecting_spans()``."""
+
+    def __init__(self, inner: SpanProcessor) -> None:
+        self._inner = inner
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if _collecting:
+            self._inner.on_end(span)
 
 
 def span_exporter() -> InMemorySpanExporter:
-    """The exporter every span of this process goes to (the global provider can be set only once)."""
+    """The exporter spans of this process go to (the global provider can be set only once)."""
     global _exporter
     if _exporter is None:
         _exporter = InMemorySpanExporter()
@@ -22,8 +39,22 @@ def span_exporter() -> InMemorySpanExporter:
         if not isinstance(provider, TracerProvider):
             provider = TracerProvider()
             trace.set_tracer_provider(provider)
-        provider.add_span_processor(SimpleSpanProcessor(_exporter))
+        provider.add_span_processor(_WhileCollecting(SimpleSpanProcessor(_exporter)))
     return _exporter
+
+
+@contextmanager
+def collecting_spans() -> Iterator[InMemorySpanExporter]:
+    """Keep the spans that end in the block; they are dropped after it."""
+    global _collecting
+    exporter = span_exporter()
+    _collecting += 1
+    try:
+        yield exporter
+    finally:
+        _collecting -= 1
+        if not _collecting:
+            exporter.clear()
 
 
 def spans_of_trace(trace_id: int) -> list[ReadableSpan]:

@@ -23,7 +23,7 @@ from opentelemetry.trace import SpanKind
 from durabletask import task
 from durabletask.worker import TaskHubGrpcWorker
 from tests.e2e.conftest import REPO_ROOT, compat_python, fast_sidecar
-from tests.otel_support import named, only, parent_id, span_exporter, span_id, spans_of_trace
+from tests.otel_support import collecting_spans, named, only, parent_id, span_id, spans_of_trace
 
 pytestmark = [pytest.mark.compat, pytest.mark.our_sidecar("our worker on our sidecar, next to the official client")]
 
@@ -42,8 +42,7 @@ def compat_traced(ctx: task.OrchestrationContext, value: int) -> Any:
 
 @pytest.fixture(scope="module")
 def address() -> Iterator[str]:
-    span_exporter()
-    with fast_sidecar() as (_, address):
+    with collecting_spans(), fast_sidecar() as (_, address):
         worker = TaskHubGrpcWorker(host_address=address)
         worker.add_orchestrator(compat_traced)
         worker.add_activity(compat_add_one)

@@ -27,7 +27,16 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
 from durabletask.worker import TaskHubGrpcWorker
 from tests.e2e.conftest import RawWorker, complete, eventually, fast_sidecar, schedule, start
-from tests.otel_support import attributes, named, only, parent_id, span_exporter, span_id, spans_of_trace
+from tests.otel_support import (
+    attributes,
+    collecting_spans,
+    named,
+    only,
+    parent_id,
+    span_exporter,
+    span_id,
+    spans_of_trace,
+)
 
 WAIT = 15.0
 
@@ -62,8 +71,7 @@ def counter(ctx: entities.EntityContext, value: Any) -> None:
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[tuple[TaskHubGrpcClient, str]]:
-    span_exporter()
-    with fast_sidecar() as (_, address):
+    with collecting_spans(), fast_sidecar() as (_, address):
         worker = TaskHubGrpcWorker(host_address=address)
         for fn in (traced_parent, traced_child, traced_failure):
             worker.add_orchestrator(fn)

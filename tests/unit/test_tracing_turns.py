@@ -10,7 +10,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 
+import pytest
 from opentelemetry.trace import SpanKind
 
 from durabletask.internal import orchestrator_service_pb2 as pb
@@ -18,9 +20,15 @@ from durabletask.internal import tracing
 from durabletask.internal.activity_executor import ActivityExecutor
 from durabletask.internal.registry import Registry
 from durabletask.internal.tracing_turns import TurnNotes, trace_turn
-from tests.otel_support import attributes, only, parent_id, span_exporter, span_id, spans_of_trace
+from tests.otel_support import attributes, collecting_spans, only, parent_id, span_id, spans_of_trace
 
 PARENT_SPAN = 0xB7AD6B7169203331
+
+
+@pytest.fixture(autouse=True)
+def collecting() -> Iterator[None]:
+    with collecting_spans():
+        yield
 
 
 def parent_context(trace_id: int) -> pb.TraceContext:
@@ -52,7 +60,6 @@ def complete_action() -> pb.OrchestratorAction:
 
 
 def test_a_task_gets_a_client_span_when_its_result_arrives_and_the_orchestration_span_keeps_its_id() -> None:
-    span_exporter()
     trace_id = uuid.uuid4().int
     req, response = turn_one(parent_context(trace_id))
     notes = trace_turn(req, [], response, None)
@@ -87,7 +94,6 @@ def test_a_task_gets_a_client_span_when_its_result_arrives_and_the_orchestration
 
 
 def test_replayed_events_produce_no_spans() -> None:
-    span_exporter()
     trace_id = uuid.uuid4().int
     ctx = parent_context(trace_id)
     call = pb.TraceContext(traceParent=f"00-{trace_id:032x}-{0x1234:016x}-01")
@@ -151,7 +157,6 @@ def test_without_opentelemetry_everything_imports_and_nothing_is_traced() -> Non
 
 
 def test_with_emission_off_contexts_still_flow_but_no_span_is_recorded() -> None:
-    span_exporter()
     trace_id = uuid.uuid4().int
     req, response = turn_one(parent_context(trace_id))
     response.actions.append(complete_action())
