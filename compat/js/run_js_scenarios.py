@@ -25,6 +25,11 @@ SDK = HERE / "node_modules" / "@microsoft" / "durabletask-js"
 TIMEOUT = 180.0
 
 
+def _text(captured: str | bytes | None) -> str:
+    """Output captured by a timed-out run, as text."""
+    return captured.decode(errors="replace") if isinstance(captured, bytes) else captured or ""
+
+
 def run_js_scenarios(sidecar_python: str) -> int:
     """Runs the JavaScript scenarios once; returns 0 when all pass."""
     node = shutil.which("node")
@@ -47,7 +52,8 @@ def run_js_scenarios(sidecar_python: str) -> int:
                 )
                 code, out, err = proc.returncode, proc.stdout, proc.stderr
             except subprocess.TimeoutExpired as timeout:
-                code, out, err = 124, str(timeout.stdout or ""), f"node ran past {TIMEOUT}s\n{timeout.stderr or ''}"
+                code, out = 124, _text(timeout.stdout)
+                err = f"node ran past {TIMEOUT}s\n{_text(timeout.stderr)}"
         finally:
             sidecar.stop()
         print(out, end="")
