@@ -3,21 +3,25 @@ history and timeline, every action, bad input, the token), and HTTPS, on a real 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import ssl
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import grpc
 import pytest
 
 from durabletask.client import OrchestrationStatus, TaskHubGrpcClient
 from durabletask.entities import EntityInstanceId
+from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
 from durabletask.scheduled import ScheduleCreationOptions, ScheduledTaskClient
 from sidecar.security import AccessToken, load_server_tls
 from sidecar.server import SidecarServer
-from tests.e2e.conftest import official_backend_mode, test_store_spec
+from tests.e2e.conftest import FAST, RawWorker, fast_sidecar, official_backend_mode, test_store_spec
 from tests.e2e.dashboard_support import (
     AUTH,
     TIMEOUT,
@@ -361,3 +365,53 @@ def test_https_with_the_sidecars_certificate(tmp_path: Any) -> None:
             http(server.dashboard.url + "/metrics", headers=AUTH, context=ssl.create_default_context())
     finally:
         server.stop(grace=0.2)
+
+
+def _counter(url: str) -> Callable[..., float]:
+    def counted(name: str, **labels: str) -> float:
+        return metric(parse_exposition(http(url + "/metrics").body.decode()), name, **labels)
+
+    return counted
+
+
+def test_lease_expiries_are_counted() -> None:
+    # A turn held past its maximum hold: its lease runs out and it is dispatched again.
+    options = dataclasses.replace(FAST, orchestration_max_hold=timedelta(seconds=0.3))
+    with fast_sidecar(options, dashboard_port=0) as (server, address):
+        assert server.dashboard is not None
+        counted = _counter(server.dashboard.url)
+        stub = pb_grpc.TaskHubSidecarServiceStub(grpc.insecure_channel(address))
+        stub.StartInstance(pb.CreateInstanceRequest(instanceId=new_id("held"), name="held"))
+        worker = RawWorker(address)
+        try:
+            worker.next("orchestratorRequest")
+            wait_until(lambda: counted("durabletask_lease_expiries_total", kind="orchestration") >= 1)
+            worker.next("orchestratorRequest")  # the same turn, dispatched again
+            assert counted("durabletask_work_items_dispatched_total", kind="orchestration") >= 2
+        finally:
+            worker.close()
+
+
+def test_redispatches_are_counted_by_reason() -> None:
+    # A stream that closes with a turn in flight gives it back; a worker that abandons a turn hands it back.
+    with fast_sidecar(dashboard_port=0) as (server, address):
+        assert server.dashboard is not None
+        counted = _counter(server.dashboard.url)
+        stub = pb_grpc.TaskHubSidecarServiceStub(grpc.insecure_channel(address))
+        stub.StartInstance(pb.CreateInstanceRequest(instanceId=new_id("handed-back"), name="handed-back"))
+        first = RawWorker(address)
+        first.next("orchestratorRequest")
+        first.close()
+        wait_until(lambda: counted("durabletask_redispatches_total", kind="orchestration", reason="stream_closed") == 1)
+        second = RawWorker(address)
+        try:
+            item = second.next("orchestratorRequest")
+            stub.AbandonTaskOrchestratorWorkItem(
+                pb.AbandonOrchestrationTaskRequest(completionToken=item.completionToken)
+            )
+            assert counted("durabletask_redispatches_total", kind="orchestration", reason="abandoned") == 1
+            assert counted("durabletask_work_items_dispatched_total", kind="orchestration") == 2
+            assert counted("durabletask_work_items_completed_total", kind="orchestration") == 0
+            assert counted("durabletask_lease_expiries_total", kind="orchestration") == 0
+        finally:
+            second.close()
