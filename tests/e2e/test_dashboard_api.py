@@ -19,9 +19,17 @@ from durabletask.entities import EntityInstanceId
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
 from durabletask.scheduled import ScheduleCreationOptions, ScheduledTaskClient
+from sidecar import cli as sidecar_cli
 from sidecar.security import AccessToken, load_server_tls
 from sidecar.server import SidecarServer
-from tests.e2e.conftest import FAST, RawWorker, fast_sidecar, official_backend_mode, test_store_spec
+from tests.e2e.conftest import (
+    FAST,
+    RawWorker,
+    fast_sidecar,
+    free_port,
+    official_backend_mode,
+    test_store_spec,
+)
 from tests.e2e.dashboard_support import (
     AUTH,
     TIMEOUT,
@@ -415,3 +423,16 @@ def test_redispatches_are_counted_by_reason() -> None:
             assert counted("durabletask_lease_expiries_total", kind="orchestration") == 0
         finally:
             second.close()
+
+
+def test_command_line_options(sidecar_process: Any, tmp_path: Any, capsys: Any) -> None:
+    assert sidecar_cli.main(["--store", "memory", "--dashboard-port", "70000"]) == 2
+    assert "--dashboard-port must be a port number from 0 to 65535, not 70000" in capsys.readouterr().err
+
+    dashboard_port = free_port()
+    process = sidecar_process.start(tmp_path / "cli.db", free_port(), "--dashboard-port", str(dashboard_port))
+    url = f"http://127.0.0.1:{dashboard_port}"
+    wait_until(lambda: f"dashboard and metrics on {url}" in process.output())
+    answer = http(url + "/metrics")
+    assert answer.status == 200 and b"durabletask_open_streams 0" in answer.body
+    assert process.terminate() == 0
