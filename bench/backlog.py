@@ -1,8 +1,9 @@
 """Benchmark: a backlog of new orchestrations, and whether activities keep flowing while it drains.
 
-    python -m bench.backlog [--count 20000] [--store sqlite|postgresql]
+    python -m bench.backlog [--count 20000] [--store sqlite|postgresql] [--in-process]
 
-Starts the sidecar in-process, schedules ``count`` orchestrations while no worker runs (each
+Starts the sidecar (as a process of its own, as it is deployed; ``--in-process`` runs it in the
+benchmark's process instead, sharing one interpreter with worker and client), schedules ``count`` orchestrations while no worker runs (each
 records its first turn's time, then calls one activity), then starts one worker. Reported:
 the rate of first turns (count / span of first-turn times), when the first and the median
 orchestration completed (both need an activity, so they show whether activities wait for the
@@ -13,10 +14,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 
+from bench.compare import backend_process
 from bench.stores import kinds, store_spec
 from durabletask import task
 from durabletask.client import OrchestrationStatus, TaskHubGrpcClient
@@ -39,11 +46,25 @@ def _epoch(moment: datetime) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
-def run(spec: str, count: int) -> dict[str, float]:
+@contextmanager
+def sidecar(spec: str, in_process: bool) -> Iterator[str]:
+    """A sidecar on store ``spec``, in this process or as a process of its own; yields its address."""
+    if in_process:
+        server = SidecarServer(spec)
+        try:
+            yield f"localhost:{server.start(0)}"
+        finally:
+            server.stop()
+        return
+    with tempfile.TemporaryDirectory() as workdir:
+        command = [sys.executable, "-m", "sidecar", "--store", spec, "--port", "0", "--log-level", "WARNING"]
+        with backend_process(command, Path(workdir) / "sidecar.log", "the sidecar") as address:
+            yield address
+
+
+def run(spec: str, count: int, in_process: bool) -> dict[str, float]:
     """Figures of one run, in seconds from the worker's start (and first turns per second)."""
-    server = SidecarServer(spec)
-    address = f"localhost:{server.start(0)}"
-    try:
+    with sidecar(spec, in_process) as address:
         with TaskHubGrpcClient(host_address=address) as client:
             with ThreadPoolExecutor(8) as pool:
                 ids = list(pool.map(
@@ -71,8 +92,6 @@ def run(spec: str, count: int) -> dict[str, float]:
             "median_completion_s": statistics.median(completions) - started,
             "total_s": total,
         }
-    finally:
-        server.stop()
 
 
 def main() -> None:
@@ -80,11 +99,15 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20000)
     parser.add_argument("--store", choices=["sqlite", "postgresql"], default=None,
                         help="one store only (default: SQLite, and PostgreSQL when reachable)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the sidecar in this process (default: a process of its own)")
     args = parser.parse_args()
-    print(f"backlog: {args.count} orchestrations scheduled before a worker starts; each one activity")
+    where = "in-process" if args.in_process else "as a process of its own"
+    print(f"backlog: {args.count} orchestrations scheduled before a worker starts; each one activity; "
+          f"the sidecar {where}")
     for kind in kinds(args.store):
         with store_spec(kind) as spec:
-            f = run(spec, args.count)
+            f = run(spec, args.count, args.in_process)
         print(f"  {kind:10s} first turns {f['first_turns_per_s']:7.1f}/s (all done at {f['first_turns_done_s']:6.1f} s)  "
               f"first completion at {f['first_completion_s']:6.1f} s  median completion at "
               f"{f['median_completion_s']:6.1f} s  total {f['total_s']:6.1f} s")
