@@ -507,9 +507,9 @@ class SidecarServer:
         owns_store: bool | None = None,
         tls: ServerTls | None = None,
         token: AccessToken | None = None,
-    ) -> None:
         dashboard_port: int | None = None,
         dashboard_host: str = "127.0.0.1",
+    ) -> None:
         if isinstance(store, TaskHub):
             self.hub = store
         else:
@@ -532,11 +532,11 @@ class SidecarServer:
         self.servicer = SidecarServicer(self.hub, self.dispatcher, self.watcher)
         self._server: LoopServer | None = None
         self.port: int | None = None
-
         # The dashboard and metrics (sidecar.dashboard): off unless a port is given (0 picks one).
         self.dashboard_port = dashboard_port
         self.dashboard_host = dashboard_host
         self.dashboard: DashboardServer | None = None
+
     @property
     def address(self) -> str:
         """``host:port`` the server listens on (after start)."""
@@ -571,11 +571,10 @@ class SidecarServer:
         self._server = transport
         self.dispatcher.start()
         log.info("sidecar listening on %s", self.address)
-        return bound
         if self.dashboard_port is not None:
             self._start_dashboard(self.dashboard_port)
+        return bound
 
-    def stop(self, grace: float | None = 1.0) -> None:
     def _start_dashboard(self, port: int) -> None:
         tls = self.tls
         context = ssl_context_from_pem(tls.certificate_chain, tls.private_key, tls.client_ca) if tls else None
@@ -590,11 +589,12 @@ class SidecarServer:
             raise
         self.dashboard = dashboard
 
+    def stop(self, grace: float | None = 1.0) -> None:
         """Stop serving: end streams and waits, then shut the server down; close the store if owned."""
-        self.dispatcher.stop()
         if self.dashboard is not None:
             self.dashboard.stop()
             self.dashboard = None
+        self.dispatcher.stop()
         self.hub.remove_listener(self.watcher.on_change)
         self.watcher.close()
         if self._server is not None:
