@@ -18,6 +18,7 @@ from packaging.version import InvalidVersion, Version
 
 from durabletask import serialization
 from durabletask.entities.entity_instance_id import EntityInstanceId
+from durabletask.exception_properties import ExceptionPropertiesProvider
 from durabletask.grpc_options import GrpcChannelOptions, GrpcWorkerResiliencyOptions
 from durabletask.internal import grpc_channel
 from durabletask.internal import orchestrator_service_pb2 as pb
@@ -291,7 +292,7 @@ class TaskHubGrpcWorker:
         maximum_timer_interval: timedelta | None = DEFAULT_MAXIMUM_TIMER_INTERVAL,
         data_converter: serialization.DataConverter | None = None,
         payload_store: Any = None,
-        exception_properties_provider: Any = None,
+        exception_properties_provider: ExceptionPropertiesProvider | None = None,
         emit_trace_spans: bool = True,
         maximum_entity_state_size: int | None = DEFAULT_MAXIMUM_ENTITY_STATE_SIZE,
         maximum_cached_orchestrations: int = DEFAULT_MAXIMUM_CACHED_ORCHESTRATIONS,
@@ -505,6 +506,7 @@ class TaskHubGrpcWorker:
                 maximum_entity_state_size=self._maximum_entity_state_size,
                 maximum_cached_orchestrations=self._maximum_cached_orchestrations,
                 batch_stub_provider=lambda: stream_holder[0].batch_stub() if stream_holder else None,
+                exception_properties_provider=self._exception_properties_provider,
                 emit_trace_spans=self._emit_trace_spans,
             )
             stream = WorkItemStream(

@@ -40,8 +40,10 @@ class ActivityExecutor:
         logger: logging.Logger | None = None,
         *,
         emit_trace_spans: bool = True,
+        exception_properties_provider: Any = None,
     ) -> None:
         self._registry = registry
+        self._properties_provider = exception_properties_provider
         self._converter = data_converter or serialization.default_converter()
         self._logger = logger or logging.getLogger("durabletask-worker")
         self._emit_trace_spans = emit_trace_spans
@@ -127,7 +129,9 @@ class ActivityExecutor:
             completionToken=completion_token,
         )
         if error is not None:
-            response.failureDetails.CopyFrom(new_failure_details(error))
+            response.failureDetails.CopyFrom(
+                new_failure_details(error, properties_provider=self._properties_provider, logger=self._logger)
+            )
             return response
         if result is not None:
             response.result.value = result

@@ -195,8 +195,10 @@ class EntityExecutor:
         *,
         maximum_state_size: int | None = DEFAULT_MAXIMUM_ENTITY_STATE_SIZE,
         emit_trace_spans: bool = True,
+        exception_properties_provider: Any = None,
     ) -> None:
         self._registry = registry
+        self._properties_provider = exception_properties_provider
         self._converter = data_converter or serialization.default_converter()
         self._logger = logger or logging.getLogger("durabletask-worker")
         self._maximum_state_size = maximum_state_size
@@ -292,7 +294,9 @@ class EntityExecutor:
                     instance_id, op.operation, ph.qualified_name(type(ex)), ex,
                 )
                 results.append(pb.OperationResult(failure=pb.OperationResultFailure(
-                    failureDetails=ph.new_failure_details(ex),
+                    failureDetails=ph.new_failure_details(
+                        ex, properties_provider=self._properties_provider, logger=self._logger
+                    ),
                     startTimeUtc=ph.new_timestamp(started),
                     endTimeUtc=ph.new_timestamp(_now()),
                 )))

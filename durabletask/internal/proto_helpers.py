@@ -8,6 +8,7 @@ job. Datetimes may be naive (taken as UTC) or aware (converted to UTC).
 from __future__ import annotations
 
 import builtins
+import logging
 import sys
 import traceback
 from collections.abc import Iterable, Mapping
@@ -130,19 +131,50 @@ def _from_value(value: struct_pb2.Value) -> Any:
 
 
 def new_failure_details(
-    exc: BaseException, *, non_retriable: bool = False, _depth: int = 0
+    exc: BaseException,
+    *,
+    non_retriable: bool = False,
+    properties_provider: Any = None,
+    logger: logging.Logger | None = None,
+    _depth: int = 0,
 ) -> pb.TaskFailureDetails:
-    """Failure details for an exception: qualified type, message, stack trace, and its cause."""
+    """Failure details for an exception: qualified type, message, stack trace, and its cause.
+
+    ``properties_provider`` (an ``ExceptionPropertiesProvider``) adds each exception's custom properties.
+    """
     details = pb.TaskFailureDetails(
         errorType=qualified_name(type(exc)),
         errorMessage=str(exc),
         stackTrace=wrappers_pb2.StringValue(value="".join(traceback.format_tb(exc.__traceback__))),
         isNonRetriable=non_retriable,
     )
+    if properties_provider is not None:
+        for key, value in _provided_properties(exc, properties_provider, logger).items():
+            details.properties[key].CopyFrom(value)
     inner = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     if inner is not None and inner is not exc and _depth < _MAX_INNER_FAILURES:
-        details.innerFailure.CopyFrom(new_failure_details(inner, _depth=_depth + 1))
+        details.innerFailure.CopyFrom(
+            new_failure_details(inner, properties_provider=properties_provider, logger=logger, _depth=_depth + 1)
+        )
     return details
+
+
+def _provided_properties(
+    exc: BaseException, provider: Any, logger: logging.Logger | None
+) -> dict[str, struct_pb2.Value]:
+    """What ``provider`` gives for ``exc``, as protobuf values; nothing (logged) if it fails or gives a non-mapping."""
+    log = logger or logging.getLogger("durabletask-worker")
+    try:
+        provided = provider.get_exception_properties(exc)
+        if provided is None:
+            return {}
+        if not isinstance(provided, Mapping):
+            raise TypeError(f"get_exception_properties() returned {type(provided).__name__}, not a mapping or None")
+        return {str(key): _to_value(value) for key, value in provided.items()}
+    except Exception:
+        log.warning("the exception properties provider failed on %s; no properties recorded",
+                    qualified_name(type(exc)), exc_info=True)
+        return {}
 
 
 def failure_details_from_pb(details: pb.TaskFailureDetails) -> FailureDetails:

@@ -133,8 +133,10 @@ class OrchestrationExecutor:
         logger: logging.Logger | None = None,
         maximum_timer_interval: timedelta | None = timedelta(days=3),
         default_version: str | None = None,
+        exception_properties_provider: Any = None,
     ) -> None:
         self._registry = registry
+        self._exception_properties_provider = exception_properties_provider
         self._converter = data_converter or default_converter()
         self._logger = logger or logging.getLogger("durabletask-worker")
         if maximum_timer_interval is not None and maximum_timer_interval <= timedelta(0):
@@ -179,6 +181,7 @@ class OrchestrationExecutor:
                 logger=self._logger,
                 maximum_timer_interval=self._maximum_timer_interval,
                 default_version=self._default_version,
+                exception_properties_provider=self._exception_properties_provider,
             )
             # A rewound history lost the scheduling of its failed work: replay issues it anew.
             state = ReplayState(ctx, _ReplayTurn(self, ctx), rewound=rewind.was_rewound(old_events))

@@ -50,8 +50,10 @@ class RuntimeOrchestrationContext(task.OrchestrationContext):
         logger: logging.Logger,
         maximum_timer_interval: timedelta | None,
         default_version: str | None = None,
+        exception_properties_provider: Any = None,
     ) -> None:
         self._instance_id = instance_id
+        self._exception_properties_provider = exception_properties_provider
         self._parent_instance_id: str | None = None
         self._version: str | None = None
         self._converter = data_converter
@@ -253,7 +255,9 @@ class RuntimeOrchestrationContext(task.OrchestrationContext):
         if isinstance(failure, pb.TaskFailureDetails):
             details = failure
         else:
-            details = ph.new_failure_details(failure)
+            details = ph.new_failure_details(
+                failure, properties_provider=self._exception_properties_provider, logger=self._logger
+            )
             if isinstance(failure, task.TaskFailedError):
                 details.innerFailure.CopyFrom(failure._failure_details)
         self._finished = True

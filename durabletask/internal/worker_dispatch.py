@@ -154,8 +154,10 @@ class WorkItemDispatcher:
         maximum_cached_orchestrations: int = DEFAULT_MAXIMUM_CACHED_ORCHESTRATIONS,
         batch_stub_provider: StubProvider = lambda: None,
         emit_trace_spans: bool = True,
+        exception_properties_provider: Any = None,
     ) -> None:
         self._registry = registry
+        self._exception_properties_provider = exception_properties_provider
         self._emit_trace_spans = emit_trace_spans
         self._replays = ReplayCache(maximum_cached_orchestrations)
         self._logger = logger
@@ -171,7 +173,10 @@ class WorkItemDispatcher:
             call_timeout=call_timeout,
             stopping=self._stopping,
         )
-        self._activities = ActivityExecutor(registry, data_converter, logger, emit_trace_spans=emit_trace_spans)
+        self._activities = ActivityExecutor(
+            registry, data_converter, logger, emit_trace_spans=emit_trace_spans,
+            exception_properties_provider=exception_properties_provider,
+        )
 
         def batcher(kind: tuple[str, Any], method: str) -> ResultBatcher:
             return ResultBatcher(
@@ -189,7 +194,7 @@ class WorkItemDispatcher:
         self._turn_results = batcher(TURNS, "CompleteOrchestratorTask")
         self._entities = EntityExecutor(
             registry, data_converter, logger, maximum_state_size=maximum_entity_state_size,
-            emit_trace_spans=emit_trace_spans,
+            emit_trace_spans=emit_trace_spans, exception_properties_provider=exception_properties_provider,
         )
         self._entity_limit = WorkLimiter(limits.entities)
         self._entity_sequencer = KeyedSequencer()
@@ -419,6 +424,7 @@ class WorkItemDispatcher:
             logger=self._logger,
             maximum_timer_interval=self._maximum_timer_interval,
             default_version=self._default_version,
+            exception_properties_provider=self._exception_properties_provider,
         )
 
     def _abandon_orchestration(self, instance_id: str, token: str) -> None:
