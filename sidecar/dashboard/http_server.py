@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import ssl
+import sys
 import tempfile
 import threading
 from http import HTTPStatus
@@ -262,6 +263,10 @@ class _Server(ThreadingHTTPServer):
     api: DashboardApi
     token: AccessToken | None
     secure: bool
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A failed TLS handshake or a dropped connection: one line, not a traceback on stderr.
+        log.info("dashboard connection from %s failed: %s", client_address[0], sys.exc_info()[1])
 
 
 class DashboardServer:

@@ -374,6 +374,20 @@ def test_https_with_the_sidecars_certificate(tmp_path: Any) -> None:
     finally:
         server.stop(grace=0.2)
 
+    # Mutual TLS: a client certificate signed by the client CA is required.
+    mutual = load_server_tls(files.server_cert, files.server_key, files.ca)
+    server = SidecarServer(test_store_spec(), host="localhost", tls=mutual, dashboard_port=0)
+    server.start(0)
+    try:
+        assert server.dashboard is not None
+        with_cert = ssl.create_default_context(cafile=files.ca)
+        with_cert.load_cert_chain(files.client_cert, files.client_key)
+        assert http(server.dashboard.url + "/api/backlog", context=with_cert).status == 200
+        with pytest.raises(Exception, match="(?i)certificate|ssl|reset|EOF"):
+            http(server.dashboard.url + "/api/backlog", context=ssl.create_default_context(cafile=files.ca))
+    finally:
+        server.stop(grace=0.2)
+
 
 def _counter(url: str) -> Callable[..., float]:
     def counted(name: str, **labels: str) -> float:

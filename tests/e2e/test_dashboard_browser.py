@@ -117,3 +117,12 @@ def test_login_list_instance_timeline_and_terminate(env: DashboardEnv, browser: 
     state = env.client.wait_for_orchestration_completion(running, timeout=TIMEOUT)
     assert state is not None and state.runtime_status == OrchestrationStatus.TERMINATED
     assert state.serialized_output == '"from the browser"'
+
+    # The other pages render: the connected worker with its filters, entities, schedules.
+    browser.get(f"{env.url}/#/workers")
+    assert "greeting" in text_of(browser, "#workers-table tbody tr")
+    browser.get(f"{env.url}/#/entities")
+    text_of(browser, "#entities-table")
+    browser.get(f"{env.url}/#/schedules")
+    text_of(browser, "#schedules-table")
+    assert not browser.find_elements(By.ID, "page-error")
