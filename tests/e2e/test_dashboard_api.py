@@ -432,7 +432,8 @@ def test_redispatches_are_counted_by_reason() -> None:
                 pb.AbandonOrchestrationTaskRequest(completionToken=item.completionToken)
             )
             assert counted("durabletask_redispatches_total", kind="orchestration", reason="abandoned") == 1
-            assert counted("durabletask_work_items_dispatched_total", kind="orchestration") == 2
+            # 2, or 3 once the abandoned turn's 0.1 s back-off has passed and it went out again.
+            assert counted("durabletask_work_items_dispatched_total", kind="orchestration") >= 2
             assert counted("durabletask_work_items_completed_total", kind="orchestration") == 0
             assert counted("durabletask_lease_expiries_total", kind="orchestration") == 0
         finally:
