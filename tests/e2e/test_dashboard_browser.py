@@ -29,6 +29,7 @@ pytestmark = [
                        reason="chromium and chromedriver are not installed (make browser)"),
 ]
 
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as seen  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -63,6 +64,19 @@ def until(driver: Any, condition: Any) -> Any:
     return WebDriverWait(driver, WAIT).until(condition)
 
 
+def click(driver: Any, css: str) -> None:
+    """Click the element, again if the page's live refresh replaced it meanwhile."""
+
+    def clicked(d: Any) -> bool:
+        try:
+            d.find_element(By.CSS_SELECTOR, css).click()
+        except StaleElementReferenceException:
+            return False
+        return True
+
+    until(driver, clicked)
+
+
 def text_of(driver: Any, css: str) -> str:
     return str(until(driver, seen.visibility_of_element_located((By.CSS_SELECTOR, css))).text)
 
@@ -88,7 +102,7 @@ def test_login_list_instance_timeline_and_terminate(env: DashboardEnv, browser: 
     assert "streams 1" in text_of(browser, "#open-streams")
 
     # The instance page: output, custom status and the timeline with each kind of span.
-    browser.find_element(By.CSS_SELECTOR, f"{row} a.instance-link").click()
+    click(browser, f"{row} a.instance-link")
     assert text_of(browser, "#instance-id") == done
     assert "hello browser" in text_of(browser, "#instance-output")
     assert "done" in text_of(browser, "#instance-custom-status")
