@@ -3,11 +3,14 @@
 One sidecar (ours, on a SQLite file) serves three worker phases, each one worker process with every
 scenario function registered (``migration_worker.py``):
 
-1. the official worker: every scenario is started twice to migrate to ours and once as the official
+1. the official worker: every scenario is started once to migrate to ours and once as the official
    reference; all reach their pause, the references are resumed and finish; the worker stops;
 2. our worker: the migrating instances are resumed and finish here; every scenario is started again
    twice, to migrate to the official worker and as our reference; the references finish;
 3. the official worker again: the instances our worker paused finish here.
+
+A scenario that pauses on a retry timer (``retry_span``) is started to migrate only at the end of its
+phase, just before the worker stops, so that its timer outlasts the switch however long the phase took.
 
 Each scenario's four results (status, output, custom status, entity state) must be equal and
 completed. Clients are ours, in this interpreter.
@@ -115,10 +118,13 @@ class Suite:
         self.client, self.state_dir = client, state_dir
         self.results: dict[str, dict[str, dict[str, Any]]] = {s.name: {} for s in scenarios.SCENARIOS}
 
-    def start(self, role: str) -> None:
-        """Starts every scenario in ``role``."""
+    def start(self, role: str, late: bool = False) -> None:
+        """Starts the scenarios of ``role``: for a migrating role, those paused by a timer if ``late``, else
+        the others; for a reference role, all of them (``late`` is not used)."""
+        migrated = not role.startswith("ref-")
         for s in scenarios.SCENARIOS:
-            migrated = not role.startswith("ref-")
+            if migrated and (s.pause == "retry-timer") != late:
+                continue
             data = s.migrated_input if migrated and s.migrated_input is not None else s.input
             self.client.schedule_new_orchestration(s.orchestrator, input=data, instance_id=instance_id(role, s))
 
@@ -133,10 +139,12 @@ class Suite:
         status = json.loads(state.serialized_custom_status)
         return isinstance(status, dict) and status.get("paused") is True
 
-    def wait_paused(self, roles: Iterable[str]) -> None:
-        """Waits until every scenario in ``roles`` has reached its pause."""
+    def wait_paused(self, roles: Iterable[str], late: bool | None = None) -> None:
+        """Waits until the scenarios in ``roles`` have reached their pause (only those ``start`` began)."""
         for role in roles:
             for s in scenarios.SCENARIOS:
+                if late is not None and not role.startswith("ref-") and (s.pause == "retry-timer") != late:
+                    continue
                 iid = instance_id(role, s)
                 wait_until(f"{iid} to pause", lambda iid=iid, s=s: self._paused(iid, s))  # type: ignore[misc]
 
@@ -235,19 +243,23 @@ def run_migration(compat_python: str, our_python: str, verbose: bool = False) ->
             worker = phase(OFFICIAL)
             suite.start("official-to-ours")
             suite.start("ref-official")
-            suite.wait_paused(["official-to-ours", "ref-official"])
+            suite.wait_paused(["official-to-ours", "ref-official"], late=False)
             suite.resume("ref-official")
             suite.finish("ref-official")
+            suite.start("official-to-ours", late=True)
+            suite.wait_paused(["official-to-ours"], late=True)
             worker.stop()
 
             worker = phase(OURS)
             suite.resume("official-to-ours")
             suite.start("ours-to-official")
             suite.start("ref-ours")
-            suite.wait_paused(["ours-to-official", "ref-ours"])
+            suite.wait_paused(["ours-to-official", "ref-ours"], late=False)
             suite.resume("ref-ours")
             suite.finish("ref-ours")
             suite.finish("official-to-ours")
+            suite.start("ours-to-official", late=True)
+            suite.wait_paused(["ours-to-official"], late=True)
             worker.stop()
 
             worker = phase(OFFICIAL)

@@ -297,7 +297,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("chain", chain, resume_data="d"),
     Scenario("fan_out", fan_out, input=6),
     Scenario("activity_retries", activity_retries),
-    Scenario("retry_span", retry_span, input=1.0, pause="retry-timer", migrated_input=8.0),
+    Scenario("retry_span", retry_span, input=1.0, pause="retry-timer", migrated_input=5.0),
     Scenario("sub_orchestration_retries", sub_orchestration_retries),
     Scenario("timers", timers),
     Scenario("when_any_timer", when_any_timer, resume_data={"winner": "event"}),
