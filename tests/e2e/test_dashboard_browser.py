@@ -29,7 +29,7 @@ pytestmark = [
                        reason="chromium and chromedriver are not installed (make browser)"),
 ]
 
-from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as seen  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -78,7 +78,16 @@ def click(driver: Any, css: str) -> None:
 
 
 def text_of(driver: Any, css: str) -> str:
-    return str(until(driver, seen.visibility_of_element_located((By.CSS_SELECTOR, css))).text)
+    """The text of the visible element (read again if a live refresh replaced it)."""
+
+    def text(d: Any) -> str | None:
+        try:
+            found = d.find_element(By.CSS_SELECTOR, css)
+            return str(found.text) if found.is_displayed() else None
+        except (NoSuchElementException, StaleElementReferenceException):
+            return None
+
+    return str(until(driver, text))
 
 
 def test_login_list_instance_timeline_and_terminate(env: DashboardEnv, browser: Any) -> None:
