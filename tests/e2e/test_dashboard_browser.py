@@ -1,7 +1,8 @@
 """The dashboard in a real headless browser (Debian's chromium through chromedriver, driven by Selenium):
 log in with the token, the instance list, an instance's page and timeline, terminating with the confirmation.
 
-``make browser`` installs chromium and chromedriver; without them these tests skip. With
+``make browser`` installs chromium and chromedriver; without them these tests skip, or fail when
+``DURABLETASK_REQUIRE_BROWSER=1`` (CI sets it, so a missing browser cannot pass silently). With
 ``DURABLETASK_DASHBOARD_SCREENSHOT=<file.png>`` the instance page is saved there (docs/dashboard.png).
 """
 
@@ -23,10 +24,13 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
 webdriver = pytest.importorskip("selenium.webdriver")
+BROWSER_MISSING = not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK))
+if BROWSER_MISSING and os.environ.get("DURABLETASK_REQUIRE_BROWSER") == "1" and not official_backend_mode():
+    pytest.fail("chromium and chromedriver are not installed (make browser), and DURABLETASK_REQUIRE_BROWSER=1",
+                pytrace=False)
 pytestmark = [
     pytest.mark.skipif(official_backend_mode(), reason="the dashboard is this repository's sidecar's"),
-    pytest.mark.skipif(not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
-                       reason="chromium and chromedriver are not installed (make browser)"),
+    pytest.mark.skipif(BROWSER_MISSING, reason="chromium and chromedriver are not installed (make browser)"),
 ]
 
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
