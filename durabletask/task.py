@@ -151,6 +151,10 @@ class Task(ABC, Generic[T]):
             raise ValueError("the task has not failed")
         return self._exception
 
+    def __await__(self) -> Generator[Task[T], Any, T]:
+        """``await task`` in an ``async def`` orchestrator: the engine resumes it with the result (or error)."""
+        return (yield self)  # type: ignore[no-any-return]
+
     def _notify_parents(self) -> None:
         parents, self._parents = self._parents, []
         for parent in parents:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -39,8 +40,13 @@ class Registry:
         self.entities: dict[str, Any] = {}
 
     def add_orchestrator(self, fn: Callable[..., Any], name: str | None = None) -> str:
-        """Register an orchestrator function; returns its name."""
+        """Register an orchestrator (generator, ``async def`` or plain function); returns its name."""
         key = name or _callable_name(fn)
+        if inspect.isasyncgenfunction(fn):
+            raise TypeError(
+                f"orchestrator '{key}' is an async generator (async def with yield): write either a generator "
+                "function that yields tasks or an async def function that awaits them"
+            )
         if key in self.orchestrators:
             raise ValueError(f"an orchestrator named '{key}' is already registered")
         self.orchestrators[key] = fn

@@ -21,6 +21,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import proto_helpers as ph
 from durabletask.internal import replay_entities
 from durabletask.internal.call_sites import CallSite, caller_frame, find_call_site, generator_site
+from durabletask.internal.orchestrator_coroutines import OrchestratorCoroutine
 from durabletask.serialization import DataConverter, return_type_of
 
 if TYPE_CHECKING:
@@ -72,7 +73,8 @@ class RuntimeOrchestrationContext(task.OrchestrationContext):
         self._event_waiters: dict[str, list[task.CancellableTask[Any]]] = {}
         self._event_buffer: dict[str, deque[_BufferedEvent]] = {}
         self._event_sequence = 0
-        self._generator: Generator[Any, Any, Any] | None = None
+        # The running orchestrator code: a generator, or an async def orchestrator's coroutine.
+        self._code: Generator[Any, Any, Any] | OrchestratorCoroutine | None = None
         self._current_task: task.Task[Any] | None = None
         self._started = False
         self._finished = False
@@ -148,8 +150,10 @@ class RuntimeOrchestrationContext(task.OrchestrationContext):
         return self._sequence
 
     def waiting_site(self) -> CallSite | None:
-        """Where the orchestrator generator is suspended, or None when it is not."""
-        return generator_site(getattr(self._generator, "gi_frame", None))
+        """Where the orchestrator code (generator or coroutine) is suspended, or None when it is not."""
+        if isinstance(self._code, OrchestratorCoroutine):
+            return self._code.waiting_site()
+        return generator_site(getattr(self._code, "gi_frame", None))
 
     def log(self, level: int, message: str, *args: Any) -> None:
         """Log for the engine, prefixed with the instance ID; silent while replaying."""
@@ -170,23 +174,18 @@ class RuntimeOrchestrationContext(task.OrchestrationContext):
         except Exception as exc:
             self.set_failed(exc)
             return
-        if inspect.isgenerator(result):
-            self._generator = result
+        if inspect.isgenerator(result) or inspect.iscoroutine(result):
+            self._code = result if inspect.isgenerator(result) else OrchestratorCoroutine(result)
             self._advance(None, None)
             self.resume()
-        elif inspect.iscoroutine(result):
-            result.close()
-            self.set_failed(TypeError(
-                "async def orchestrators are not supported: write a generator function that yields tasks"
-            ))
         else:
             self.set_complete(result)
 
     def resume(self) -> None:
-        """Feed completed tasks back into the generator until it waits on an incomplete one."""
+        """Feed completed tasks back into the orchestrator code until it waits on an incomplete one."""
         while (
             not self._finished
-            and self._generator is not None
+            and self._code is not None
             and self._current_task is not None
             and self._current_task.is_complete
         ):
@@ -199,8 +198,8 @@ class RuntimeOrchestrationContext(task.OrchestrationContext):
                 self._advance(done.get_result(), None)
 
     def _advance(self, value: Any, error: BaseException | None) -> None:
-        """Send ``value`` (or throw ``error``) into the generator and take the task it yields next."""
-        gen = self._generator
+        """Send ``value`` (or throw ``error``) into the orchestrator code and take the task it yields next."""
+        gen = self._code
         assert gen is not None
         self._current_task = None
         try:
@@ -210,16 +209,16 @@ class RuntimeOrchestrationContext(task.OrchestrationContext):
             finally:
                 self._running_code = False
         except StopIteration as stop:
-            self._generator = None
+            self._code = None
             self.set_complete(stop.value)
             return
         except Exception as exc:
-            self._generator = None
+            self._code = None
             self.set_failed(exc)
             return
         if not isinstance(yielded, task.Task):
             gen.close()
-            self._generator = None
+            self._code = None
             self.set_failed(TypeError(
                 f"the orchestrator yielded {type(yielded).__name__} {yielded!r:.100}; only tasks "
                 "(from ctx.call_activity, ctx.create_timer, when_all, ...) can be yielded"
