@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeAlias, TypeVar, Union
 
@@ -14,6 +13,8 @@ from typing import Any, Generic, TypeAlias, TypeVar, Union
 from durabletask.entities import DurableEntity, EntityContext, EntityInstanceId, EntityLock
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import proto_helpers as ph
+from durabletask.internal.failure_details import FailureDetails
+from durabletask.internal.naming import get_name
 
 T = TypeVar("T")
 TInput = TypeVar("TInput")
@@ -21,62 +22,6 @@ TOutput = TypeVar("TOutput")
 
 
 # ------------------------------------------------------------------- errors
-
-
-@dataclass(frozen=True)
-class FailureDetails:
-    """What is known about a failed activity, sub-orchestration or orchestration."""
-
-    message: str
-    error_type: str
-    stack_trace: str | None
-    inner_failure: FailureDetails | None = None
-    properties: dict[str, Any] | None = None
-
-    def is_caused_by(self, error_type: str | type[BaseException]) -> bool:
-        """True if the failure's type is ``error_type`` or a subclass of it.
-
-        ``error_type`` is an exception type or a type name (qualified like
-        ``"builtins.ValueError"`` or bare like ``"ValueError"``). The recorded
-        type is resolved only among already-loaded modules; nothing is imported.
-        When it cannot be resolved, names are compared instead.
-        """
-        if isinstance(error_type, str):
-            wanted = ph.resolve_loaded_type(error_type)
-            if wanted is not None and issubclass(wanted, BaseException):
-                return self._caused_by_type(wanted) or _names_match(self.error_type, error_type)
-            return _names_match(self.error_type, error_type)
-        if not (isinstance(error_type, type) and issubclass(error_type, BaseException)):
-            raise TypeError(f"is_caused_by() takes an exception type or a type name, not {error_type!r}")
-        return self._caused_by_type(error_type)
-
-    def _caused_by_type(self, target: type[BaseException]) -> bool:
-        recorded = ph.resolve_loaded_type(self.error_type)
-        if recorded is not None:
-            return issubclass(recorded, target)
-        return any(_names_match(self.error_type, ph.qualified_name(t)) for t in _type_and_subclasses(target))
-
-
-def _names_match(recorded: str, wanted: str) -> bool:
-    if not recorded or not wanted:
-        return False
-    if recorded == wanted:
-        return True
-    if "." in recorded and "." in wanted:
-        return False
-    return recorded.rsplit(".", 1)[-1] == wanted.rsplit(".", 1)[-1]
-
-
-def _type_and_subclasses(root: type) -> Iterator[type]:
-    seen: set[int] = set()
-    stack = [root]
-    while stack:
-        t = stack.pop()
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        yield t
-        stack.extend(t.__subclasses__())
 
 
 class TaskFailedError(Exception):
@@ -673,16 +618,6 @@ Orchestrator: TypeAlias = Callable[
 ]
 Activity: TypeAlias = Callable[[ActivityContext, TInput], TOutput]
 Entity: TypeAlias = Union[Callable[[EntityContext, TInput], TOutput], type[DurableEntity]]
-
-
-def get_name(fn: Callable[..., Any]) -> str:
-    """The registration name of a function: its ``__name__``; lambdas are refused."""
-    name = getattr(fn, "__name__", None)
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"cannot infer a name from {fn!r}: pass a named function or the name as a string")
-    if name == "<lambda>":
-        raise ValueError("cannot infer a name from a lambda: define a named function or pass a name")
-    return name
 
 
 def get_entity_name(fn: Entity) -> str:

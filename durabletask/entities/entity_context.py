@@ -5,17 +5,30 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from durabletask.entities.entity_instance_id import EntityInstanceId, as_entity_id
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import proto_helpers as ph
+from durabletask.internal.naming import get_name
 
 if TYPE_CHECKING:
-    from durabletask.internal.entity_executor import EntityBatchState
     from durabletask.serialization import DataConverter
 
 TState = TypeVar("TState")
+
+
+class EntityStateHolder(Protocol):
+    """The running batch's state and outgoing actions (the worker's entity executor provides it)."""
+
+    def get_state(self, intended_type: Any = None, default: Any = None) -> Any:
+        """The decoded state, or ``default`` when there is none."""
+
+    def set_state(self, value: Any) -> None:
+        """Replace the state (None deletes it)."""
+
+    def add_action(self, action: pb.OperationAction) -> None:
+        """Queue an outgoing signal or orchestration start of the running operation."""
 
 
 class EntityContext:
@@ -29,7 +42,7 @@ class EntityContext:
         self,
         orchestration_id: str,
         operation: str,
-        state: EntityBatchState,
+        state: EntityStateHolder,
         entity_id: EntityInstanceId,
         data_converter: DataConverter,
     ) -> None:
@@ -99,7 +112,7 @@ class EntityContext:
         instance_id: str | None = None,
     ) -> str:
         """Start an orchestration once the operation succeeds; returns its instance ID."""
-        name = orchestration_name if isinstance(orchestration_name, str) else _function_name(orchestration_name)
+        name = orchestration_name if isinstance(orchestration_name, str) else get_name(orchestration_name)
         if not name:
             raise ValueError("schedule_new_orchestration needs an orchestration name")
         new_id = instance_id or uuid.uuid4().hex
@@ -112,9 +125,3 @@ class EntityContext:
         )
         self._state.add_action(action)
         return new_id
-
-
-def _function_name(fn: Callable[..., Any]) -> str:
-    from durabletask.task import get_name
-
-    return get_name(fn)

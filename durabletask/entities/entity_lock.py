@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from durabletask.task import OrchestrationContext
+from typing import Any
 
 
 class EntityLock:
     """Context manager for a critical section: ``with (yield ctx.lock_entities([...])):``."""
 
-    def __init__(self, context: OrchestrationContext) -> None:
+    def __init__(self, context: object) -> None:
         self._context = context
 
     def __enter__(self) -> EntityLock:

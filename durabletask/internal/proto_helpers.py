@@ -7,57 +7,22 @@ job. Datetimes may be naive (taken as UTC) or aware (converted to UTC).
 
 from __future__ import annotations
 
-import builtins
 import logging
-import sys
 import traceback
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2, wrappers_pb2
 
 from durabletask.internal import orchestrator_service_pb2 as pb
-
-if TYPE_CHECKING:
-    from durabletask.task import FailureDetails
+from durabletask.internal.failure_details import FailureDetails
+from durabletask.internal.naming import qualified_name
 
 _MAX_INNER_FAILURES = 10
 
 
 # ---------------------------------------------------------------- primitives
-
-
-def qualified_name(t: type) -> str:
-    """``module.QualName`` of a type, e.g. ``builtins.ValueError``."""
-    module = getattr(t, "__module__", None)
-    name = getattr(t, "__qualname__", None) or getattr(t, "__name__", None) or repr(t)
-    return f"{module}.{name}" if module else str(name)
-
-
-def resolve_loaded_type(name: str) -> type | None:
-    """The type a qualified (or builtin) name refers to, if its module is already loaded.
-
-    Never imports anything: a payload's type name must not trigger code loading.
-    """
-    if not name:
-        return None
-    parts = name.split(".")
-    if len(parts) == 1:
-        found = getattr(builtins, name, None)
-        return found if isinstance(found, type) else None
-    for split in range(len(parts) - 1, 0, -1):
-        module = sys.modules.get(".".join(parts[:split]))
-        if module is None:
-            continue
-        obj: Any = module
-        for attr in parts[split:]:
-            obj = getattr(obj, attr, None)
-            if obj is None:
-                break
-        if isinstance(obj, type):
-            return obj
-    return None
 
 
 def to_utc_naive(value: datetime) -> datetime:
@@ -179,8 +144,6 @@ def _provided_properties(
 
 def failure_details_from_pb(details: pb.TaskFailureDetails) -> FailureDetails:
     """The public FailureDetails of a protobuf TaskFailureDetails."""
-    from durabletask.task import FailureDetails
-
     return FailureDetails(
         message=details.errorMessage,
         error_type=details.errorType,
