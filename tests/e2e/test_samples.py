@@ -11,6 +11,7 @@ import pytest
 from durabletask.client import OrchestrationStatus, TaskHubGrpcClient
 from durabletask.worker import TaskHubGrpcWorker
 from samples import (
+    async_orchestrator,
     bank_transfer,
     dataclasses_io,
     durable_timer,
@@ -129,6 +130,21 @@ def test_bank_transfer(connect) -> None:
     out = bank_transfer.run(connect(bank_transfer))
     assert out["transfers"] == 12 and out["moved"] > 0
     assert out["total"] == 300 and min(out["balances"]) >= 0
+
+
+def test_async_orchestrator(connect) -> None:
+    out = async_orchestrator.run(connect(async_orchestrator))
+    assert out["order"] == {
+        "order": "order-7",
+        "status": "approved",
+        "supplier": "south",
+        "price": 90,
+        "reservation": "reserved:order-7",
+        "shipment": "shipped:order-7",
+        "messages": ["sent: order-7 confirmed", "sent: order-7 receipt"],
+    }
+    assert out["refused"].startswith("the orchestrator called asyncio.sleep() at ")
+    assert "async_orchestrator.py:" in out["refused"] and "(in naps_with_asyncio)" in out["refused"]
 
 
 def test_sample_main_runs_as_a_script(sidecar) -> None:
