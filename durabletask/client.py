@@ -20,7 +20,7 @@ from google.protobuf import wrappers_pb2
 
 from durabletask import task
 from durabletask.grpc_options import GrpcChannelOptions, GrpcClientResiliencyOptions
-from durabletask.internal import grpc_channel, tracing
+from durabletask.internal import grpc_channel, payload_rpc, tracing
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from durabletask.internal.client_requests import (
@@ -54,6 +54,7 @@ from durabletask.internal.client_requests import (
     version_matches,
 )
 from durabletask.internal.proto_helpers import failure_details_from_pb
+from durabletask.payload.store import PayloadStore
 from durabletask.serialization import DataConverter, JsonDataConverter, default_converter
 
 if TYPE_CHECKING:
@@ -327,7 +328,7 @@ class TaskHubGrpcClient:
         channel_options: GrpcChannelOptions | None = None,
         resiliency_options: GrpcClientResiliencyOptions | None = None,
         default_version: str | None = None,
-        payload_store: Any | None = None,
+        payload_store: PayloadStore | None = None,
         data_converter: DataConverter | None = None,
         emit_trace_spans: bool = True,
     ) -> None:
@@ -342,8 +343,7 @@ class TaskHubGrpcClient:
         self._failures = FailureTracker(threshold=self._resiliency.channel_recreate_failure_threshold)
         self._emit_trace_spans = emit_trace_spans
         self.default_version = default_version
-        if payload_store is not None:
-            self._logger.warning("payload_store is not supported by this SDK; payloads are sent inline.")
+        self._payload_store = payload_store
         self._lock = threading.Lock()
         self._closed = False
         self._last_recreate = float("-inf")
@@ -386,6 +386,7 @@ class TaskHubGrpcClient:
     def _call(self, method: str, request: Any, *, timeout: float | None = None,
               instance_id: str | None = None, extra_metadata: tuple[tuple[str, str], ...] = ()) -> Any:
         metadata = (*(self._metadata or ()), *extra_metadata) or None
+        payload_rpc.prepare_request(method, request, self._payload_store)
         try:
             response = getattr(self._stub, method)(request, timeout=timeout, metadata=metadata)
         except grpc.RpcError as error:
@@ -395,6 +396,7 @@ class TaskHubGrpcClient:
                 raise
             raise named from error
         self._failures.record_success()
+        payload_rpc.resolve_response(method, response, self._payload_store)
         return response
 
     def _call_stream(self, method: str, request: Any) -> list[Any]:
@@ -404,6 +406,8 @@ class TaskHubGrpcClient:
             self._record_failure(method, error)
             raise
         self._failures.record_success()
+        for item in items:
+            payload_rpc.resolve_response(method, item, self._payload_store)
         return items
 
     def _record_failure(self, method: str, error: grpc.RpcError) -> None:

@@ -33,6 +33,7 @@ from durabletask.internal.registry import (
 from durabletask.internal.replay_cache import DEFAULT_MAXIMUM_CACHED_ORCHESTRATIONS, ReplayCache
 from durabletask.internal.worker_dispatch import DispatchLimits, VersionVerdict, WorkItemDispatcher
 from durabletask.internal.worker_stream import WorkItemStream
+from durabletask.payload.store import PayloadStore
 from durabletask.task import get_entity_name
 
 __all__ = [
@@ -290,8 +291,8 @@ class TaskHubGrpcWorker:
         resiliency_options: GrpcWorkerResiliencyOptions | None = None,
         concurrency_options: ConcurrencyOptions | None = None,
         maximum_timer_interval: timedelta | None = DEFAULT_MAXIMUM_TIMER_INTERVAL,
+        payload_store: PayloadStore | None = None,
         data_converter: serialization.DataConverter | None = None,
-        payload_store: Any = None,
         exception_properties_provider: ExceptionPropertiesProvider | None = None,
         emit_trace_spans: bool = True,
         maximum_entity_state_size: int | None = DEFAULT_MAXIMUM_ENTITY_STATE_SIZE,
@@ -454,10 +455,13 @@ class TaskHubGrpcWorker:
         return self._work_item_filters
 
     def _all_capabilities(self) -> set[int]:
-        """The capabilities added by the user, and the replay cache's when it is on."""
+        """The capabilities added by the user, the replay cache's when it is on, large payloads with a store."""
+        capabilities = set(self._capabilities)
         if self._maximum_cached_orchestrations > 0:
-            return self._capabilities | {KEEPS_REPLAY_STATE}
-        return self._capabilities
+            capabilities.add(KEEPS_REPLAY_STATE)
+        if self._payload_store is not None:
+            capabilities.add(pb.WORKER_CAPABILITY_LARGE_PAYLOADS)
+        return capabilities
 
     def _build_request(self) -> pb.GetWorkItemsRequest:
         options = self._concurrency_options
@@ -508,6 +512,7 @@ class TaskHubGrpcWorker:
                 batch_stub_provider=lambda: stream_holder[0].batch_stub() if stream_holder else None,
                 exception_properties_provider=self._exception_properties_provider,
                 emit_trace_spans=self._emit_trace_spans,
+                payload_store=self._payload_store,
             )
             stream = WorkItemStream(
                 host_address=self._host_address,

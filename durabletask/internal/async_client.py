@@ -31,7 +31,7 @@ from durabletask.client import (
     parse_orchestration_state,
 )
 from durabletask.grpc_options import GrpcChannelOptions, GrpcClientResiliencyOptions
-from durabletask.internal import grpc_channel, tracing
+from durabletask.internal import grpc_channel, payload_rpc, tracing
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from durabletask.internal.client_requests import (
@@ -63,6 +63,7 @@ from durabletask.internal.client_requests import (
     status_code,
     version_matches,
 )
+from durabletask.payload.store import PayloadStore
 from durabletask.serialization import DataConverter, default_converter
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ class AsyncTaskHubGrpcClient:
         channel_options: GrpcChannelOptions | None = None,
         resiliency_options: GrpcClientResiliencyOptions | None = None,
         default_version: str | None = None,
-        payload_store: Any | None = None,
+        payload_store: PayloadStore | None = None,
         data_converter: DataConverter | None = None,
         emit_trace_spans: bool = True,
     ) -> None:
@@ -105,8 +106,7 @@ class AsyncTaskHubGrpcClient:
         self._failures = FailureTracker(threshold=self._resiliency.channel_recreate_failure_threshold)
         self._emit_trace_spans = emit_trace_spans
         self.default_version = default_version
-        if payload_store is not None:
-            self._logger.warning("payload_store is not supported by this SDK; payloads are sent inline.")
+        self._payload_store = payload_store
         self._closed = False
         self._last_recreate = float("-inf")
         self._retired: dict[grpc.aio.Channel, asyncio.TimerHandle] = {}
@@ -160,6 +160,7 @@ class AsyncTaskHubGrpcClient:
                     instance_id: str | None = None, extra_metadata: tuple[tuple[str, str], ...] = ()) -> Any:
         stub = self._get_stub()
         metadata = (*(self._metadata or ()), *extra_metadata) or None
+        await payload_rpc.prepare_request_async(method, request, self._payload_store)
         try:
             response = await getattr(stub, method)(request, timeout=timeout, metadata=metadata)
         except grpc.RpcError as error:
@@ -169,6 +170,7 @@ class AsyncTaskHubGrpcClient:
                 raise
             raise named from error
         self._failures.record_success()
+        await payload_rpc.resolve_response_async(method, response, self._payload_store)
         return response
 
     async def _call_stream(self, method: str, request: Any) -> list[Any]:
@@ -179,6 +181,8 @@ class AsyncTaskHubGrpcClient:
             self._record_failure(method, error)
             raise
         self._failures.record_success()
+        for item in items:
+            await payload_rpc.resolve_response_async(method, item, self._payload_store)
         return items
 
     def _record_failure(self, method: str, error: grpc.RpcError) -> None:

@@ -39,6 +39,8 @@ from durabletask.internal.worker_completions import (
     failed_turn_response,
 )
 from durabletask.internal.worker_limits import KeyedSequencer, Pending, WorkLimiter
+from durabletask.payload.helpers import deexternalize_payloads, externalize_payloads
+from durabletask.payload.store import PayloadStore
 
 # Handing work back is best effort: the sidecar offers the item again when its lease runs
 # out or this worker's stream closes.
@@ -155,8 +157,10 @@ class WorkItemDispatcher:
         batch_stub_provider: StubProvider = lambda: None,
         emit_trace_spans: bool = True,
         exception_properties_provider: Any = None,
+        payload_store: PayloadStore | None = None,
     ) -> None:
         self._registry = registry
+        self._payload_store = payload_store
         self._exception_properties_provider = exception_properties_provider
         self._emit_trace_spans = emit_trace_spans
         self._replays = ReplayCache(maximum_cached_orchestrations)
@@ -341,6 +345,9 @@ class WorkItemDispatcher:
         (False: the turn was handed back, and ``done`` is the caller's to run)."""
         instance_id = req.instanceId
         execution_id = req.executionId.value
+        if not self._resolve_payloads(req, f"the turn of '{instance_id}'"):
+            self._abandon_orchestration(instance_id, token)
+            return False
         turn = self._turn_history(req)
         if turn is None:
             self._abandon_orchestration(instance_id, token)
@@ -378,6 +385,9 @@ class WorkItemDispatcher:
             if results.custom_status is not None:
                 response.customStatus.value = results.custom_status
         trace_notes = trace_turn(req, past, response, trace_notes, emit=self._emit_trace_spans)
+        if not self._externalize_payloads(response, instance_id, f"the turn of '{instance_id}'"):
+            self._abandon_orchestration(instance_id, token)
+            return False
         if verdict is None and state is not None:
             state.trace_notes = trace_notes
             self._replays.put(instance_id, execution_id, state)
@@ -414,6 +424,8 @@ class WorkItemDispatcher:
             self._logger.warning(
                 "could not read the history of '%s' (%s: %s)", instance_id, history.code, history.details
             )
+            return None
+        if not all(self._resolve_payloads(event, f"the history of '{instance_id}'") for event in history):
             return None
         return history, None
 
@@ -464,6 +476,9 @@ class WorkItemDispatcher:
                 if self._is_closing():
                     self._abandon_activity(token)
                     return
+                if not self._resolve_payloads(req, f"the input of activity '{req.name}'"):
+                    self._abandon_activity(token)
+                    return
                 response = self._activities.run(req, token, await_result=self._loop.run)
                 handed_on = True
                 self._complete_activity(req, response, finish)
@@ -489,6 +504,9 @@ class WorkItemDispatcher:
                 if self._is_closing():
                     await asyncio.to_thread(self._abandon_activity, token)
                     return
+                if not await asyncio.to_thread(self._resolve_payloads, req, f"the input of activity '{req.name}'"):
+                    await asyncio.to_thread(self._abandon_activity, token)
+                    return
                 response = await self._activities.run_async(req, token)
                 handed_on = True
                 await asyncio.to_thread(self._complete_activity, req, response, finish)
@@ -511,6 +529,10 @@ class WorkItemDispatcher:
 
     def _complete_activity(self, req: pb.ActivityRequest, response: pb.ActivityResponse, done: Callable[[], None]) -> None:
         """Deliver an activity's result; ``done`` runs once it is settled (a batched result may be sent later)."""
+        if not self._externalize_payloads(response, response.instanceId, f"the result of activity '{req.name}'"):
+            self._abandon_activity(response.completionToken)
+            done()
+            return
         self._deliver(
             self._activity_results,
             "CompleteActivityTask",
@@ -559,8 +581,11 @@ class WorkItemDispatcher:
             try:
                 if self._is_closing():
                     self._abandon_entity(req.instanceId, token)
-                else:
+                elif self._resolve_payloads(req, f"the operation batch of entity '{key}'"):
                     result = self._entities.run_batch(req, token, await_result=self._loop.run)
+                    if not self._externalize_payloads(result, key, f"the operation batch of entity '{key}'"):
+                        self._abandon_entity(key, token)
+                        return
                     self._sender.deliver(
                         "CompleteEntityTask",
                         result,
@@ -568,6 +593,8 @@ class WorkItemDispatcher:
                         replacement=lambda refusal: failed_batch_result(req, result, refusal),
                         abandon=lambda: self._abandon_entity(key, token),
                     )
+                else:
+                    self._abandon_entity(key, token)
             except Exception:
                 self._logger.exception("the entity executor failed on '%s'; abandoning the batch", key)
                 self._abandon_entity(req.instanceId, token)
@@ -591,6 +618,30 @@ class WorkItemDispatcher:
             self._entity_limit.submit(Pending(start=submit_to_pool, abandon=abandon_in_turn))
 
         self._entity_sequencer.submit(key, Pending(start=take_slot, abandon=abandon))
+
+    # ----- large payloads -----
+
+    def _resolve_payloads(self, message: Any, subject: str) -> bool:
+        """Put the payloads that ``message`` names by token back in place; False if the store failed."""
+        if self._payload_store is None:
+            return True
+        try:
+            deexternalize_payloads(message, self._payload_store)
+        except Exception:
+            self._logger.exception("could not read the stored payloads of %s; handing it back", subject)
+            return False
+        return True
+
+    def _externalize_payloads(self, message: Any, instance_id: str, subject: str) -> bool:
+        """Move the large payloads of ``message`` to the payload store; False if that failed."""
+        if self._payload_store is None:
+            return True
+        try:
+            externalize_payloads(message, self._payload_store, instance_id=instance_id)
+        except Exception:
+            self._logger.exception("could not store the large payloads of %s; handing it back", subject)
+            return False
+        return True
 
     def _abandon_entity(self, instance_id: str, token: str) -> None:
         self._logger.info("handing back an entity batch of '%s'", instance_id)

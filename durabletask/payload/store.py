@@ -1,0 +1,50 @@
+"""The interface of a store that holds payloads too large to travel inline, and its options."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+
+@dataclass
+class LargePayloadStorageOptions:
+    """When payloads are moved out of gRPC messages into a payload store.
+
+    ``threshold_bytes``: a payload whose UTF-8 encoding is longer than this is stored and replaced
+    by a token (256 KiB by default, as in the other Durable Task SDKs).
+    ``max_stored_payload_bytes``: a longer payload is refused with ``ValueError`` (10 MiB).
+    ``enable_compression``: stores may gzip what they store (the Azure Blob store does).
+    """
+
+    threshold_bytes: int = 256 * 1024
+    max_stored_payload_bytes: int = 10 * 1024 * 1024
+    enable_compression: bool = True
+
+
+class PayloadStore(abc.ABC):
+    """Where large payloads are kept; each stored payload is named by a short token string."""
+
+    @property
+    @abc.abstractmethod
+    def options(self) -> LargePayloadStorageOptions:
+        """The thresholds this store is used with."""
+
+    @abc.abstractmethod
+    def upload(self, data: bytes, *, instance_id: str | None = None) -> str:
+        """Store ``data`` (for the given instance, if any) and return its token."""
+
+    @abc.abstractmethod
+    async def upload_async(self, data: bytes, *, instance_id: str | None = None) -> str:
+        """Store ``data`` without blocking the event loop and return its token."""
+
+    @abc.abstractmethod
+    def download(self, token: str) -> bytes:
+        """The bytes stored under ``token``."""
+
+    @abc.abstractmethod
+    async def download_async(self, token: str) -> bytes:
+        """The bytes stored under ``token``, without blocking the event loop."""
+
+    @abc.abstractmethod
+    def is_known_token(self, value: str) -> bool:
+        """Whether ``value`` is a token of this store (rather than an inline payload)."""
