@@ -24,9 +24,17 @@ sidecar: $(STAMP)
 # (SQLite memory, SQLite file, PostgreSQL), end-to-end tests; then the end-to-end tests again with
 # every in-process sidecar on PostgreSQL. PostgreSQL tests skip when no server answers on
 # 127.0.0.1:5432 (DURABLETASK_TEST_POSTGRES names another), and fail if DURABLETASK_REQUIRE_POSTGRES=1.
-test: $(STAMP) browser lint typecheck proto-check
+test: $(STAMP) tests/azurite/node_modules/.installed browser lint typecheck proto-check
 	$(PY) -m pytest -q -p no:cacheprovider
 	DURABLETASK_TEST_STORE=postgresql $(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests/e2e
+
+# Azurite, the Azure Storage emulator (pinned in tests/azurite/package.json and its lock file), for
+# the Azure Blob payload store's tests; they skip when it is not installed.
+AZURITE_STAMP := tests/azurite/node_modules/.installed
+
+$(AZURITE_STAMP): tests/azurite/package.json tests/azurite/package-lock.json
+	cd tests/azurite && npm ci --no-audit --no-fund --loglevel=error
+	touch $(AZURITE_STAMP)
 
 # The dashboard's browser tests drive Debian's chromium through chromedriver; install them when
 # missing (needs root; apt-get update first when the package lists are empty). Without root the
@@ -87,5 +95,5 @@ $(JS_COMPAT_STAMP): compat/js/package.json compat/js/package-lock.json
 	touch $(JS_COMPAT_STAMP)
 
 .PHONY: compat
-compat: $(STAMP) $(COMPAT_STAMP) $(JS_COMPAT_STAMP)
+compat: $(STAMP) $(COMPAT_STAMP) $(JS_COMPAT_STAMP) $(AZURITE_STAMP)
 	$(PY) compat/run.py --compat-python $(COMPAT_PY)
