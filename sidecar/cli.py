@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from sidecar.dispatch import DispatchOptions
+from sidecar.quoting import BoundedFormatter
 from sidecar.security import (
     TOKEN_VARIABLE,
     TlsError,
@@ -110,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the sidecar until SIGINT or SIGTERM. Returns the process exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(BoundedFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level, handlers=[handler])
     if args.max_message_size <= 0:
         print("error: --max-message-size must be positive", file=sys.stderr)
         return 2

@@ -9,6 +9,8 @@ whole messages built elsewhere (a store's or a library's error text).
 
 from __future__ import annotations
 
+import logging
+
 # How many characters of a value a message quotes.
 QUOTE_LIMIT = 200
 # The longest status message the sidecar sends (characters).
@@ -47,3 +49,27 @@ def log_text(value: object, limit: int = LOG_TEXT_LIMIT) -> str:
     if len(text) <= limit:
         return text.translate(_VISIBLE)
     return f"{text[:limit].translate(_VISIBLE)}... ({len(text):,} characters)"
+
+
+# The longest line, and the most lines, a formatted log record (message and traceback) may have.
+LOG_LINE_LIMIT = 1000
+LOG_LINES_LIMIT = 200
+
+
+class BoundedFormatter(logging.Formatter):
+    """A formatter whose records stay bounded whatever an exception's text holds.
+
+    Log calls bound the client text they repeat with :func:`log_text`; this is the last guard for
+    what they cannot see: a traceback whose exception message quotes a request. Each line is cut
+    to ``LOG_LINE_LIMIT`` characters and a record to ``LOG_LINES_LIMIT`` lines (its last lines
+    kept, where a traceback names the error).
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        lines = super().format(record).split("\n")
+        cut = [line if len(line) <= LOG_LINE_LIMIT else f"{line[:LOG_LINE_LIMIT]}... ({len(line):,} characters)"
+               for line in lines]
+        if len(cut) > LOG_LINES_LIMIT:
+            kept = LOG_LINES_LIMIT // 2
+            cut = [*cut[:kept], f"... ({len(cut) - 2 * kept:,} lines left out)", *cut[-kept:]]
+        return "\n".join(cut)
