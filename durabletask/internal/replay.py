@@ -8,6 +8,7 @@ asks for and has not been recorded yet is returned as actions.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from durabletask.internal import rewind
 from durabletask.internal.call_sites import code_line, describe_recorded, history_line
 from durabletask.internal.registry import OrchestratorNotRegisteredError, Registry
 from durabletask.internal.replay_context import RuntimeOrchestrationContext
-from durabletask.internal.replay_entities import ENTITY_EVENTS, describe_entity_action, process_entity_event
+from durabletask.internal.replay_descriptions import describe_action, describe_event, describe_expected_call
+from durabletask.internal.replay_entities import ENTITY_EVENTS, process_entity_event
 from durabletask.serialization import DataConverter, default_converter, input_type_of
 
 # History event kind -> (action kind that produces it, how the code calls it).
@@ -67,52 +69,6 @@ class ExecutionResults:
     def encoded_custom_status(self) -> str | None:
         """Alias of ``custom_status``."""
         return self.custom_status
-
-
-def describe_action(action: pb.OrchestratorAction) -> str:
-    """How the orchestrator code produced an action, e.g. ``call_activity('a')``."""
-    kind = action.WhichOneof("orchestratorActionType")
-    if kind == "scheduleTask":
-        return f"call_activity('{action.scheduleTask.name}')"
-    if kind == "createSubOrchestration":
-        return f"call_sub_orchestrator('{action.createSubOrchestration.name}')"
-    if kind == "createTimer":
-        return f"create_timer({ph.to_datetime(action.createTimer.fireAt).isoformat()})"
-    if kind == "sendEvent":
-        return f"send_event('{action.sendEvent.instance.instanceId}', '{action.sendEvent.name}')"
-    if kind == "sendEntityMessage":
-        return describe_entity_action(action)
-    if kind == "completeOrchestration":
-        return "the orchestration's completion"
-    return str(kind)
-
-
-def describe_event(event: pb.HistoryEvent) -> str:
-    """A history event as named in error messages, e.g. ``a taskScheduled('a')``."""
-    kind = event.WhichOneof("eventType")
-    if kind == "taskScheduled":
-        return f"a taskScheduled('{event.taskScheduled.name}')"
-    if kind == "subOrchestrationInstanceCreated":
-        return f"a subOrchestrationInstanceCreated('{event.subOrchestrationInstanceCreated.name}')"
-    if kind == "eventSent":
-        return f"an eventSent('{event.eventSent.instanceId}', '{event.eventSent.name}')"
-    return f"a {kind}"
-
-
-def describe_expected_call(event: pb.HistoryEvent) -> str:
-    """The call a scheduling history event records, e.g. ``call_activity('a') with task id 1``."""
-    kind = event.WhichOneof("eventType")
-    if kind == "taskScheduled":
-        call = f"call_activity('{event.taskScheduled.name}')"
-    elif kind == "subOrchestrationInstanceCreated":
-        call = f"call_sub_orchestrator('{event.subOrchestrationInstanceCreated.name}')"
-    elif kind == "timerCreated":
-        call = f"create_timer({ph.to_datetime(event.timerCreated.fireAt).isoformat()})"
-    elif kind == "eventSent":
-        call = f"send_event('{event.eventSent.instanceId}', '{event.eventSent.name}')"
-    else:
-        call = f"a call recorded as {kind}"
-    return f"{call} with task id {event.eventId}"
 
 
 _HINT = (
@@ -170,7 +126,8 @@ class OrchestrationExecutor:
             raise task.OrchestrationStateError("an orchestration turn needs at least one new event")
         if state is None:
             if rewind.is_rewind_request(old_events, new_events):
-                action = rewind.rewind_action(self, instance_id, old_events, new_events, self._logger)
+                replay_tasks = functools.partial(self._replay_tasks, instance_id)
+                action = rewind.rewind_action(replay_tasks, instance_id, old_events, new_events, self._logger)
                 return ExecutionResults(actions=[action], custom_status=None), None
             if any(e.HasField("executionCompleted") for e in old_events):
                 self._logger.warning("%s: the execution has already completed; nothing to do", instance_id)
@@ -208,6 +165,23 @@ class OrchestrationExecutor:
             ctx.set_failed(exc)
         results = ExecutionResults(actions=ctx.get_actions(), custom_status=ctx.custom_status)
         return results, None if ctx.is_finished else state
+
+    def _replay_tasks(
+        self, instance_id: str, events: Sequence[pb.HistoryEvent]
+    ) -> tuple[dict[int, task.CompletableTask[Any]], dict[int, task.CompletableTask[Any]]]:
+        """Replay ``events``: the task each result event resolved and the tasks still pending, by task id."""
+        ctx = RuntimeOrchestrationContext(
+            instance_id,
+            data_converter=self._converter,
+            logger=self._logger,
+            maximum_timer_interval=self._maximum_timer_interval,
+            default_version=self._default_version,
+        )
+        turn = _ReplayTurn(self, ctx)
+        turn.resolved = {}
+        ctx.set_replaying(True)
+        turn.replay(events)
+        return turn.resolved, ctx.pending_tasks
 
     def _decode_input(self, fn: Any, started: pb.ExecutionStartedEvent) -> Any:
         if not started.HasField("input") or started.input.value == "":
@@ -248,6 +222,7 @@ class _ReplayTurn:
         self._past: Sequence[pb.HistoryEvent] = ()  # the past events being replayed
         self._past_next = 0  # index in ``_past`` of the event after the one being applied
         self._last_replayed: pb.HistoryEvent | None = None  # the last past event applied
+        self.resolved: dict[int, task.CompletableTask[Any]] | None = None  # when set, results noted by task id
 
     def replay(self, events: Sequence[pb.HistoryEvent]) -> None:
         """Apply past events; while doing so the engine may look at the events recorded after each one."""
@@ -380,6 +355,8 @@ class _ReplayTurn:
         pending = self._ctx.pending_tasks.pop(task_id, None)
         if pending is None:
             self._ctx.log(logging.WARNING, "ignoring %s for unknown task id %d", kind, task_id)
+        elif self.resolved is not None:
+            self.resolved[task_id] = pending
         return pending
 
     def _on_taskCompleted(self, event: pb.HistoryEvent) -> None:

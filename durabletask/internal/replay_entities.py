@@ -17,7 +17,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from durabletask import task
 from durabletask.entities.entity_instance_id import EntityInstanceId, as_entity_id
@@ -25,10 +25,9 @@ from durabletask.entities.entity_lock import EntityLock
 from durabletask.entities.entity_operation_failed_exception import EntityOperationFailedException
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import proto_helpers as ph
-from durabletask.internal.call_sites import code_line, history_line
-
-if TYPE_CHECKING:
-    from durabletask.internal.replay_context import RuntimeOrchestrationContext
+from durabletask.internal.call_sites import CallSite, code_line, history_line
+from durabletask.internal.replay_descriptions import describe_action
+from durabletask.serialization import DataConverter
 
 # History records of sent entity messages -> the context method that sends them.
 ENTITY_SCHEDULING_EVENTS: dict[str, str] = {
@@ -46,6 +45,33 @@ class _EntityCall:
     entity_id: EntityInstanceId
     operation: str
     task_id: int
+
+
+class EntityCallerContext(Protocol):
+    """What entity calls need from the replay context (``RuntimeOrchestrationContext`` provides it)."""
+
+    entities: OrchestrationEntityState
+    pending_actions: dict[int, pb.OrchestratorAction]
+    pending_tasks: dict[int, task.CompletableTask[Any]]
+    call_sites: dict[int, CallSite]
+
+    @property
+    def instance_id(self) -> str: ...
+
+    @property
+    def converter(self) -> DataConverter: ...
+
+    def next_sequence_number(self) -> int: ...
+
+    def new_uuid(self) -> str: ...
+
+    def log(self, level: int, message: str, *args: Any) -> None: ...
+
+    def complete_with_payload(self, target: task.CompletableTask[Any], payload: str | None, what: str) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def waiting_site(self) -> CallSite | None: ...
 
 
 class OrchestrationEntityState:
@@ -137,7 +163,7 @@ class OrchestrationEntityState:
 
 
 def call_entity(
-    ctx: RuntimeOrchestrationContext,
+    ctx: EntityCallerContext,
     entity: EntityInstanceId | str,
     operation: str,
     input: Any = None,
@@ -161,7 +187,7 @@ def call_entity(
 
 
 def signal_entity(
-    ctx: RuntimeOrchestrationContext,
+    ctx: EntityCallerContext,
     entity_id: EntityInstanceId | str,
     operation_name: str,
     input: Any = None,
@@ -180,7 +206,7 @@ def signal_entity(
 
 
 def lock_entities(
-    ctx: RuntimeOrchestrationContext, entities: Sequence[EntityInstanceId | str]
+    ctx: EntityCallerContext, entities: Sequence[EntityInstanceId | str]
 ) -> task.CompletableTask[EntityLock]:
     """Ask for the locks of ``entities``; the task completes with an EntityLock once all are held."""
     action_id = ctx.next_sequence_number()
@@ -199,7 +225,7 @@ def lock_entities(
     return lock_task
 
 
-def exit_critical_section(ctx: RuntimeOrchestrationContext) -> None:
+def exit_critical_section(ctx: EntityCallerContext) -> None:
     """Release the open critical section, if any: one unlock message per locked entity."""
     section_id = ctx.entities.critical_section_id
     if section_id is None:
@@ -213,23 +239,6 @@ def exit_critical_section(ctx: RuntimeOrchestrationContext) -> None:
 
 
 # ------------------------------------------------------------------ history
-
-
-def describe_entity_action(action: pb.OrchestratorAction) -> str:
-    """How the orchestrator code produced a sendEntityMessage action."""
-    message = action.sendEntityMessage
-    kind = message.WhichOneof("EntityMessageType")
-    if kind == "entityOperationCalled":
-        m = message.entityOperationCalled
-        return f"call_entity('{m.targetInstanceId.value}', '{m.operation}')"
-    if kind == "entityOperationSignaled":
-        s = message.entityOperationSignaled
-        return f"signal_entity('{s.targetInstanceId.value}', '{s.operation}')"
-    if kind == "entityLockRequested":
-        return f"lock_entities({list(message.entityLockRequested.lockSet)})"
-    if kind == "entityUnlockSent":
-        return f"the release of the lock on '{message.entityUnlockSent.targetInstanceId.value}'"
-    return "an entity message"
 
 
 def _describe_event(event: pb.HistoryEvent, kind: str) -> str:
@@ -255,7 +264,7 @@ def _same_message(kind: str, action_message: Any, recorded: Any) -> bool:
     return True
 
 
-def process_entity_event(ctx: RuntimeOrchestrationContext, event: pb.HistoryEvent, kind: str, hint: str) -> None:
+def process_entity_event(ctx: EntityCallerContext, event: pb.HistoryEvent, kind: str, hint: str) -> None:
     """Apply one entity history event; ``hint`` ends non-determinism messages."""
     if kind in ENTITY_SCHEDULING_EVENTS:
         _match_sent_message(ctx, event, kind, hint)
@@ -297,7 +306,7 @@ def process_entity_event(ctx: RuntimeOrchestrationContext, event: pb.HistoryEven
 
 
 def _take_call(
-    ctx: RuntimeOrchestrationContext, request_id: str, kind: str
+    ctx: EntityCallerContext, request_id: str, kind: str
 ) -> tuple[_EntityCall, task.CompletableTask[Any]] | None:
     call = ctx.entities.calls.pop(request_id, None)
     pending = ctx.pending_tasks.pop(call.task_id, None) if call is not None else None
@@ -307,7 +316,7 @@ def _take_call(
     return call, pending
 
 
-def _match_sent_message(ctx: RuntimeOrchestrationContext, event: pb.HistoryEvent, kind: str, hint: str) -> None:
+def _match_sent_message(ctx: EntityCallerContext, event: pb.HistoryEvent, kind: str, hint: str) -> None:
     """Match the record of a sent entity message to the action the code re-issued."""
     recorded = getattr(event, kind)
     action_id = event.eventId
@@ -334,8 +343,6 @@ def _match_sent_message(ctx: RuntimeOrchestrationContext, event: pb.HistoryEvent
         or message.WhichOneof("EntityMessageType") != kind
         or not _same_message(kind, getattr(message, kind), recorded)
     ):
-        from durabletask.internal.replay import describe_action
-
         raise task.NonDeterminismError(
             f"Non-deterministic orchestration: expected {describe_action(action)} but history has "
             f"{_describe_event(event, kind)} at id {action_id}."

@@ -26,15 +26,17 @@ from __future__ import annotations
 import itertools
 import logging
 import uuid
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from durabletask import task
 from durabletask.internal import orchestrator_service_pb2 as pb
-from durabletask.internal.replay_context import RuntimeOrchestrationContext
 
-if TYPE_CHECKING:
-    from durabletask.internal.replay import OrchestrationExecutor
+# Replays a history: (the task each result event resolved, the tasks still pending), both by task id.
+ReplayTasks = Callable[
+    [Sequence[pb.HistoryEvent]],
+    tuple[dict[int, task.CompletableTask[Any]], dict[int, task.CompletableTask[Any]]],
+]
 
 
 def is_rewind_request(old_events: Sequence[pb.HistoryEvent], new_events: Sequence[pb.HistoryEvent]) -> bool:
@@ -50,16 +52,19 @@ def was_rewound(events: Sequence[pb.HistoryEvent]) -> bool:
 
 
 def rewind_action(
-    executor: OrchestrationExecutor,
+    replay_tasks: ReplayTasks,
     instance_id: str,
     old_events: Sequence[pb.HistoryEvent],
     new_events: Sequence[pb.HistoryEvent],
     logger: logging.Logger,
 ) -> pb.OrchestratorAction:
-    """The ``rewindOrchestration`` action answering a rewind request (see the module docstring)."""
+    """The ``rewindOrchestration`` action answering a rewind request (see the module docstring).
+
+    ``replay_tasks`` replays the failed history with the orchestrator's code, to find its retried calls.
+    """
     rewound = next(e.executionRewound for e in new_events if e.HasField("executionRewound"))
     logger.info("%s: rewinding the failed orchestration", instance_id)
-    drop, keep = _retried_calls(executor, instance_id, old_events, logger)
+    drop, keep = _retried_calls(replay_tasks, instance_id, old_events, logger)
     failed_tasks = {e.taskFailed.taskScheduledId for e in old_events if e.HasField("taskFailed")} - keep
     execution_id = uuid.uuid4().hex
 
@@ -103,7 +108,7 @@ def _restarted(event: pb.HistoryEvent, execution_id: str, rewound: pb.ExecutionR
 
 
 def _retried_calls(
-    executor: OrchestrationExecutor,
+    replay_tasks: ReplayTasks,
     instance_id: str,
     old_events: Sequence[pb.HistoryEvent],
     logger: logging.Logger,
@@ -113,37 +118,15 @@ def _retried_calls(
     Found by replaying the history; when that is not possible (the orchestrator is not
     registered here, the code no longer replays), no call gets special treatment.
     """
-    from durabletask.internal.replay import _ReplayTurn
-
-    resolved: dict[int, task.CompletableTask[Any]] = {}
-
-    class RecordingTurn(_ReplayTurn):
-        """The replay engine's turn, remembering which task each result resolved."""
-
-        def _take_task(self, task_id: int, kind: str) -> task.CompletableTask[Any] | None:
-            pending = super()._take_task(task_id, kind)
-            if pending is not None:
-                resolved[task_id] = pending
-            return pending
-
-    ctx = RuntimeOrchestrationContext(
-        instance_id,
-        data_converter=executor._converter,
-        logger=logger,
-        maximum_timer_interval=executor._maximum_timer_interval,
-        default_version=executor._default_version,
-    )
-    turn = RecordingTurn(executor, ctx)
-    ctx.set_replaying(True)
     try:
-        turn.replay([e for e in old_events if not e.HasField("executionCompleted")])
+        resolved, pending_tasks = replay_tasks([e for e in old_events if not e.HasField("executionCompleted")])
     except Exception as exc:  # the rewrite falls back to the plain shape
         logger.info("%s: rewinding without replay (%s: %s)", instance_id, type(exc).__name__, exc)
         return set(), set()
 
     ids_by_call: dict[int, list[int]] = {}
     calls: dict[int, task.RetryableTask[Any]] = {}
-    tracked = itertools.chain(resolved.items(), ctx.pending_tasks.items())
+    tracked = itertools.chain(resolved.items(), pending_tasks.items())
     for action_id, pending in tracked:
         owner = pending._retryable_parent if isinstance(pending, task.TimerTask) else pending
         if isinstance(owner, task.RetryableTask):
