@@ -96,8 +96,8 @@ def azurite_blob_service(timeout: float = 30.0) -> Iterator[str]:
     workdir = tempfile.mkdtemp(prefix="azurite-")
     proc = subprocess.Popen(
         [str(AZURITE_BLOB), "--inMemoryPersistence", "--silent", "--skipApiVersionCheck",
-         "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", workdir],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ},
+         "--blobHost", "127.0.0.1", "--blobPort", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ}, cwd=workdir,
     )
     try:
         deadline = time.monotonic() + timeout
@@ -109,12 +109,8 @@ def azurite_blob_service(timeout: float = 30.0) -> Iterator[str]:
             time.sleep(0.05)  # polling a port that is not open yet: nothing to wait on
         yield azurite_connection_string(port)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        proc.kill()  # in memory: nothing to flush, and it lingers for seconds after SIGTERM
+        proc.wait(timeout=10)
         if proc.stderr is not None:
             proc.stderr.close()
         shutil.rmtree(workdir, ignore_errors=True)
