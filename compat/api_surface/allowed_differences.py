@@ -7,7 +7,6 @@ are ``fnmatch`` patterns. An entry that no longer matches any difference fails t
 
 from __future__ import annotations
 
-LARGE_PAYLOADS = "large-payload externalization (Azure Blob Storage) is not implemented; payloads travel inline"
 SCHEDULE_CODEC = (
     "internal plumbing of scheduled tasks: our ScheduleOperationRequest is a dataclass the data converter "
     "carries as is, and ScheduleState.from_json reads the stored (.NET-compatible) form without a converter"
@@ -18,11 +17,8 @@ ENTITY_OPERATION_INPUT = (
 )
 
 ALLOWED: dict[str, str] = {
-    "durabletask.payload": LARGE_PAYLOADS,
-    "durabletask.client.PayloadStore": LARGE_PAYLOADS,
-    "durabletask.worker.PayloadStore": LARGE_PAYLOADS,
-    "durabletask.extensions": (
-        "Azure-specific extensions (history export to and payloads in Azure Blob Storage) are not implemented"
+    "durabletask.extensions.history_export": (
+        "the export of histories to Azure Blob Storage (an Azure-specific extension) is not implemented"
     ),
     "durabletask.worker.ExecutionResults": (
         "the official orchestration executor's internal result type (protobuf actions); user code never sees it"
