@@ -1,4 +1,7 @@
-"""``AsyncTaskHubGrpcClient``: the client's methods as coroutines, over a ``grpc.aio`` channel."""
+"""``AsyncTaskHubGrpcClient``: the client's methods as coroutines, over a ``grpc.aio`` channel.
+
+The operations are the ones of ``client_core``; this class only awaits their calls.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +10,25 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
-from google.protobuf import wrappers_pb2
 
 from durabletask import task
-from durabletask.client import (
+from durabletask.entities import EntityInstanceId, EntityMetadata
+from durabletask.grpc_options import GrpcChannelOptions, GrpcClientResiliencyOptions
+from durabletask.history import HistoryEvent
+from durabletask.internal import grpc_channel, payload_rpc
+from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal import orchestrator_service_pb2_grpc as stubs
+from durabletask.internal.client_core import (
     RETIRED_CHANNEL_GRACE_SECONDS,
+    ClientCore,
+    ClientOperation,
+    RpcCall,
+)
+from durabletask.internal.client_types import (
     CleanEntityStorageResult,
     EntityQuery,
     OrchestrationQuery,
@@ -23,58 +36,17 @@ from durabletask.client import (
     OrchestrationStatus,
     Page,
     PurgeInstancesResult,
-    entity_metadata_from_pb,
-    history_from_chunks,
-    new_instance_id_page,
-    new_orchestration_state,
-    new_purge_instances_result,
-    parse_orchestration_state,
 )
-from durabletask.grpc_options import GrpcChannelOptions, GrpcClientResiliencyOptions
-from durabletask.internal import grpc_channel, payload_rpc, tracing
-from durabletask.internal import orchestrator_service_pb2 as pb
-from durabletask.internal import orchestrator_service_pb2_grpc as stubs
-from durabletask.internal.client_requests import (
-    FailureTracker,
-    build_clean_entity_storage_req,
-    build_get_entity_req,
-    build_history_req,
-    build_list_instance_ids_req,
-    build_purge_by_filter_req,
-    build_purge_instance_req,
-    build_query_entities_req,
-    build_query_instances_req,
-    build_raise_event_req,
-    build_restart_req,
-    build_resume_req,
-    build_rewind_req,
-    build_schedule_new_orchestration_req,
-    build_signal_entity_req,
-    build_suspend_req,
-    build_terminate_req,
-    check_continuation_token,
-    get_client_logger,
-    is_transport_failure,
-    log_completion_state,
-    name_instance,
-    query_versions,
-    query_versions_metadata,
-    response_token,
-    status_code,
-    version_matches,
-)
+from durabletask.internal.operation_runner import run_operation_async
 from durabletask.payload.store import PayloadStore
-from durabletask.serialization import DataConverter, default_converter
-
-if TYPE_CHECKING:
-    from durabletask.entities import EntityInstanceId, EntityMetadata
-    from durabletask.history import HistoryEvent
+from durabletask.serialization import DataConverter
 
 TInput = TypeVar("TInput")
 TOutput = TypeVar("TOutput")
+T = TypeVar("T")
 
 
-class AsyncTaskHubGrpcClient:
+class AsyncTaskHubGrpcClient(ClientCore):
     """Asyncio client for a Durable Task sidecar; the channel is opened on first use."""
 
     def __init__(
@@ -95,18 +67,13 @@ class AsyncTaskHubGrpcClient:
         data_converter: DataConverter | None = None,
         emit_trace_spans: bool = True,
     ) -> None:
-        self._logger = get_client_logger(log_handler, log_formatter, logger)
-        self._data_converter = data_converter if data_converter is not None else default_converter()
-        self._host_address = host_address or grpc_channel.get_default_host_address()
-        self._secure_channel = secure_channel
-        self._interceptors = list(interceptors) if interceptors else None
-        self._channel_options = channel_options
-        self._metadata = tuple(metadata) if metadata else None
-        self._resiliency = resiliency_options or GrpcClientResiliencyOptions()
-        self._failures = FailureTracker(threshold=self._resiliency.channel_recreate_failure_threshold)
-        self._emit_trace_spans = emit_trace_spans
-        self.default_version = default_version
-        self._payload_store = payload_store
+        self._configure(
+            host_address=host_address, metadata=metadata, log_handler=log_handler, log_formatter=log_formatter,
+            logger=logger, secure_channel=secure_channel, interceptors=interceptors,
+            channel_options=channel_options, resiliency_options=resiliency_options,
+            default_version=default_version, payload_store=payload_store, data_converter=data_converter,
+            emit_trace_spans=emit_trace_spans,
+        )
         self._closed = False
         self._last_recreate = float("-inf")
         self._retired: dict[grpc.aio.Channel, asyncio.TimerHandle] = {}
@@ -115,14 +82,9 @@ class AsyncTaskHubGrpcClient:
         self._channel: grpc.aio.Channel | None = channel
         self._stub: Any = stubs.TaskHubSidecarServiceStub(channel) if channel is not None else None
 
-    @property
-    def emit_trace_spans(self) -> bool:
-        """Whether lifecycle trace spans were requested (accepted for compatibility)."""
-        return self._emit_trace_spans
-
     def _new_channel(self) -> grpc.aio.Channel:
-        options = self._channel_options.to_grpc_options() if self._channel_options else None
-        return grpc_channel.new_aio_channel(self._host_address, self._secure_channel, self._interceptors, options)
+        return grpc_channel.new_aio_channel(self._host_address, self._secure_channel, self._interceptors,
+                                            self._grpc_options())
 
     def _get_stub(self) -> Any:
         """The stub, opening the channel on the running event loop the first time."""
@@ -156,40 +118,30 @@ class AsyncTaskHubGrpcClient:
 
     # ------------------------------------------------------------ transport
 
-    async def _call(self, method: str, request: Any, *, timeout: float | None = None,
-                    instance_id: str | None = None, extra_metadata: tuple[tuple[str, str], ...] = ()) -> Any:
+    async def _run(self, operation: ClientOperation[T]) -> T:
+        return await run_operation_async(operation, self._send)
+
+    async def _send(self, call: RpcCall) -> Any:
         stub = self._get_stub()
-        metadata = (*(self._metadata or ()), *extra_metadata) or None
-        await payload_rpc.prepare_request_async(method, request, self._payload_store)
+        method, request = call.method, call.request
+        if not call.streaming:
+            await payload_rpc.prepare_request_async(method, request, self._payload_store)
         try:
-            response = await getattr(stub, method)(request, timeout=timeout, metadata=metadata)
+            if call.streaming:
+                stream = getattr(stub, method)(request, metadata=self._call_metadata(call))
+                response: Any = [item async for item in stream]
+            else:
+                response = await getattr(stub, method)(request, timeout=call.timeout,
+                                                       metadata=self._call_metadata(call))
         except grpc.RpcError as error:
-            self._record_failure(method, error)
-            named = name_instance(error, method, instance_id)
+            named = self._failed(call, error)
             if named is error:
                 raise
             raise named from error
         self._failures.record_success()
-        await payload_rpc.resolve_response_async(method, response, self._payload_store)
+        for message in response if call.streaming else [response]:
+            await payload_rpc.resolve_response_async(method, message, self._payload_store)
         return response
-
-    async def _call_stream(self, method: str, request: Any) -> list[Any]:
-        stub = self._get_stub()
-        try:
-            items = [item async for item in getattr(stub, method)(request, metadata=self._metadata)]
-        except grpc.RpcError as error:
-            self._record_failure(method, error)
-            raise
-        self._failures.record_success()
-        for item in items:
-            await payload_rpc.resolve_response_async(method, item, self._payload_store)
-        return items
-
-    def _record_failure(self, method: str, error: grpc.RpcError) -> None:
-        if not is_transport_failure(method, status_code(error)):
-            self._failures.record_success()
-        elif self._failures.record_failure():
-            self._recreate_channel()
 
     def _recreate_channel(self) -> None:
         """Swap in a fresh channel; the old one closes after a grace period."""
@@ -229,36 +181,20 @@ class AsyncTaskHubGrpcClient:
         version: str | None = None,
     ) -> str:
         """Start a new instance; returns its ID (a new UUID4 hex string unless given)."""
-        req = build_schedule_new_orchestration_req(
-            orchestrator, input=input, instance_id=instance_id, start_at=start_at,
-            reuse_id_policy=reuse_id_policy, tags=tags, version=version or self.default_version,
-            data_converter=self._data_converter,
-        )
-        self._logger.info("Starting new '%s' instance with ID = '%s'.", req.name, req.instanceId)
-        with tracing.creating_orchestration(req, self._emit_trace_spans):
-            res: pb.CreateInstanceResponse = await self._call("StartInstance", req)
-        return res.instanceId or req.instanceId
+        return await self._run(self._schedule_new_orchestration(
+            orchestrator, input, instance_id, start_at, reuse_id_policy, tags, version))
 
     async def get_orchestration_state(
         self, instance_id: str, *, fetch_payloads: bool = True
     ) -> OrchestrationState | None:
         """The instance's current state, or None when it does not exist."""
-        req = pb.GetInstanceRequest(instanceId=instance_id, getInputsAndOutputs=fetch_payloads)
-        try:
-            res: pb.GetInstanceResponse = await self._call("GetInstance", req)
-        except grpc.RpcError as error:
-            if status_code(error) == grpc.StatusCode.NOT_FOUND:
-                return None
-            raise
-        return new_orchestration_state(instance_id, res, self._data_converter)
+        return await self._run(self._get_orchestration_state(instance_id, fetch_payloads))
 
     async def get_orchestration_history(
         self, instance_id: str, *, execution_id: str | None = None, for_work_item_processing: bool = False
     ) -> list[HistoryEvent]:
         """The instance's history events, oldest first."""
-        self._logger.info("Retrieving history for instance '%s'.", instance_id)
-        req = build_history_req(instance_id, execution_id, for_work_item_processing)
-        return history_from_chunks(await self._call_stream("StreamInstanceHistory", req))
+        return await self._run(self._get_orchestration_history(instance_id, execution_id, for_work_item_processing))
 
     async def list_instance_ids(
         self,
@@ -269,105 +205,58 @@ class AsyncTaskHubGrpcClient:
         continuation_token: str | None = None,
     ) -> Page[str]:
         """One page of IDs of instances in a terminal state matching the filters."""
-        req = build_list_instance_ids_req(
-            runtime_status, completed_time_from, completed_time_to, page_size, continuation_token
-        )
-        return new_instance_id_page(await self._call("ListInstanceIds", req))
+        return await self._run(self._list_instance_ids(
+            runtime_status, completed_time_from, completed_time_to, page_size, continuation_token))
 
     async def get_all_orchestration_states(
         self, orchestration_query: OrchestrationQuery | None = None
     ) -> list[OrchestrationState]:
         """Every instance matching the query, following continuation tokens."""
-        query = orchestration_query or OrchestrationQuery()
-        self._logger.info("Querying orchestration instances with query: %s", query)
-        versions = query_versions(query)
-        states: list[OrchestrationState] = []
-        token: wrappers_pb2.StringValue | None = None
-        while True:
-            resp: pb.QueryInstancesResponse = await self._call(
-                "QueryInstances", build_query_instances_req(query, token),
-                extra_metadata=query_versions_metadata(versions),
-            )
-            page = (parse_orchestration_state(s, self._data_converter) for s in resp.orchestrationState)
-            states.extend(s for s in page if version_matches(s, versions))
-            next_token = response_token(resp)
-            if not check_continuation_token(next_token, token, self._logger):
-                return states
-            token = next_token
+        return await self._run(self._get_all_orchestration_states(orchestration_query))
 
     async def wait_for_orchestration_start(
         self, instance_id: str, *, fetch_payloads: bool = False, timeout: float = 60
     ) -> OrchestrationState | None:
         """Wait until the instance leaves PENDING; raises TimeoutError after ``timeout`` seconds."""
-        self._logger.info("Waiting up to %ss for instance '%s' to start.", timeout, instance_id)
-        return await self._wait("WaitForInstanceStart", instance_id, fetch_payloads, timeout, "start")
+        return await self._run(self._wait_for_orchestration_start(instance_id, fetch_payloads, timeout))
 
     async def wait_for_orchestration_completion(
         self, instance_id: str, *, fetch_payloads: bool = True, timeout: float = 60
     ) -> OrchestrationState | None:
         """Wait until the instance finishes; raises TimeoutError after ``timeout`` seconds."""
-        self._logger.info("Waiting up to %ss for instance '%s' to complete.", timeout, instance_id)
-        state = await self._wait("WaitForInstanceCompletion", instance_id, fetch_payloads, timeout, "complete")
-        log_completion_state(self._logger, instance_id, state)
-        return state
-
-    async def _wait(self, method: str, instance_id: str, fetch_payloads: bool, timeout: float,
-                    what: str) -> OrchestrationState | None:
-        req = pb.GetInstanceRequest(instanceId=instance_id, getInputsAndOutputs=fetch_payloads)
-        try:
-            res: pb.GetInstanceResponse = await self._call(method, req, timeout=timeout)
-        except grpc.RpcError as error:
-            if status_code(error) == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise TimeoutError(
-                    f"Timed out after {timeout}s waiting for instance '{instance_id}' to {what}"
-                ) from None
-            raise
-        return new_orchestration_state(instance_id, res, self._data_converter)
+        return await self._run(self._wait_for_orchestration_completion(instance_id, fetch_payloads, timeout))
 
     async def raise_orchestration_event(
         self, instance_id: str, event_name: str, *, data: Any | None = None
     ) -> None:
         """Send an external event to an instance."""
-        self._logger.info("Raising event '%s' for instance '%s'.", event_name, instance_id)
-        req = build_raise_event_req(instance_id, event_name, data, self._data_converter)
-        with tracing.raising_event(event_name, instance_id, self._emit_trace_spans):
-            await self._call("RaiseEvent", req, instance_id=instance_id)
+        await self._run(self._raise_orchestration_event(instance_id, event_name, data))
 
     async def terminate_orchestration(
         self, instance_id: str, *, output: Any | None = None, recursive: bool = True
     ) -> None:
         """Terminate an instance (and, when recursive, its sub-orchestrations)."""
-        self._logger.info("Terminating instance '%s'.", instance_id)
-        req = build_terminate_req(instance_id, output, recursive, self._data_converter)
-        await self._call("TerminateInstance", req, instance_id=instance_id)
+        await self._run(self._terminate_orchestration(instance_id, output, recursive))
 
     async def suspend_orchestration(self, instance_id: str, *, reason: str | None = None) -> None:
         """Suspend an instance: it gets no turns until resumed."""
-        self._logger.info("Suspending instance '%s'.", instance_id)
-        await self._call("SuspendInstance", build_suspend_req(instance_id, reason), instance_id=instance_id)
+        await self._run(self._suspend_orchestration(instance_id, reason))
 
     async def resume_orchestration(self, instance_id: str, *, reason: str | None = None) -> None:
         """Resume a suspended instance."""
-        self._logger.info("Resuming instance '%s'.", instance_id)
-        await self._call("ResumeInstance", build_resume_req(instance_id, reason), instance_id=instance_id)
+        await self._run(self._resume_orchestration(instance_id, reason))
 
     async def rewind_orchestration(self, instance_id: str, *, reason: str | None = None) -> None:
         """Rewind a failed instance: failed work is retried, successful work is kept."""
-        self._logger.info("Rewinding instance '%s'.", instance_id)
-        await self._call("RewindInstance", build_rewind_req(instance_id, reason), instance_id=instance_id)
+        await self._run(self._rewind_orchestration(instance_id, reason))
 
     async def restart_orchestration(self, instance_id: str, *, restart_with_new_instance_id: bool = False) -> str:
         """Start the instance again with its original input; returns the (possibly new) instance ID."""
-        self._logger.info("Restarting instance '%s'.", instance_id)
-        req = build_restart_req(instance_id, restart_with_new_instance_id)
-        res: pb.RestartInstanceResponse = await self._call("RestartInstance", req, instance_id=instance_id)
-        return res.instanceId
+        return await self._run(self._restart_orchestration(instance_id, restart_with_new_instance_id))
 
     async def purge_orchestration(self, instance_id: str, recursive: bool = True) -> PurgeInstancesResult:
         """Delete an instance's state and history."""
-        self._logger.info("Purging instance '%s'.", instance_id)
-        res = await self._call("PurgeInstances", build_purge_instance_req(instance_id, recursive))
-        return new_purge_instances_result(res)
+        return await self._run(self._purge_orchestration(instance_id, recursive))
 
     async def purge_orchestrations_by(
         self,
@@ -378,10 +267,8 @@ class AsyncTaskHubGrpcClient:
         timeout: timedelta | None = None,
     ) -> PurgeInstancesResult:
         """Delete every instance matching the filter."""
-        self._logger.info("Purging instances created in [%s, %s] with status %s.",
-                          created_time_from, created_time_to, runtime_status)
-        req = build_purge_by_filter_req(created_time_from, created_time_to, runtime_status, recursive, timeout)
-        return new_purge_instances_result(await self._call("PurgeInstances", req))
+        return await self._run(self._purge_orchestrations_by(
+            created_time_from, created_time_to, runtime_status, recursive, timeout))
 
     # ------------------------------------------------------------ entities
 
@@ -393,51 +280,20 @@ class AsyncTaskHubGrpcClient:
         signal_time: datetime | None = None,
     ) -> None:
         """Send a one-way operation to an entity, optionally delayed until ``signal_time``."""
-        self._logger.info("Signaling entity '%s' operation '%s'.", entity_instance_id, operation_name)
-        req = build_signal_entity_req(entity_instance_id, operation_name, input, signal_time, self._data_converter)
-        await self._call("SignalEntity", req)
+        await self._run(self._signal_entity(entity_instance_id, operation_name, input, signal_time))
 
     async def get_entity(
         self, entity_instance_id: EntityInstanceId, include_state: bool = True
     ) -> EntityMetadata | None:
         """An entity's metadata (and state), or None when it does not exist."""
-        self._logger.info("Getting entity '%s'.", entity_instance_id)
-        req = build_get_entity_req(entity_instance_id, include_state)
-        res: pb.GetEntityResponse = await self._call("GetEntity", req)
-        if not res.exists:
-            return None
-        return entity_metadata_from_pb(res.entity, include_state, self._data_converter)  # type: ignore[no-any-return]
+        return await self._run(self._get_entity(entity_instance_id, include_state))
 
     async def get_all_entities(self, entity_query: EntityQuery | None = None) -> list[EntityMetadata]:
         """Every entity matching the query, following continuation tokens."""
-        query = entity_query or EntityQuery()
-        self._logger.info("Querying entities with query: %s", query)
-        entities: list[EntityMetadata] = []
-        token: wrappers_pb2.StringValue | None = None
-        while True:
-            resp: pb.QueryEntitiesResponse = await self._call(
-                "QueryEntities", build_query_entities_req(query, token)
-            )
-            entities.extend(entity_metadata_from_pb(e, query.include_state, self._data_converter)
-                            for e in resp.entities)
-            next_token = response_token(resp)
-            if not check_continuation_token(next_token, token, self._logger):
-                return entities
-            token = next_token
+        return await self._run(self._get_all_entities(entity_query))
 
     async def clean_entity_storage(
         self, remove_empty_entities: bool = True, release_orphaned_locks: bool = True
     ) -> CleanEntityStorageResult:
         """Remove empty entities and release locks held by finished orchestrations."""
-        self._logger.info("Cleaning entity storage.")
-        removed = released = 0
-        token: wrappers_pb2.StringValue | None = None
-        while True:
-            req = build_clean_entity_storage_req(remove_empty_entities, release_orphaned_locks, token)
-            resp: pb.CleanEntityStorageResponse = await self._call("CleanEntityStorage", req)
-            removed += resp.emptyEntitiesRemoved
-            released += resp.orphanedLocksReleased
-            next_token = response_token(resp)
-            if not check_continuation_token(next_token, token, self._logger):
-                return CleanEntityStorageResult(removed, released)
-            token = next_token
+        return await self._run(self._clean_entity_storage(remove_empty_entities, release_orphaned_locks))

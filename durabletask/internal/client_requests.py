@@ -1,7 +1,7 @@
 """Request building, failure bookkeeping and logging shared by the sync and async clients.
 
 Nothing here performs I/O: the clients build a request with these helpers, send it,
-and hand the response to the parsers in ``durabletask.client``.
+and hand the response to the parsers in ``durabletask.internal.client_responses``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,12 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal.proto_helpers import new_timestamp, string_value
 
 if TYPE_CHECKING:
-    from durabletask.client import EntityQuery, OrchestrationQuery, OrchestrationState, OrchestrationStatus
+    from durabletask.internal.client_types import (
+        EntityQuery,
+        OrchestrationQuery,
+        OrchestrationState,
+        OrchestrationStatus,
+    )
     from durabletask.serialization import DataConverter
 
 CLIENT_LOGGER_NAME = "durabletask-client"
