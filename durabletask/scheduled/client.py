@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias, TypeVar
 
 from durabletask.client import (
     AsyncTaskHubGrpcClient,
@@ -23,6 +25,7 @@ from durabletask.client import (
     TaskHubGrpcClient,
 )
 from durabletask.entities import EntityInstanceId, EntityMetadata
+from durabletask.internal.operation_runner import run_operation, run_operation_async
 from durabletask.scheduled import _codec as codec
 from durabletask.scheduled import transitions
 from durabletask.scheduled.exceptions import (
@@ -47,6 +50,8 @@ from durabletask.scheduled.schedule_status import ScheduleStatus
 from durabletask.task import FailureDetails
 
 logger = logging.getLogger("durabletask.scheduled")
+
+T = TypeVar("T")
 
 _TRANSITION_TEXT = re.compile(r"from '([\w.]+)' to '([\w.]+)'")
 
@@ -177,6 +182,53 @@ def _descriptions(entities: list[EntityMetadata], schedule_query: ScheduleQuery 
     return found
 
 
+@dataclass(frozen=True)
+class _ClientCall:
+    """A call a schedule operation needs made on the task hub client (sync or async)."""
+
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+_ScheduleOperation: TypeAlias = Generator[_ClientCall, Any, T]
+
+
+def _change(
+    entity_id: EntityInstanceId, schedule_id: str, operation: str, input: Any | None, timeout: float
+) -> _ScheduleOperation[None]:
+    """Run ``operation`` on the schedule entity through its orchestration and wait for it."""
+    instance_id = yield _ClientCall(
+        "schedule_new_orchestration", (execute_schedule_operation_orchestrator,),
+        {"input": _request(entity_id, operation, input)},
+    )
+    state = yield _ClientCall("wait_for_orchestration_completion", (instance_id,), {"timeout": timeout})
+    _raise_unless_completed(schedule_id, operation, state)
+
+
+def _describe(entity_id: EntityInstanceId, schedule_id: str) -> _ScheduleOperation[ScheduleDescription]:
+    state = _state_of((yield _ClientCall("get_entity", (entity_id,), {"include_state": True})))
+    if state is None:
+        raise ScheduleNotFoundError(schedule_id)
+    return state.to_description()
+
+
+def _list(schedule_query: ScheduleQuery | None) -> _ScheduleOperation[list[ScheduleDescription]]:
+    entities = yield _ClientCall("get_all_entities", (_entity_query(schedule_query),))
+    return _descriptions(entities, schedule_query)
+
+
+def _run_sync(client: TaskHubGrpcClient, operation: _ScheduleOperation[T]) -> T:
+    return run_operation(operation, lambda call: getattr(client, call.method)(*call.args, **call.kwargs))
+
+
+async def _run_async(client: AsyncTaskHubGrpcClient, operation: _ScheduleOperation[T]) -> T:
+    async def call_client(call: _ClientCall) -> Any:
+        return await getattr(client, call.method)(*call.args, **call.kwargs)
+
+    return await run_operation_async(operation, call_client)
+
+
 # --- synchronous -----------------------------------------------------------------------------------
 
 
@@ -195,11 +247,8 @@ class ScheduleClient:
         return self._schedule_id
 
     def _run(self, operation: str, input: Any | None = None) -> None:
-        instance_id = self._client.schedule_new_orchestration(
-            execute_schedule_operation_orchestrator, input=_request(self._entity_id, operation, input)
-        )
-        state = self._client.wait_for_orchestration_completion(instance_id, timeout=self._operation_timeout)
-        _raise_unless_completed(self._schedule_id, operation, state)
+        change = _change(self._entity_id, self._schedule_id, operation, input, self._operation_timeout)
+        _run_sync(self._client, change)
 
     def create(self, options: ScheduleCreationOptions) -> None:
         """Create the schedule (or replace the configuration of an existing one and activate it)."""
@@ -225,10 +274,7 @@ class ScheduleClient:
 
     def describe(self) -> ScheduleDescription:
         """The schedule's configuration and run bookkeeping; raises ScheduleNotFoundError."""
-        state = _state_of(self._client.get_entity(self._entity_id, include_state=True))
-        if state is None:
-            raise ScheduleNotFoundError(self._schedule_id)
-        return state.to_description()
+        return _run_sync(self._client, _describe(self._entity_id, self._schedule_id))
 
 
 class ScheduledTaskClient:
@@ -259,8 +305,7 @@ class ScheduledTaskClient:
 
     def list_schedules(self, schedule_query: ScheduleQuery | None = None) -> list[ScheduleDescription]:
         """Every schedule matching the query (all of them without one)."""
-        entities = self._client.get_all_entities(_entity_query(schedule_query))
-        return _descriptions(entities, schedule_query)
+        return _run_sync(self._client, _list(schedule_query))
 
     @staticmethod
     def matches_filter(state: ScheduleState, schedule_query: ScheduleQuery | None) -> bool:
@@ -286,11 +331,8 @@ class AsyncScheduleClient:
         return self._schedule_id
 
     async def _run(self, operation: str, input: Any | None = None) -> None:
-        instance_id = await self._client.schedule_new_orchestration(
-            execute_schedule_operation_orchestrator, input=_request(self._entity_id, operation, input)
-        )
-        state = await self._client.wait_for_orchestration_completion(instance_id, timeout=self._operation_timeout)
-        _raise_unless_completed(self._schedule_id, operation, state)
+        change = _change(self._entity_id, self._schedule_id, operation, input, self._operation_timeout)
+        await _run_async(self._client, change)
 
     async def create(self, options: ScheduleCreationOptions) -> None:
         """Create the schedule (or replace the configuration of an existing one and activate it)."""
@@ -316,10 +358,7 @@ class AsyncScheduleClient:
 
     async def describe(self) -> ScheduleDescription:
         """The schedule's configuration and run bookkeeping; raises ScheduleNotFoundError."""
-        state = _state_of(await self._client.get_entity(self._entity_id, include_state=True))
-        if state is None:
-            raise ScheduleNotFoundError(self._schedule_id)
-        return state.to_description()
+        return await _run_async(self._client, _describe(self._entity_id, self._schedule_id))
 
 
 class AsyncScheduledTaskClient:
@@ -350,5 +389,4 @@ class AsyncScheduledTaskClient:
 
     async def list_schedules(self, schedule_query: ScheduleQuery | None = None) -> list[ScheduleDescription]:
         """Every schedule matching the query (all of them without one)."""
-        entities = await self._client.get_all_entities(_entity_query(schedule_query))
-        return _descriptions(entities, schedule_query)
+        return await _run_async(self._client, _list(schedule_query))
