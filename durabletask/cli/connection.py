@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections import namedtuple
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -26,6 +28,8 @@ TLS_VARIABLE = "DURABLETASK_TLS"
 TLS_CA_VARIABLE = "DURABLETASK_TLS_CA"
 TLS_CERT_VARIABLE = "DURABLETASK_TLS_CERT"
 TLS_KEY_VARIABLE = "DURABLETASK_TLS_KEY"
+TIMEOUT_VARIABLE = "DURABLETASK_RPC_TIMEOUT"
+DEFAULT_TIMEOUT_SECONDS = 30.0
 
 _TRUE_WORDS = ("1", "true", "yes", "on")
 
@@ -40,6 +44,7 @@ class ConnectionSettings:
     cert_pem: bytes | None = None     # client certificate, for mutual TLS
     key_pem: bytes | None = None
     token: str | None = None
+    timeout: float = DEFAULT_TIMEOUT_SECONDS  # deadline of each call that sets none itself (seconds)
 
     @property
     def metadata(self) -> list[tuple[str, str]]:
@@ -53,11 +58,42 @@ class ConnectionSettings:
         )
 
     def open_channel(self) -> grpc.Channel:
-        """A new channel to the sidecar (the caller closes it)."""
+        """A new channel to the sidecar (the caller closes it); calls without a deadline get ``timeout``."""
         options = merge_options(None)
         if self.tls:
-            return grpc.secure_channel(self.address, self.credentials(), options=options)
-        return grpc.insecure_channel(self.address, options=options)
+            channel = grpc.secure_channel(self.address, self.credentials(), options=options)
+        else:
+            channel = grpc.insecure_channel(self.address, options=options)
+        return grpc.intercept_channel(channel, DefaultDeadline(self.timeout))
+
+
+class _CallDetails(
+    namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")),
+    grpc.ClientCallDetails,
+):
+    """A call's details with another deadline."""
+
+
+class DefaultDeadline(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Gives every call that sets no deadline of its own one of ``seconds``, so a sidecar that never
+    answers cannot hang the command (the waits set theirs from their own ``--timeout``)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def _bounded(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        if details.timeout is not None:
+            return details
+        return _CallDetails(details.method, self.seconds, details.metadata, details.credentials,
+                            getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
+
+    def intercept_unary_unary(self, continuation: Any, client_call_details: grpc.ClientCallDetails,
+                              request: Any) -> Any:
+        return continuation(self._bounded(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation: Any, client_call_details: grpc.ClientCallDetails,
+                               request: Any) -> Any:
+        return continuation(self._bounded(client_call_details), request)
 
 
 def _read_file(path: str, what: str) -> bytes:
@@ -96,6 +132,7 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str] = os.envi
         token = environ.get(TOKEN_VARIABLE, "").strip() or None
     if token is not None and any(c.isspace() for c in token):
         raise UsageError("the token must not contain whitespace")
+    timeout = _timeout_from(getattr(args, "rpc_timeout", None), environ.get(TIMEOUT_VARIABLE))
     return ConnectionSettings(
         address=address,
         tls=tls,
@@ -103,7 +140,24 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str] = os.envi
         cert_pem=_read_file(cert_path, "client certificate file") if cert_path else None,
         key_pem=_read_file(key_path, "client key file") if key_path else None,
         token=token,
+        timeout=timeout,
     )
+
+
+def _timeout_from(option: float | None, variable: str | None) -> float:
+    if option is not None:
+        value, source = option, "--rpc-timeout"
+    elif variable and variable.strip():
+        source = f"${TIMEOUT_VARIABLE}"
+        try:
+            value = float(variable)
+        except ValueError:
+            raise UsageError(f"{source} must be a number of seconds, not {variable!r}") from None
+    else:
+        return DEFAULT_TIMEOUT_SECONDS
+    if not 0 < value < float("inf"):
+        raise UsageError(f"{source} must be a positive number of seconds, not {value:g}")
+    return value
 
 
 class Connection:

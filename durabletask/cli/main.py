@@ -12,6 +12,7 @@ import grpc
 from durabletask.cli import entities, instances, schedules
 from durabletask.cli.connection import (
     ADDRESS_VARIABLE,
+    TIMEOUT_VARIABLE,
     TLS_CA_VARIABLE,
     TLS_CERT_VARIABLE,
     TLS_KEY_VARIABLE,
@@ -50,6 +51,9 @@ def _connection_options(parser: argparse.ArgumentParser, default: object) -> Non
     group.add_argument("--tls-key", metavar="FILE", default=default, help="client private key (PEM) for mutual TLS")
     group.add_argument("--token-file", metavar="FILE", default=default,
                        help=f"file whose first line is the bearer token (default ${TOKEN_VARIABLE})")
+    group.add_argument("--rpc-timeout", type=float, metavar="SECONDS", default=default,
+                       help=f"deadline of each call to the sidecar that sets none itself "
+                       f"(default ${TIMEOUT_VARIABLE} or 30)")
     group.add_argument("--verbose", "-v", action="store_true", default=default, help="log the client's calls to stderr")
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import io
 import json
 import re
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -294,6 +296,27 @@ def test_unreachable_address(capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert code == 3
     assert err.startswith(f"error: cannot reach the sidecar at 127.0.0.1:{port}: ") and err.count("\n") == 1
+
+
+def test_a_sidecar_that_never_answers_times_out_at_the_deadline(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog), never speaks HTTP/2
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        began = time.monotonic()
+        code = main(["--address", address, "--rpc-timeout", "0.5", "show", "anything"])
+        took = time.monotonic() - began
+    err = capsys.readouterr().err
+    assert code == 5, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "deadline" in err.lower(), err
+    assert took < 10
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf"])
+def test_a_bad_timeout_is_a_usage_error(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--address", "127.0.0.1:1", "--rpc-timeout", value, "list"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
 
 
 def test_console_script(env: Env) -> None:
