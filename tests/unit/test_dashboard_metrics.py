@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from durabletask.internal import orchestrator_service_pb2 as pb
-from sidecar.dashboard.views import entity_json, schedule_json
+from sidecar.dashboard.views import entity_json, iso, schedule_json
+from sidecar.engine_validate import MAX_TIMESTAMP_SECONDS, MIN_TIMESTAMP_SECONDS
 from sidecar.metrics import Histogram, SidecarMetrics
 
 
@@ -49,3 +52,11 @@ def test_schedule_and_entity_views_read_the_stored_state() -> None:
     entity.lockedBy.value = "owner-1"
     shown = entity_json(entity)
     assert (shown["name"], shown["key"], shown["locked_by"], shown["queue_length"]) == ("schedule", "hourly", "owner-1", 3)
+
+
+def test_iso_shows_every_timestamp_the_sidecar_accepts() -> None:
+    # The validator accepts 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z; float arithmetic rounded
+    # the last nanoseconds up into year 10000 (ValueError: the instance list answered 500).
+    assert iso(Timestamp(seconds=MAX_TIMESTAMP_SECONDS, nanos=999_999_999)) == "9999-12-31T23:59:59.999Z"
+    assert iso(Timestamp(seconds=MIN_TIMESTAMP_SECONDS)) == "0001-01-01T00:00:00.000Z"
+    assert iso(Timestamp(seconds=1_700_000_000, nanos=123_999_999)) == "2023-11-14T22:13:20.123Z"
