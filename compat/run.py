@@ -13,7 +13,9 @@ Steps (``--only`` picks some of them; by default all run, in this order):
 ``mixed``
     ``tests/e2e/test_compat_mixed.py``: on one of our sidecars, the official client with our worker,
     and our client with the official worker; ``tests/e2e/test_compat_tracing.py``: a trace the
-    official client starts continues in our worker.
+    official client starts continues in our worker; ``tests/e2e/test_compat_payloads.py``: large
+    payloads in one Azure Blob container (Azurite), the official client with our worker and our
+    client with the official worker, each reading the other's stored payloads.
 ``reverse``
     ``tests/e2e`` with ``DURABLETASK_E2E_BACKEND=official``: our SDK's end-to-end tests against the
     official package's in-memory test backend (tests it cannot serve are skipped with the reason).
@@ -50,7 +52,9 @@ SNAPSHOT = ROOT / "tests" / "unit" / "data" / "official_descriptor.json"
 ADDRESS_VARIABLE = "DURABLETASK_COMPAT_ADDRESS"
 START_TIMEOUT = 60.0
 STEPS = ("snapshot", "scenarios", "mixed", "reverse", "migration", "api-surface", "js")
-MIXED_TESTS = ["tests/e2e/test_compat_mixed.py", "tests/e2e/test_compat_tracing.py"]
+MIXED_TESTS = [
+    "tests/e2e/test_compat_mixed.py", "tests/e2e/test_compat_tracing.py", "tests/e2e/test_compat_payloads.py",
+]
 
 
 def check_snapshot(compat_python: str, update: bool) -> bool:
