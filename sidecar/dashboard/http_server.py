@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from sidecar.dashboard.api import ApiError, DashboardApi
 from sidecar.dispatch import utcnow
 from sidecar.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from sidecar.security import AccessToken
+from sidecar.security import AccessToken, is_loopback
 from sidecar.store.base import StoreError
 
 log = logging.getLogger("durabletask-sidecar.dashboard")
@@ -142,6 +142,27 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return self.rfile.read(length)
 
+    def _host_refused(self) -> bool:
+        """Whether the request was refused (403, connection closed) for its Host header.
+
+        A dashboard on a loopback interface answers only requests addressed to a loopback name or
+        address: a web page whose host name its owner re-points at 127.0.0.1 (DNS rebinding) is
+        same-origin with its own requests, so the Origin check alone would let it read and act here.
+        """
+        if not self.server.loopback_only:
+            return False
+        host = self.headers.get("Host", "")
+        try:
+            name = urlsplit(f"//{host}").hostname or ""
+        except ValueError:  # an unclosed '[', say
+            name = ""
+        if is_loopback(name):
+            return False
+        self.close_connection = True  # a POST body, if any, is not read
+        self._error(HTTPStatus.FORBIDDEN, f"the Host header {host[:100]!r} does not name this loopback dashboard "
+                    "(use localhost or a loopback address)")
+        return True
+
     def _same_origin(self) -> bool:
         origin = self.headers.get("Origin")
         return origin is None or urlsplit(origin).netloc == self.headers.get("Host", "")
@@ -152,6 +173,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:
+        if self._host_refused():
+            return
         url = urlsplit(self.path)
         path = url.path
         if path.startswith("/static/"):
@@ -175,6 +198,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.NOT_FOUND, f"no such page: {path}")
 
     def do_POST(self) -> None:
+        if self._host_refused():
+            return
         path = urlsplit(self.path).path
         body = self._read_body()
         if body is None:
@@ -263,6 +288,32 @@ class _Server(ThreadingHTTPServer):
     api: DashboardApi
     token: AccessToken | None
     secure: bool
+    loopback_only: bool
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """End every open connection (kept-alive ones wait in their threads for another request)."""
+        with self._connections_lock:
+            open_connections = list(self._connections)
+        for connection in open_connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # closed meanwhile
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A failed TLS handshake or a dropped connection: one line, not a traceback on stderr.
@@ -305,6 +356,7 @@ class DashboardServer:
         server.api = self.api
         server.token = self.token
         server.secure = self.ssl_context is not None
+        server.loopback_only = is_loopback(self.host)
         if self.ssl_context is not None:
             # The handshake happens on the request's thread, so that a stalled client holds no other.
             server.socket = self.ssl_context.wrap_socket(
@@ -321,6 +373,7 @@ class DashboardServer:
         """Stop serving and close the port."""
         if self._server is not None:
             self._server.shutdown()
+            self._server.close_connections()  # their threads then end; none answers after stop
             self._server.server_close()
             self._server = None
         if self._thread is not None:
