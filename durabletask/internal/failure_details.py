@@ -6,7 +6,7 @@ A leaf module, so that the protobuf conversions below ``durabletask.task`` can b
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from durabletask.internal.naming import qualified_name, resolve_loaded_type
@@ -21,6 +21,9 @@ class FailureDetails:
     stack_trace: str | None
     inner_failure: FailureDetails | None = None
     properties: dict[str, Any] | None = None
+    # Beyond the official SDK: the worker marked the failure as one no retry policy retries
+    # (kept so a history read through the client replays as it ran).
+    is_non_retriable: bool = field(default=False, repr=False)
 
     def is_caused_by(self, error_type: str | type[BaseException]) -> bool:
         """True if the failure's type is ``error_type`` or a subclass of it.

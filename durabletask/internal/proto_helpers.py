@@ -152,6 +152,7 @@ def failure_details_from_pb(details: pb.TaskFailureDetails) -> FailureDetails:
             failure_details_from_pb(details.innerFailure) if details.HasField("innerFailure") else None
         ),
         properties={k: _from_value(v) for k, v in details.properties.items()} or None,
+        is_non_retriable=details.isNonRetriable,
     )
 
 
@@ -161,6 +162,7 @@ def failure_details_to_pb(details: FailureDetails) -> pb.TaskFailureDetails:
         errorType=details.error_type,
         errorMessage=details.message,
         stackTrace=string_value(details.stack_trace),
+        isNonRetriable=details.is_non_retriable,
     )
     if details.inner_failure is not None:
         result.innerFailure.CopyFrom(failure_details_to_pb(details.inner_failure))

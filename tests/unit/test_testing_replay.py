@@ -361,3 +361,34 @@ def test_call_sites_are_kept_only_for_pending_actions_across_cached_turns() -> N
         new = [ph.new_orchestrator_started_event(), ph.new_task_completed_event(task_id, "1")]
         results, state = executor.execute_turn("i-1", recorded[len(recorded) - 2:], new, state)
     assert [a.scheduleTask.name for a in results.actions] == ["step"]
+
+
+def test_a_non_retriable_failure_replays_from_fetched_and_saved_histories(tmp_path: Path) -> None:
+    # A failure the worker marks non-retriable (e.g. a version mismatch) is not retried by a retry
+    # policy; the history events get_orchestration_history returns, and a file saved from them, must
+    # keep that mark, or the replay retries the call and reports a non-determinism that is not there.
+    from durabletask.internal import orchestrator_service_pb2 as pb
+
+    policy = task.RetryPolicy(first_retry_interval=timedelta(seconds=1), max_number_of_attempts=3)
+
+    def guarded(ctx: task.OrchestrationContext, _: Any):
+        try:
+            yield ctx.call_activity("act", retry_policy=policy)
+        except task.TaskFailedError:
+            return "gave up"
+        return "ok"
+
+    failed = pb.HistoryEvent(eventId=-1, timestamp=to_protobuf(hb.orchestrator_started()).timestamp)
+    failed.taskFailed.taskScheduledId = 1
+    failed.taskFailed.failureDetails.errorType = "VersionMismatch"
+    failed.taskFailed.failureDetails.errorMessage = "version 2 is not supported"
+    failed.taskFailed.failureDetails.isNonRetriable = True
+    fetched = [
+        hb.orchestrator_started(), hb.execution_started("guarded"), hb.task_scheduled(1, "act"),
+        hb.orchestrator_completed(), hb.orchestrator_started(), history.from_protobuf(failed),
+        hb.execution_completed("completed", result="gave up"),
+    ]
+    assert replay_history(guarded, fetched).output == "gave up"
+    save_history(tmp_path / "h.json", fetched)
+    assert replay_history(guarded, tmp_path / "h.json").output == "gave up"
+    assert to_protobuf(fetched[5]).taskFailed.failureDetails.isNonRetriable
