@@ -32,6 +32,9 @@ log = logging.getLogger("durabletask-sidecar.dashboard")
 
 COOKIE_NAME = "durabletask_token"
 MAX_BODY_BYTES = 1024 * 1024
+# Seconds a connection may stay silent (before its TLS handshake, within a request, or kept alive between
+# requests) before it is closed: each open connection holds a thread.
+IDLE_TIMEOUT = 60.0
 _STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 _STATIC_FILES = frozenset({"index.html", "login.html", "app.js", "style.css"})
@@ -82,6 +85,10 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "durabletask-sidecar"
 
     # --- plumbing ----------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        self.timeout = IDLE_TIMEOUT  # read here, so that a test can shorten it
+        super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)

@@ -4,11 +4,13 @@ loopback answers (a web page whose name was re-pointed at 127.0.0.1, DNS rebindi
 from __future__ import annotations
 
 import http.client
+import socket
 from collections.abc import Iterator
 
 import pytest
 
 from durabletask.client import OrchestrationStatus, TaskHubGrpcClient
+from sidecar.dashboard import http_server
 from sidecar.server import SidecarServer
 from tests.e2e.conftest import official_backend_mode, test_store_spec
 from tests.e2e.dashboard_support import TIMEOUT
@@ -74,3 +76,13 @@ def test_a_dashboard_on_loopback_answers_only_loopback_host_names(server: Sideca
                 conn.close()
     finally:
         client.close()
+
+
+def test_a_silent_connection_is_closed_after_the_idle_timeout(
+    server: SidecarServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each connection holds a thread: one that never sends a request must not hold it for ever.
+    assert server.dashboard is not None
+    monkeypatch.setattr(http_server, "IDLE_TIMEOUT", 0.3)
+    with socket.create_connection(("127.0.0.1", server.dashboard.port), timeout=TIMEOUT) as silent:
+        assert silent.recv(1) == b""  # closed by the server (a timeout here raises instead)
