@@ -1,4 +1,4 @@
-"""Sagas inside generator orchestrators: register a compensation after each step, undo on failure.
+"""Sagas inside orchestrators: register a compensation after each step, undo on failure.
 
 ::
 
@@ -11,6 +11,8 @@
     except TaskFailedError as err:
         yield from saga.compensate_and_raise(err)
 
+In an ``async def`` orchestrator the same calls are awaited: ``await saga.compensate_and_raise(err)``.
+
 Compensations run newest first (or all at once with ``parallel=True``), each as an ordinary
 activity call with its own optional retry policy. Every compensation is attempted even when an
 earlier one fails; failures are collected and raised together with the original error as a
@@ -22,11 +24,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from durabletask import task
 
 SAGA_ERROR_TYPE = "durabletask.saga.SagaFailedError"
+R = TypeVar("R")
+
+
+class SagaSteps(Generic[R]):
+    """The tasks a saga operation yields: ``yield from`` them in a generator orchestrator, ``await`` them
+    in an ``async def`` one; either way the operation's value is the result (or its error is raised)."""
+
+    def __init__(self, steps: Generator[task.Task[Any], Any, R]) -> None:
+        self._steps = steps
+
+    def __iter__(self) -> Generator[task.Task[Any], Any, R]:
+        return self._steps
+
+    def __await__(self) -> Generator[task.Task[Any], Any, R]:
+        return self._steps
 
 
 @dataclass(frozen=True)
@@ -141,14 +158,17 @@ class Saga:
             raise TypeError(f"retry_policy must be a RetryPolicy, not {type(retry_policy).__name__}")
         self._pending.append(Compensation(activity, input, retry_policy))
 
-    def compensate(
-        self, original: BaseException | task.FailureDetails | None = None
-    ) -> Generator[task.Task[Any], Any, CompensationReport]:
-        """Run every pending compensation (``yield from saga.compensate(err)``); clears them.
+    def compensate(self, original: BaseException | task.FailureDetails | None = None) -> SagaSteps[CompensationReport]:
+        """Run every pending compensation (``yield from saga.compensate(err)``, or ``await`` it); clears them.
 
         Returns a report when all succeeded. If any failed, raises :class:`SagaFailedError`
         carrying ``original`` and every failure, after all of them were attempted.
         """
+        return SagaSteps(self._compensate(original))
+
+    def _compensate(
+        self, original: BaseException | task.FailureDetails | None
+    ) -> Generator[task.Task[Any], Any, CompensationReport]:
         batch = list(reversed(self._pending))
         self._pending.clear()
         if self._parallel:
@@ -167,11 +187,14 @@ class Saga:
             raise SagaFailedError(original, failures, report.results)
         return report
 
-    def compensate_and_raise(
+    def compensate_and_raise(self, original: BaseException | task.FailureDetails) -> SagaSteps[None]:
+        """Run the compensations, then raise :class:`SagaFailedError` with ``original`` (always)."""
+        return SagaSteps(self._compensate_and_raise(original))
+
+    def _compensate_and_raise(
         self, original: BaseException | task.FailureDetails
     ) -> Generator[task.Task[Any], Any, None]:
-        """Run the compensations, then raise :class:`SagaFailedError` with ``original`` (always)."""
-        report = yield from self.compensate(original)
+        report = yield from self._compensate(original)
         raise SagaFailedError(original, [], report.results)
 
     def _call(self, compensation: Compensation) -> task.Task[Any]:

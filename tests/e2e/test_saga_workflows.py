@@ -19,7 +19,7 @@ import pytest
 
 from durabletask import history, task
 from durabletask.client import AsyncTaskHubGrpcClient, OrchestrationStatus, TaskHubGrpcClient
-from durabletask.saga import Saga
+from durabletask.saga import SAGA_ERROR_TYPE, Saga
 from durabletask.worker import TaskHubGrpcWorker
 from durabletask.workflows import (
     AsyncWorkflowClient,
@@ -86,6 +86,21 @@ def trip(ctx: task.OrchestrationContext, params: dict) -> Any:
         if params.get("mode") == "raise":
             yield from saga.compensate_and_raise(err)
         report = yield from saga.compensate(err)
+        return {"compensated": report.compensated, "results": report.results}
+    return "booked"
+
+
+async def trip_async(ctx: task.OrchestrationContext, params: dict) -> Any:
+    """``trip`` as an ``async def`` orchestrator: the saga's operations are awaited."""
+    saga = Saga(ctx, parallel=params.get("parallel", False))
+    try:
+        for step in params["steps"]:
+            await ctx.call_activity(book, input={"step": step, "fail": step == params.get("fail_at")})
+            saga.add_compensation(undo, {"step": step, "broken": step in params.get("broken", [])})
+    except task.TaskFailedError as err:
+        if params.get("mode") == "raise":
+            await saga.compensate_and_raise(err)
+        report = await saga.compensate(err)
         return {"compensated": report.compensated, "results": report.results}
     return "booked"
 
@@ -190,6 +205,7 @@ def env() -> Iterator[Env]:
     with fast_sidecar() as (_, address):
         worker = TaskHubGrpcWorker(host_address=address, maximum_cached_orchestrations=0)
         worker.add_orchestrator(trip)
+        worker.add_orchestrator(trip_async)
         worker.add_orchestrator(saga_bad_input)
         worker.add_activity(book)
         worker.add_activity(undo)
@@ -240,6 +256,29 @@ def test_saga_compensates_in_parallel_when_asked(env: Env) -> None:
     assert state.get_output()["results"] == ["c undone", "b undone", "a undone"]
     turns = undo_turns(env, instance_id)
     assert len(turns) == 3 and len(set(turns)) == 1, "parallel compensations are scheduled in one turn"
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_an_async_orchestrator_awaits_the_saga_with_the_same_history(env: Env, parallel: bool) -> None:
+    params = {"steps": ["a", "b", "c"], "fail_at": "c", "parallel": parallel}
+    generator_id, generator_state = run_trip(env, **params)
+    async_id = env.client.schedule_new_orchestration(trip_async, input=params)
+    async_state = env.client.wait_for_orchestration_completion(async_id, timeout=30)
+    assert async_state is not None and async_state.runtime_status == OrchestrationStatus.COMPLETED, (
+        async_state and async_state.failure_details)
+    assert async_state.get_output() == generator_state.get_output() == {
+        "compensated": ["undo", "undo"], "results": ["b undone", "a undone"]}
+    assert undo_turns(env, async_id) == undo_turns(env, generator_id)
+    assert calls(async_id) == calls(generator_id)
+
+
+def test_an_async_orchestrator_awaits_compensate_and_raise(env: Env) -> None:
+    instance_id = env.client.schedule_new_orchestration(
+        trip_async, input={"steps": ["a", "b"], "fail_at": "b", "mode": "raise"})
+    state = env.client.wait_for_orchestration_completion(instance_id, timeout=30)
+    assert state is not None and state.runtime_status == OrchestrationStatus.FAILED
+    assert state.failure_details is not None and state.failure_details.error_type == SAGA_ERROR_TYPE
+    assert calls(instance_id) == ["book a", "book b", "undo a"]
 
 
 def test_saga_happy_path_runs_no_compensation(env: Env) -> None:
