@@ -87,8 +87,8 @@ class _Handler(BaseHTTPRequestHandler):
     # --- plumbing ----------------------------------------------------------------------------
 
     def setup(self) -> None:
-        self.timeout = IDLE_TIMEOUT  # read here, so that a test can shorten it
         super().setup()
+        self.connection.settimeout(IDLE_TIMEOUT)  # read here, so that a test can shorten it
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)

@@ -82,7 +82,7 @@ def test_a_silent_connection_is_closed_after_the_idle_timeout(
     server: SidecarServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Each connection holds a thread: one that never sends a request must not hold it for ever.
-    assert server.dashboard is not None
+    assert server.dashboard is not None and server.dashboard.port is not None
     monkeypatch.setattr(http_server, "IDLE_TIMEOUT", 0.3)
     with socket.create_connection(("127.0.0.1", server.dashboard.port), timeout=TIMEOUT) as silent:
         assert silent.recv(1) == b""  # closed by the server (a timeout here raises instead)
