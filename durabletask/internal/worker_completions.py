@@ -102,10 +102,15 @@ class Refusal:
 
 def failed_activity_response(req: pb.ActivityRequest, response: pb.ActivityResponse, refusal: Refusal) -> pb.ActivityResponse:
     """The activity's completion turned into a failure that names the refusal."""
+    return activity_failure(response, refusal.failure_details(f"the result of activity '{req.name}'"))
+
+
+def activity_failure(response: pb.ActivityResponse, details: pb.TaskFailureDetails) -> pb.ActivityResponse:
+    """The activity's completion turned into the failure ``details``."""
     failed = pb.ActivityResponse(
         instanceId=response.instanceId, taskId=response.taskId, completionToken=response.completionToken
     )
-    failed.failureDetails.CopyFrom(refusal.failure_details(f"the result of activity '{req.name}'"))
+    failed.failureDetails.CopyFrom(details)
     return failed
 
 
@@ -113,22 +118,35 @@ def failed_turn_response(
     response: pb.OrchestratorResponse, action_id: int, refusal: Refusal
 ) -> pb.OrchestratorResponse:
     """A turn that ends the orchestration FAILED, naming the refusal (``action_id``: one not used yet)."""
+    details = refusal.failure_details(f"the response of orchestration '{response.instanceId}'")
+    return turn_failure(response, action_id, details)
+
+
+def turn_failure(
+    response: pb.OrchestratorResponse, action_id: int, details: pb.TaskFailureDetails
+) -> pb.OrchestratorResponse:
+    """A turn that ends the orchestration FAILED with ``details`` (``action_id``: one not used yet)."""
     failed = pb.OrchestratorResponse(instanceId=response.instanceId, completionToken=response.completionToken)
     if response.HasField("orchestrationTraceContext"):
         failed.orchestrationTraceContext.CopyFrom(response.orchestrationTraceContext)
     action = failed.actions.add(id=action_id)
     action.completeOrchestration.orchestrationStatus = pb.ORCHESTRATION_STATUS_FAILED
-    action.completeOrchestration.failureDetails.CopyFrom(
-        refusal.failure_details(f"the response of orchestration '{response.instanceId}'")
-    )
+    action.completeOrchestration.failureDetails.CopyFrom(details)
     return failed
 
 
 def failed_batch_result(
     req: pb.EntityBatchRequest | pb.EntityRequest, result: pb.EntityBatchResult, refusal: Refusal
 ) -> pb.EntityBatchResult:
-    """The batch with every operation failed, the entity's state left as it was and no actions."""
+    """The batch with every operation failed, naming the refusal."""
     details = refusal.failure_details(f"the results of the operation batch of entity '{req.instanceId}'")
+    return batch_failure(req, result, details)
+
+
+def batch_failure(
+    req: pb.EntityBatchRequest | pb.EntityRequest, result: pb.EntityBatchResult, details: pb.TaskFailureDetails
+) -> pb.EntityBatchResult:
+    """The batch with every operation failed with ``details``, the entity's state left as it was and no actions."""
     failed = pb.EntityBatchResult(completionToken=result.completionToken, operationInfos=result.operationInfos)
     if req.HasField("entityState"):
         failed.entityState.CopyFrom(req.entityState)

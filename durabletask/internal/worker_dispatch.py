@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from durabletask import serialization
 from durabletask.internal import orchestrator_service_pb2 as pb
@@ -34,13 +34,21 @@ from durabletask.internal.worker_batches import ACTIVITIES, TURNS, PendingResult
 from durabletask.internal.worker_completions import (
     CompletionSender,
     Refusal,
+    activity_failure,
+    batch_failure,
     failed_activity_response,
     failed_batch_result,
     failed_turn_response,
+    turn_failure,
 )
 from durabletask.internal.worker_limits import KeyedSequencer, Pending, WorkLimiter
+from durabletask.internal.worker_payloads import (
+    oversize_batch_part,
+    oversize_turn_part,
+    payload_too_large_details,
+)
 from durabletask.payload.helpers import deexternalize_payloads, externalize_payloads
-from durabletask.payload.store import PayloadStore
+from durabletask.payload.store import PayloadStore, PayloadTooLargeError
 
 # Handing work back is best effort: the sidecar offers the item again when its lease runs
 # out or this worker's stream closes.
@@ -48,6 +56,9 @@ _ABANDON_TIMEOUT = 5.0
 
 # Returns the stub to send completions on (the current connection), or None when there is none.
 StubProvider = Callable[[], Any]
+
+# A work item's result, whose large payloads go to the payload store.
+_Result = TypeVar("_Result", pb.OrchestratorResponse, pb.ActivityResponse, pb.EntityBatchResult)
 
 
 @dataclass(frozen=True)
@@ -385,13 +396,21 @@ class WorkItemDispatcher:
             if results.custom_status is not None:
                 response.customStatus.value = results.custom_status
         trace_notes = trace_turn(req, past, response, trace_notes, emit=self._emit_trace_spans)
-        if not self._externalize_payloads(response, instance_id, f"the turn of '{instance_id}'"):
+        action_id = _failure_action_id(first_free_id, response)
+        original = response
+        stored = self._externalize_payloads(
+            response, instance_id, f"the turn of '{instance_id}'",
+            too_large=lambda store, error: turn_failure(
+                original, action_id, payload_too_large_details(oversize_turn_part(original, store), error)
+            ),
+        )
+        if stored is None:
             self._abandon_orchestration(instance_id, token)
             return False
-        if verdict is None and state is not None:
+        response = stored
+        if verdict is None and state is not None and response is original:
             state.trace_notes = trace_notes
             self._replays.put(instance_id, execution_id, state)
-        action_id = _failure_action_id(first_free_id, response)
         self._deliver(
             self._turn_results,
             "CompleteOrchestratorTask",
@@ -529,10 +548,18 @@ class WorkItemDispatcher:
 
     def _complete_activity(self, req: pb.ActivityRequest, response: pb.ActivityResponse, done: Callable[[], None]) -> None:
         """Deliver an activity's result; ``done`` runs once it is settled (a batched result may be sent later)."""
-        if not self._externalize_payloads(response, response.instanceId, f"the result of activity '{req.name}'"):
+        original = response
+        stored = self._externalize_payloads(
+            response, response.instanceId, f"the result of activity '{req.name}'",
+            too_large=lambda store, error: activity_failure(
+                original, payload_too_large_details(f"the result of activity '{req.name}'", error)
+            ),
+        )
+        if stored is None:
             self._abandon_activity(response.completionToken)
             done()
             return
+        response = stored
         self._deliver(
             self._activity_results,
             "CompleteActivityTask",
@@ -582,10 +609,17 @@ class WorkItemDispatcher:
                 if self._is_closing():
                     self._abandon_entity(req.instanceId, token)
                 elif self._resolve_payloads(req, f"the operation batch of entity '{key}'"):
-                    result = self._entities.run_batch(req, token, await_result=self._loop.run)
-                    if not self._externalize_payloads(result, key, f"the operation batch of entity '{key}'"):
+                    computed = self._entities.run_batch(req, token, await_result=self._loop.run)
+                    stored = self._externalize_payloads(
+                        computed, key, f"the operation batch of entity '{key}'",
+                        too_large=lambda store, error: batch_failure(
+                            req, computed, payload_too_large_details(oversize_batch_part(req, computed, store), error)
+                        ),
+                    )
+                    if stored is None:
                         self._abandon_entity(key, token)
                         return
+                    result = stored
                     self._sender.deliver(
                         "CompleteEntityTask",
                         result,
@@ -632,16 +666,38 @@ class WorkItemDispatcher:
             return False
         return True
 
-    def _externalize_payloads(self, message: Any, instance_id: str, subject: str) -> bool:
-        """Move the large payloads of ``message`` to the payload store; False if that failed."""
-        if self._payload_store is None:
-            return True
+    def _externalize_payloads(
+        self,
+        message: _Result,
+        instance_id: str,
+        subject: str,
+        *,
+        too_large: Callable[[PayloadStore, PayloadTooLargeError], _Result],
+    ) -> _Result | None:
+        """Move the large payloads of ``message`` to the payload store; returns the message to send.
+
+        A payload over the store's limit can never be stored: ``too_large`` builds the failure to
+        send instead (its payloads are stored too). None when the store failed (a network error,
+        say): the caller hands the work item back, to be retried.
+        """
+        store = self._payload_store
+        if store is None:
+            return message
         try:
-            externalize_payloads(message, self._payload_store, instance_id=instance_id)
+            externalize_payloads(message, store, instance_id=instance_id)
+            return message
+        except PayloadTooLargeError as error:
+            self._logger.warning("%s cannot be stored (%s); reporting it as failed instead", subject, error)
+            replacement = too_large(store, error)
         except Exception:
             self._logger.exception("could not store the large payloads of %s; handing it back", subject)
-            return False
-        return True
+            return None
+        try:
+            externalize_payloads(replacement, store, instance_id=instance_id)
+        except Exception:
+            self._logger.exception("could not store the payloads of the failure of %s; handing it back", subject)
+            return None
+        return replacement
 
     def _abandon_entity(self, instance_id: str, token: str) -> None:
         self._logger.info("handing back an entity batch of '%s'", instance_id)

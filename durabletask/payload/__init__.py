@@ -11,11 +11,12 @@ from durabletask.payload.helpers import (
     externalize_payloads,
     externalize_payloads_async,
 )
-from durabletask.payload.store import LargePayloadStorageOptions, PayloadStore
+from durabletask.payload.store import LargePayloadStorageOptions, PayloadStore, PayloadTooLargeError
 
 __all__ = [
     "LargePayloadStorageOptions",
     "PayloadStore",
+    "PayloadTooLargeError",
     "deexternalize_payloads",
     "deexternalize_payloads_async",
     "externalize_payloads",

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from google.protobuf import message as pb_message
 from google.protobuf import wrappers_pb2
 
-from durabletask.payload.store import PayloadStore
+from durabletask.payload.store import PayloadStore, PayloadTooLargeError
 
 logger = logging.getLogger("durabletask-payloads")
 
@@ -49,10 +49,7 @@ def _to_store(field: wrappers_pb2.StringValue, store: PayloadStore) -> bytes | N
     if len(data) <= options.threshold_bytes:
         return None
     if len(data) > options.max_stored_payload_bytes:
-        raise ValueError(
-            f"a payload of {len(data)} bytes exceeds the payload store's limit of "
-            f"{options.max_stored_payload_bytes} bytes (max_stored_payload_bytes)"
-        )
+        raise PayloadTooLargeError(len(data), options.max_stored_payload_bytes)
     return data
 
 

@@ -12,13 +12,30 @@ class LargePayloadStorageOptions:
 
     ``threshold_bytes``: a payload whose UTF-8 encoding is longer than this is stored and replaced
     by a token (256 KiB by default, as in the other Durable Task SDKs).
-    ``max_stored_payload_bytes``: a longer payload is refused with ``ValueError`` (10 MiB).
+    ``max_stored_payload_bytes``: a longer payload is refused with :class:`PayloadTooLargeError`, a
+    ``ValueError`` (10 MiB).
     ``enable_compression``: stores may gzip what they store (the Azure Blob store does).
     """
 
     threshold_bytes: int = 256 * 1024
     max_stored_payload_bytes: int = 10 * 1024 * 1024
     enable_compression: bool = True
+
+
+class PayloadTooLargeError(ValueError):
+    """A payload is longer than ``LargePayloadStorageOptions.max_stored_payload_bytes``.
+
+    A client raises it to the caller. A worker does not retry such a result: the activity, the
+    orchestration or the entity operation fails with a failure that names the size and the limit.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"a payload of {size} bytes exceeds the limit of {limit} bytes set by "
+            "LargePayloadStorageOptions.max_stored_payload_bytes"
+        )
+        self.size = size
+        self.limit = limit
 
 
 class PayloadStore(abc.ABC):

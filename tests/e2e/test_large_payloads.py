@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import grpc
 import pytest
 
-from durabletask import task
+from durabletask import entities, task
 from durabletask.client import OrchestrationStatus, TaskHubGrpcClient
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
@@ -101,9 +102,12 @@ def test_a_worker_that_reads_the_history_back_resolves_it() -> None:
         with worker, TaskHubGrpcClient(host_address=address, payload_store=store) as client:
             worker.start()
             ids = [client.schedule_new_orchestration(large_flow, input=c * SIZE) for c in "pq"]
+            def waiting(instance_id: str) -> bool:
+                state = client.get_orchestration_state(instance_id)
+                return state is not None and state.get_custom_status() == "waiting"
+
             for iid in ids:
-                eventually(lambda i=iid: (s := client.get_orchestration_state(i)) is not None
-                           and s.get_custom_status() == "waiting", WAIT, "both to wait for their event")
+                eventually(functools.partial(waiting, iid), WAIT, "both to wait for their event")
             for iid in ids:
                 client.raise_orchestration_event(iid, "big", data="e" * SIZE)
             for iid, c in zip(ids, "pq", strict=True):
@@ -135,3 +139,122 @@ def test_the_azure_blob_store_on_azurite(sidecar: Any, azurite: str) -> None:
         )
         assert token.startswith(f"blob:v1:payloads:{iid}/")
         assert not store.is_known_token("blob:v1:payloads:") and not store.is_known_token("memory:1")
+
+
+# ---------------------------------------------------------------- payloads over the store's limit
+
+LIMIT = 4096  # max_stored_payload_bytes of these tests' store
+UNDER = 2000  # over the threshold, under the limit
+OVER = 6000
+
+
+class FlakyPayloadStore(MemoryPayloadStore):
+    """A memory store whose first ``failures`` uploads fail as a network error would."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def upload(self, data: bytes, *, instance_id: str | None = None) -> str:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("the payload store is unreachable")
+        return super().upload(data, instance_id=instance_id)
+
+
+def sized_text(ctx: task.ActivityContext, size: int) -> str:
+    return "r" * size
+
+
+def sized_entity(ctx: entities.EntityContext, size: int) -> Any:
+    if ctx.operation == "remember":
+        ctx.set_state(size)
+        return None
+    return "s" * size  # "produce"
+
+
+def calls_with_results(ctx: task.OrchestrationContext, size: int):  # unannotated, as mypy infers Never from a typed one
+    """An activity and an entity operation that each return ``size`` characters; returns what happened."""
+    outcomes: dict[str, Any] = {}
+    entity = entities.EntityInstanceId("sized_entity", ctx.instance_id)
+    yield ctx.call_entity(entity, "remember", size)
+    for kind, call in (("activity", lambda: ctx.call_activity(sized_text, input=size)),
+                       ("entity", lambda: ctx.call_entity(entity, "produce", size))):
+        try:
+            outcomes[kind] = len((yield call()))
+        except task.TaskFailedError as failure:
+            details = failure.details
+            outcomes[kind] = {"type": details.error_type, "message": details.message}
+    return outcomes
+
+
+def returns_text(ctx: task.OrchestrationContext, size: int):
+    return "o" * size
+    yield  # a generator: an orchestrator
+
+
+def limited_worker(address: str, store: PayloadStore) -> TaskHubGrpcWorker:
+    worker = TaskHubGrpcWorker(host_address=address, payload_store=store)
+    worker.add_orchestrator(calls_with_results)
+    worker.add_orchestrator(returns_text)
+    worker.add_activity(sized_text)
+    worker.add_entity(sized_entity)
+    return worker
+
+
+def limit_words(size: int) -> str:
+    return f"is {size} bytes, over the limit of {LIMIT} bytes set by LargePayloadStorageOptions.max_stored_payload_bytes"
+
+
+def test_results_over_the_limit_fail_the_activity_and_the_entity_operation(sidecar: Any) -> None:
+    store = MemoryPayloadStore(max_stored_payload_bytes=LIMIT)
+    with limited_worker(sidecar.address, store) as worker, TaskHubGrpcClient(
+        host_address=sidecar.address, payload_store=store
+    ) as client:
+        worker.start()
+        iid = client.schedule_new_orchestration(calls_with_results, input=OVER, instance_id=uuid.uuid4().hex)
+        state = client.wait_for_orchestration_completion(iid, timeout=WAIT)
+        assert state is not None and state.runtime_status is OrchestrationStatus.COMPLETED, state
+        outcomes = state.get_output()
+        entity_id = f"@sized_entity@{iid}"
+        assert outcomes["activity"] == {
+            "type": "PayloadTooLarge", "message": f"the result of activity 'sized_text' {limit_words(OVER + 2)}"
+        }, outcomes
+        # A failed entity call reaches the orchestration as the official SDK's entity-operation failure.
+        message = outcomes["entity"]["message"]
+        assert message.startswith(f"Operation 'produce' on entity '{entity_id}' failed"), message
+        assert message.endswith(f"the result of operation 'produce' of entity '{entity_id}' {limit_words(OVER + 2)}")
+        entity = client.get_entity(entities.EntityInstanceId("sized_entity", iid))
+        assert entity is not None and entity.get_state(int) == OVER, "the failed batch left the state as it was"
+
+        small = client.schedule_new_orchestration(calls_with_results, input=UNDER, instance_id=uuid.uuid4().hex)
+        state = client.wait_for_orchestration_completion(small, timeout=WAIT)
+        assert state is not None and state.get_output() == {"activity": UNDER, "entity": UNDER}, "under the limit: stored"
+
+
+def test_an_output_over_the_limit_fails_the_orchestration(sidecar: Any) -> None:
+    store = MemoryPayloadStore(max_stored_payload_bytes=LIMIT)
+    with limited_worker(sidecar.address, store) as worker, TaskHubGrpcClient(
+        host_address=sidecar.address, payload_store=store
+    ) as client:
+        worker.start()
+        iid = client.schedule_new_orchestration(returns_text, input=OVER, instance_id=uuid.uuid4().hex)
+        state = client.wait_for_orchestration_completion(iid, timeout=WAIT)
+        assert state is not None and state.runtime_status is OrchestrationStatus.FAILED, state
+        assert state.failure_details is not None
+        assert state.failure_details.error_type == "PayloadTooLarge"
+        assert state.failure_details.message == f"the output of orchestration '{iid}' {limit_words(OVER + 2)}"
+        with pytest.raises(ValueError, match=f"{OVER + 2} bytes exceeds the limit of {LIMIT} bytes"):
+            client.schedule_new_orchestration("returns_text", input="i" * OVER)
+
+
+def test_a_store_that_fails_for_a_while_gets_the_results_retried(sidecar: Any) -> None:
+    """A store error that is not about the size hands the work item back; it is run again and stored."""
+    store = FlakyPayloadStore(failures=2)
+    with limited_worker(sidecar.address, store) as worker, TaskHubGrpcClient(host_address=sidecar.address) as client:
+        worker.start()
+        iid = client.schedule_new_orchestration(returns_text, input=SIZE, instance_id=uuid.uuid4().hex)
+        state = client.wait_for_orchestration_completion(iid, timeout=WAIT)
+        assert state is not None and state.runtime_status is OrchestrationStatus.COMPLETED, state
+        assert store.failures == 0
+        assert store.download(state.serialized_output or "") == b'"' + b"o" * SIZE + b'"'
