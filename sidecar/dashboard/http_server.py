@@ -235,6 +235,9 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError as exc:
             self._error(HTTPStatus.BAD_REQUEST, f"the body is not valid JSON: {exc}")
             return
+        except RecursionError:
+            self._error(HTTPStatus.BAD_REQUEST, "the body is not valid JSON: it is nested too deeply")
+            return
         if not isinstance(payload, dict):
             self._error(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
             return

@@ -314,6 +314,8 @@ def test_bad_input_is_refused_with_the_problem_named_and_changes_nothing(env: Da
         (post_json(env.url, f"/api/instances/{'x' * 5000}/terminate", {}), 400, "instanceId"),
         (http(f"{env.url}/api/instances/{running}/terminate", method="POST", body=b"{not json",
               headers={**AUTH, "Content-Type": "application/json"}), 400, "not valid JSON"),
+        (http(f"{env.url}/api/instances/{running}/terminate", method="POST", body=b"[" * 100_000,
+              headers={**AUTH, "Content-Type": "application/json"}), 400, "nested too deeply"),
         (http(f"{env.url}/api/instances/{running}/terminate", method="POST", body=b"{}",
               headers={**AUTH, "Content-Type": "text/plain"}), 415, "JSON"),
         (http(f"{env.url}/api/instances/{running}/terminate", method="POST", body=b"{}",
