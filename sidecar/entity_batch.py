@@ -16,7 +16,7 @@ from datetime import datetime
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.engine_events import from_timestamp, new_event, new_execution_started, optional_str
-from sidecar.engine_validate import MAX_TEXT_LENGTH, text_problem, timestamps_problem
+from sidecar.engine_validate import MAX_TEXT_LENGTH, text_problem, timestamps_problem, trace_context_problem
 from sidecar.entity_scheduler import (
     CALL,
     SIGNAL,
@@ -178,6 +178,10 @@ def _validate(entity_id: str, batch: Sequence[QueuedMessage], result: pb.EntityB
             _check_instance_id(start.instanceId, f"{prefix} (startNewOrchestration)")
             if start.HasField("version"):
                 problem = text_problem(start.version.value, "version")
+                if problem is not None:
+                    raise InvalidBatchResultError(f"{prefix} (startNewOrchestration): {problem}")
+            if start.HasField("parentTraceContext"):
+                problem = trace_context_problem(start.parentTraceContext, "parentTraceContext")
                 if problem is not None:
                     raise InvalidBatchResultError(f"{prefix} (startNewOrchestration): {problem}")
 

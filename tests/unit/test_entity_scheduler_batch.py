@@ -132,6 +132,9 @@ def test_signals_and_new_orchestrations_from_operations() -> None:
             instanceId="x", name="o", version=StringValue(value="v" * 5000)))]), "version is 5000 characters long"),
         (batch_result(success(), actions=[pb.OperationAction(startNewOrchestration=pb.StartNewOrchestrationAction(
             instanceId="x", name="o", version=StringValue(value="1\x00")))]), "version contains a control character"),
+        (batch_result(success(), actions=[pb.OperationAction(startNewOrchestration=pb.StartNewOrchestrationAction(
+            instanceId="x", name="o", parentTraceContext=pb.TraceContext(traceParent="00-" + "a" * 5000)))]),
+         "parentTraceContext.traceParent is 5003 characters long"),
     ],
 )
 def test_invalid_results_are_rejected_naming_the_problem(result: pb.EntityBatchResult, words: str) -> None:
