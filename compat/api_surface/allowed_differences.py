@@ -17,9 +17,6 @@ ENTITY_OPERATION_INPUT = (
 )
 
 ALLOWED: dict[str, str] = {
-    "durabletask.extensions.history_export": (
-        "the export of histories to Azure Blob Storage (an Azure-specific extension) is not implemented"
-    ),
     "durabletask.worker.ExecutionResults": (
         "the official orchestration executor's internal result type (protobuf actions); user code never sees it"
     ),
