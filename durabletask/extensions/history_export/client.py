@@ -207,6 +207,8 @@ class ExportHistoryClient:
         except grpc.RpcError as err:
             if not _ignorable(err):
                 raise
+        if self._client.get_orchestration_state(instance_id, fetch_payloads=False) is None:
+            return  # the orchestrator never ran or is already purged
         try:
             self._client.wait_for_orchestration_completion(instance_id, timeout=_DELETE_WAIT_SECONDS)
         except TimeoutError:
@@ -335,6 +337,8 @@ class AsyncExportHistoryClient:
         except grpc.RpcError as err:
             if not _ignorable(err):
                 raise
+        if await self._client.get_orchestration_state(instance_id, fetch_payloads=False) is None:
+            return  # the orchestrator never ran or is already purged
         try:
             await self._client.wait_for_orchestration_completion(instance_id, timeout=_DELETE_WAIT_SECONDS)
         except TimeoutError:
