@@ -47,6 +47,8 @@ class EntitySignal:
     sender: str
     event: pb.HistoryEvent
     visible_at: datetime | None = None
+    # SendSignalAction.parentTraceContext: queued with the signal, handed to the target's worker.
+    trace_context: pb.TraceContext | None = None
 
 
 @dataclass
@@ -171,6 +173,10 @@ def _validate(entity_id: str, batch: Sequence[QueuedMessage], result: pb.EntityB
                 raise InvalidBatchResultError(f"{prefix} (sendSignal): {exc}") from None
             if not signal.name:
                 raise InvalidBatchResultError(f"{prefix} (sendSignal) has no operation name")
+            if signal.HasField("parentTraceContext"):
+                problem = trace_context_problem(signal.parentTraceContext, "parentTraceContext")
+                if problem is not None:
+                    raise InvalidBatchResultError(f"{prefix} (sendSignal): {problem}")
         else:
             start = action.startNewOrchestration
             if not start.name.strip():
@@ -236,7 +242,8 @@ def _signal(entity_id: str, action: pb.SendSignalAction, now: datetime, new_id: 
         signaled.scheduledTime.CopyFrom(action.scheduledTime)
         scheduled = from_timestamp(action.scheduledTime)
         visible_at = scheduled if scheduled > now else None
-    return EntitySignal(target=target, sender=entity_id, event=event, visible_at=visible_at)
+    trace_context = action.parentTraceContext if action.HasField("parentTraceContext") else None
+    return EntitySignal(target=target, sender=entity_id, event=event, visible_at=visible_at, trace_context=trace_context)
 
 
 def _new_orchestration(action: pb.StartNewOrchestrationAction, now: datetime, new_id: IdFactory) -> NewOrchestration:

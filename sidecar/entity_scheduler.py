@@ -137,6 +137,8 @@ class QueuedMessage:
     sender: str
     event: pb.HistoryEvent
     size: int = 0
+    # The sender's trace context (client and entity signals only; the protocol gives orchestrations' none).
+    trace_context: pb.TraceContext | None = None
 
     @property
     def critical_section_id(self) -> str:

@@ -11,6 +11,8 @@ Choices where the protocol leaves room:
   lower-cased); ``lastModifiedTo`` is exclusive; without ``includeTransient`` only entities
   with state are listed, with it every entity GetEntity would find.
 - CleanEntityStorage does all the work in one call (no continuation token).
+- ``SignalEntityRequest.parentTraceContext`` is kept with the queued signal and handed to the
+  worker as the operation's ``OperationRequest.traceContext`` (see ``work_streams.to_work_item``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from sidecar.servicer_util import (
     check_instance_id,
     check_name,
     check_token,
+    check_trace_context,
     mapped_errors,
     optional_string,
     optional_time,
@@ -76,6 +79,7 @@ class EntityServicerMixin:
     def SignalEntity(self, request: pb.SignalEntityRequest, context: grpc.ServicerContext) -> Any:
         entity_id = check_entity_id(request.instanceId)
         check_name(request.name, "name", "the operation to signal")
+        trace = check_trace_context(request)
         now = self.clock()
         event = new_event(now)
         signaled = event.entityOperationSignaled
@@ -88,7 +92,7 @@ class EntityServicerMixin:
         if scheduled is not None:
             signaled.scheduledTime.CopyFrom(request.scheduledTime)
         visible_at = scheduled if scheduled is not None and scheduled > now else now
-        self.hub.signal_entity(entity_id, event, visible_at, now)
+        self.hub.signal_entity(entity_id, event, visible_at, now, trace)
         return pb.SignalEntityResponse()
 
     @mapped_errors

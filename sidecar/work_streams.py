@@ -185,6 +185,8 @@ def takes(stream: WorkStream, name: str, version: str | None) -> bool:
 def to_work_item(item: OrchestrationWorkItem | ActivityWorkItem | EntityWorkItem, omitted: int = 0) -> pb.WorkItem:
     """The work item sent to a worker; for a turn, without the first ``omitted`` past events."""
     if isinstance(item, EntityWorkItem):
+        if any(ctx is not None for ctx in item.trace_contexts):
+            return pb.WorkItem(entityRequest=entity_batch_request(item), completionToken=item.token)
         entity = pb.EntityRequest(instanceId=item.instance_id, operationRequests=item.operations)
         if item.state is not None:
             entity.entityState.value = item.state
@@ -212,6 +214,31 @@ def to_work_item(item: OrchestrationWorkItem | ActivityWorkItem | EntityWorkItem
     if task.trace_context is not None:
         activity.parentTraceContext.CopyFrom(task.trace_context)
     return pb.WorkItem(activityRequest=activity, completionToken=item.token)
+
+
+def entity_batch_request(item: EntityWorkItem) -> pb.EntityBatchRequest:
+    """The v1 form of an entity batch (``WorkItem.entityRequest``), which alone carries each
+    operation's trace context (``OperationRequest.traceContext``).
+
+    A batch goes out in this form when one of its operations has a trace context (a client's or an
+    entity's signal); otherwise in the v2 form (``entityRequestV2``, the queued events themselves).
+    Both forms name the same operations in the same order, and the sidecar matches results to the
+    batch it leased (``entity_batch.apply_batch_result``), not to anything the worker echoes, so
+    replies to callers, locks and failures do not depend on the form.
+    """
+    batch = pb.EntityBatchRequest(instanceId=item.instance_id)
+    if item.state is not None:
+        batch.entityState.value = item.state
+    for position, event in enumerate(item.operations):
+        kind = event.WhichOneof("eventType")
+        message = event.entityOperationCalled if kind == "entityOperationCalled" else event.entityOperationSignaled
+        operation = batch.operations.add(requestId=message.requestId, operation=message.operation)
+        if message.HasField("input"):
+            operation.input.CopyFrom(message.input)
+        ctx = item.trace_contexts[position] if position < len(item.trace_contexts) else None
+        if ctx is not None:
+            operation.traceContext.CopyFrom(ctx)
+    return batch
 
 
 # Bytes kept free under the message limit for what wraps a work item (a WorkItemBatch's field

@@ -21,6 +21,9 @@ const {
   whenAll,
   whenAny,
 } = require("@microsoft/durabletask-js");
+// The SDK's generated messages, for a request its client does not build (a traced signal).
+const pb = require("@microsoft/durabletask-js/dist/proto/orchestrator_service_pb");
+const { StringValue } = require("google-protobuf/google/protobuf/wrappers_pb");
 
 const WAIT_SECONDS = 30;
 const RUN = Date.now().toString(36);
@@ -202,6 +205,13 @@ async function until(what, check) {
   }
 }
 
+// An entity's state, or undefined while it has none: an entity whose first signal is due exists
+// before that signal has run, and the SDK's metadata then throws on reading its state.
+async function entityState(client, entity) {
+  const metadata = await client.getEntity(entity);
+  return metadata?.includesState ? metadata.state : undefined;
+}
+
 async function statusOf(client, instanceId) {
   const state = await client.getOrchestrationState(instanceId, false);
   return state ? OrchestrationStatus[state.runtimeStatus] : undefined;
@@ -301,13 +311,30 @@ const scenarios = {
     const instance = await client.scheduleNewOrchestration(entityWork, key, id("entities"));
     assert.equal(await output(client, instance), 5);
     const counter = new EntityInstanceId("counter", key);
-    await until("the signal from the orchestration", async () => (await client.getEntity(counter))?.state === 105);
+    await until("the signal from the orchestration", async () => (await entityState(client, counter)) === 105);
   },
   async delayedSignal(client) {
     const counter = new EntityInstanceId("counter", id("delayed"));
     await client.signalEntity(counter, "add", 7, { signalTime: new Date(Date.now() + 1500) });
     assert.equal(await client.getEntity(counter), undefined, "an entity with only a delayed signal does not exist yet");
-    await until("the delayed signal", async () => (await client.getEntity(counter))?.state === 7);
+    await until("the delayed signal", async () => (await entityState(client, counter)) === 7);
+  },
+  async tracedSignal(client) {
+    // A signal carrying a trace context (the JavaScript client sends none) reaches the JavaScript
+    // worker as a v1 batch (WorkItem.entityRequest, the context in OperationRequest.traceContext).
+    const counter = new EntityInstanceId("counter", id("traced"));
+    const request = new pb.SignalEntityRequest();
+    request.setInstanceid(counter.toString());
+    request.setName("add");
+    request.setRequestid(id("traced-signal"));
+    const input = new StringValue();
+    input.setValue("9");
+    request.setInput(input);
+    const parent = new pb.TraceContext();
+    parent.setTraceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    request.setParenttracecontext(parent);
+    await new Promise((resolve, reject) => client._stub.signalEntity(request, (error) => (error ? reject(error) : resolve())));
+    await until("the traced signal", async () => (await entityState(client, counter)) === 9);
   },
   async queries(client) {
     const prefix = id("query");

@@ -130,3 +130,49 @@ def test_clean_entity_storage(hub: TaskHubGrpcClient) -> None:
     assert int_state(hub, kept) == 1
     only_locks = hub.clean_entity_storage(remove_empty_entities=False, release_orphaned_locks=True)
     assert (only_locks.empty_entities_removed, only_locks.orphaned_locks_released) == (0, 0)
+
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN = "00f067aa0ba902b7"
+
+
+def test_a_traced_signal_runs_in_the_v1_batch_and_the_span_joins_the_trace(hub: TaskHubGrpcClient) -> None:
+    """A SignalEntity carrying a trace context (our client sends one; the official 1.12 client does
+    not) is handed to the official worker as a v1 batch (WorkItem.entityRequest) whose operation
+    carries it in OperationRequest.traceContext: the worker's ``entity:tally:add`` span joins that
+    trace, and the entity's later calls from an orchestration are answered as usual."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+
+    from durabletask.internal import orchestrator_service_pb2 as pb
+
+    class Keep(SpanProcessor):
+        def __init__(self) -> None:
+            self.spans: list[ReadableSpan] = []
+
+        def on_end(self, span: ReadableSpan) -> None:
+            if span.context is not None and format(span.context.trace_id, "032x") == TRACE_ID:
+                self.spans.append(span)
+
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    kept = Keep()
+    provider.add_span_processor(kept)
+
+    key = new_id("traced")
+    entity = EntityInstanceId("tally", key)
+    request = pb.SignalEntityRequest(instanceId=str(entity), name="add", requestId=new_id("s"))
+    request.input.value = "7"
+    request.parentTraceContext.traceParent = f"00-{TRACE_ID}-{CALLER_SPAN}-01"
+    hub._stub.SignalEntity(request)
+    wait_until(lambda: int_state(hub, entity) == 7, "the traced signal to add 7")
+
+    span = next(s for s in kept.spans if s.name == "entity:tally:add")
+    assert span.parent is not None and format(span.parent.span_id, "016x") == CALLER_SPAN
+    assert dict(span.attributes or {})["durabletask.task.instance_id"] == str(entity)
+
+    state = completed(hub, hub.schedule_new_orchestration(ent.read_tally, input=key))
+    assert state.runtime_status == OrchestrationStatus.COMPLETED
+    assert state.get_output()["value"] == 7

@@ -342,6 +342,7 @@ class ClientCore:
     ) -> ClientOperation[None]:
         self._logger.info("Signaling entity '%s' operation '%s'.", entity_instance_id, operation_name)
         req = build_signal_entity_req(entity_instance_id, operation_name, input, signal_time, self._data_converter)
+        tracing.carry_current_context(req)
         yield RpcCall("SignalEntity", req)
 
     def _get_entity(

@@ -57,6 +57,8 @@ class EntityBatchState:
         self._committed_state = self._state
         self._actions: list[pb.OperationAction] = []
         self._committed_actions = 0
+        # The running operation's trace context: outgoing signals and orchestration starts carry it.
+        self.trace_context: pb.TraceContext | None = None
 
     def get_state(self, intended_type: Any = None, default: Any = None) -> Any:
         """The decoded state, or ``default`` when there is none."""
@@ -84,7 +86,13 @@ class EntityBatchState:
         self._state = encoded
 
     def add_action(self, action: pb.OperationAction) -> None:
-        """Queue an outgoing signal or orchestration start of the running operation."""
+        """Queue an outgoing signal or orchestration start of the running operation (given the
+        operation's trace context as its parent when it has none)."""
+        kind = action.WhichOneof("operationActionType")
+        if self.trace_context is not None and kind in ("sendSignal", "startNewOrchestration"):
+            target = getattr(action, kind)
+            if not target.HasField("parentTraceContext"):
+                target.parentTraceContext.CopyFrom(self.trace_context)
         self._actions.append(action)
 
     @property
@@ -277,6 +285,8 @@ class EntityExecutor:
                 with tracing.running_entity_operation(
                     instance_id, entity_name, op.operation, parent, self._emit_trace_spans
                 ) as span:
+                    # The operation's span (or, without one, its parent) is the parent of what it sends.
+                    state.trace_context = tracing.current_trace_context() or parent
                     try:
                         if entity_id is None:
                             raise ValueError(f"cannot run operations on '{instance_id}': {parse_error}")

@@ -290,6 +290,14 @@ def creating_orchestration(req: pb.CreateInstanceRequest, emit: bool = True) -> 
         yield
 
 
+def carry_current_context(req: pb.SignalEntityRequest) -> None:
+    """Put the active span's context on a SignalEntity request, so the entity operation's span
+    joins the caller's trace (no span of its own, as the official client records none)."""
+    ctx = current_trace_context()
+    if ctx is not None:
+        req.parentTraceContext.CopyFrom(ctx)
+
+
 @contextmanager
 def raising_event(event_name: str, instance_id: str, emit: bool = True) -> Iterator[None]:
     """The PRODUCER span ``orchestration_event:NAME`` around a RaiseEvent call."""

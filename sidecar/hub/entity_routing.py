@@ -40,7 +40,12 @@ def holder_of(record: EntityRecord) -> sched.LockHolder | None:
 
 def queued(rows: list[EntityMessageRow]) -> list[sched.QueuedMessage]:
     """Queue rows as the scheduler sees them."""
-    return [sched.QueuedMessage(seq=r.seq, kind=r.kind, sender=r.sender, event=r.event, size=r.size) for r in rows]
+    return [
+        sched.QueuedMessage(
+            seq=r.seq, kind=r.kind, sender=r.sender, event=r.event, size=r.size, trace_context=r.trace_context
+        )
+        for r in rows
+    ]
 
 
 def _lock_entity(tx: StoreTx, entity_id: str, now: datetime) -> EntityRecord:
@@ -60,10 +65,12 @@ def deliver_to_entity(
     event: pb.HistoryEvent,
     visible_at: datetime | None,
     now: datetime,
+    trace_context: pb.TraceContext | None = None,
 ) -> bool:
     """Queue an entity message (signal, call, lock request or unlock) for ``target``.
 
     Creates the entity on its first message. Lock and unlock messages are settled at once.
+    ``trace_context`` (a client's or an entity's signal) is kept with the message for the worker.
     Returns False when the message was dropped (invalid target ID, unlock of an unknown entity).
     """
     kind = sched.message_kind(event)
@@ -81,7 +88,7 @@ def deliver_to_entity(
         return False
     _lock_entity(tx, entity_id, now)
     due = visible_at if visible_at is not None and visible_at > now else DUE_AT_ONCE
-    tx.enqueue_entity_message(entity_id, kind, sender, event, due)
+    tx.enqueue_entity_message(entity_id, kind, sender, event, due, trace_context)
     if kind in (sched.LOCK, sched.UNLOCK):
         settle(tx, entity_id, now)
     return True
@@ -141,7 +148,7 @@ def apply_batch_outcome(tx: StoreTx, entity_id: str, outcome: BatchOutcome, now:
             log.info("entity '%s': result for '%s' dropped (the instance is gone or finished)",
                      log_text(entity_id), log_text(reply.target_instance_id))
     for signal in outcome.signals:
-        deliver_to_entity(tx, signal.target, signal.sender, signal.event, signal.visible_at, now)
+        deliver_to_entity(tx, signal.target, signal.sender, signal.event, signal.visible_at, now, signal.trace_context)
     for new in outcome.orchestrations:
         start_instance_unless_live(tx, new.instance, new.start_event, new.visible_at, f"entity '{entity_id}'")
     settle(tx, entity_id, now)

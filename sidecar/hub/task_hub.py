@@ -473,9 +473,17 @@ class TaskHub:
 
     # --- entities ---
 
-    def signal_entity(self, entity_id: str, event: pb.HistoryEvent, visible_at: datetime, now: datetime) -> None:
-        """Queue a client's signal (``entityOperationSignaled``) for the entity, visible at ``visible_at``."""
-        self.store.run(lambda tx: deliver_to_entity(tx, entity_id, "", event, visible_at, now))
+    def signal_entity(
+        self,
+        entity_id: str,
+        event: pb.HistoryEvent,
+        visible_at: datetime,
+        now: datetime,
+        trace_context: pb.TraceContext | None = None,
+    ) -> None:
+        """Queue a client's signal (``entityOperationSignaled``) for the entity, visible at ``visible_at``,
+        with the client's trace context (handed to the worker with the operation)."""
+        self.store.run(lambda tx: deliver_to_entity(tx, entity_id, "", event, visible_at, now, trace_context))
 
     def get_entity(self, entity_id: str, now: datetime, include_state: bool = True) -> EntitySnapshot | None:
         """The entity's record, or None when it does not exist."""
@@ -531,7 +539,8 @@ class TaskHub:
                 if batch:
                     tx.record_entity_batch(entity_id, [m.seq for m in batch])
                     return EntityWorkItem(
-                        token=token, instance_id=entity_id, state=record.state, operations=[m.event for m in batch]
+                        token=token, instance_id=entity_id, state=record.state, operations=[m.event for m in batch],
+                        trace_contexts=[m.trace_context for m in batch],
                     )
                 if current is not None:
                     tx.release_entity(entity_id, None, None)

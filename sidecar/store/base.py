@@ -210,6 +210,8 @@ class EntityMessageRow:
     sender: str
     event: pb.HistoryEvent
     size: int
+    # The sender's trace context (a client's or an entity's signal), handed to the worker with the operation.
+    trace_context: pb.TraceContext | None = None
 
 
 @dataclass
@@ -242,6 +244,8 @@ class EntityWorkItem:
     instance_id: str
     state: str | None
     operations: list[pb.HistoryEvent]
+    # Each operation's parent trace context (None where it has none), in the order of ``operations``.
+    trace_contexts: list[pb.TraceContext | None] = field(default_factory=list)
 
 
 @dataclass
@@ -501,9 +505,15 @@ class StoreTx(ABC):
 
     @abstractmethod
     def enqueue_entity_message(
-        self, entity_id: str, kind: str, sender: str, event: pb.HistoryEvent, visible_at: datetime
+        self,
+        entity_id: str,
+        kind: str,
+        sender: str,
+        event: pb.HistoryEvent,
+        visible_at: datetime,
+        trace_context: pb.TraceContext | None = None,
     ) -> None:
-        """Append a message to the entity's queue."""
+        """Append a message (with its sender's trace context, if any) to the entity's queue."""
 
     @abstractmethod
     def entity_queue(self, entity_id: str, now: datetime) -> list[EntityMessageRow]:

@@ -8,7 +8,8 @@ transaction; a newer one is refused with both versions named.
 Tables: ``instances`` (one row per instance, with its turn lease), ``history``, ``inbox``
 (events waiting for the next turn; timers are rows that become visible at their fire time;
 ``ord`` puts rows before others, else ``seq`` orders them), ``activity_tasks`` (with
-leases), ``entities`` and ``entity_queue`` (state, lock holder, messages, batch leases).
+leases), ``entities`` and ``entity_queue`` (state, lock holder, messages with their parent trace
+contexts, batch leases).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Protocol
 
 from sidecar.store.base import SchemaVersionError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -116,7 +117,8 @@ CREATE TABLE IF NOT EXISTS entity_queue (
     kind TEXT NOT NULL,
     sender TEXT NOT NULL,
     event {blob} NOT NULL,
-    visible_at BIGINT NOT NULL
+    visible_at BIGINT NOT NULL,
+    trace_context {blob}
 );
 CREATE INDEX IF NOT EXISTS entity_queue_entity ON entity_queue(entity_id, seq);
 CREATE INDEX IF NOT EXISTS entity_queue_visible ON entity_queue(visible_at);
@@ -173,6 +175,12 @@ MIGRATIONS: dict[int, dict[str, list[str]]] = {
             "ALTER TABLE instances ADD COLUMN IF NOT EXISTS trace_context BYTEA",
             "ALTER TABLE activity_tasks ADD COLUMN IF NOT EXISTS trace_context BYTEA",
         ],
+    },
+    # 4: an entity message's parent trace context (a client's or an entity's signal), handed to the
+    # worker as OperationRequest.traceContext.
+    4: {
+        "sqlite": ["ALTER TABLE entity_queue ADD COLUMN trace_context BLOB"],
+        "postgresql": ["ALTER TABLE entity_queue ADD COLUMN IF NOT EXISTS trace_context BYTEA"],
     },
 }
 

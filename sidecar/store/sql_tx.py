@@ -134,8 +134,10 @@ def row_to_entity(row: Row) -> EntityRecord:
 
 def _message(row: Row) -> EntityMessageRow:
     blob = bytes(row["event"])
+    trace = bytes(row["trace_context"]) if row["trace_context"] else b""
     return EntityMessageRow(
-        seq=row["seq"], kind=row["kind"], sender=row["sender"], event=pb.HistoryEvent.FromString(blob), size=len(blob)
+        seq=row["seq"], kind=row["kind"], sender=row["sender"], event=pb.HistoryEvent.FromString(blob),
+        size=len(blob) + len(trace), trace_context=pb.TraceContext.FromString(trace) if trace else None,
     )
 
 
@@ -522,17 +524,26 @@ class SqlTx(StoreTx):
         return [r["holder"] for r in rows]
 
     def enqueue_entity_message(
-        self, entity_id: str, kind: str, sender: str, event: pb.HistoryEvent, visible_at: datetime
+        self,
+        entity_id: str,
+        kind: str,
+        sender: str,
+        event: pb.HistoryEvent,
+        visible_at: datetime,
+        trace_context: pb.TraceContext | None = None,
     ) -> None:
         self.db.execute(
-            "INSERT INTO entity_queue (entity_id, kind, sender, event, visible_at) VALUES (?, ?, ?, ?, ?)",
-            (entity_id, kind, sender, event.SerializeToString(), to_us(visible_at)),
+            "INSERT INTO entity_queue (entity_id, kind, sender, event, visible_at, trace_context)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (entity_id, kind, sender, event.SerializeToString(), to_us(visible_at),
+             trace_context.SerializeToString() if trace_context is not None else None),
         )
         self.notice.add_work("entity")
 
     def entity_queue(self, entity_id: str, now: datetime) -> list[EntityMessageRow]:
         rows = self.db.query(
-            "SELECT seq, kind, sender, event FROM entity_queue WHERE entity_id = ? AND visible_at <= ? ORDER BY seq",
+            "SELECT seq, kind, sender, event, trace_context FROM entity_queue"
+            " WHERE entity_id = ? AND visible_at <= ? ORDER BY seq",
             (entity_id, to_us(now)),
         )
         return [_message(r) for r in rows]
@@ -542,7 +553,9 @@ class SqlTx(StoreTx):
         if not ids:
             return []
         rows = self.db.query(
-            f"SELECT seq, kind, sender, event FROM entity_queue WHERE seq IN ({marks(ids)}) ORDER BY seq", ids
+            f"SELECT seq, kind, sender, event, trace_context FROM entity_queue WHERE seq IN ({marks(ids)})"
+            " ORDER BY seq",
+            ids,
         )
         return [_message(r) for r in rows]
 

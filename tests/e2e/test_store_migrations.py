@@ -3,6 +3,7 @@
 - a database without a version table (version 0) is migrated in one transaction, and its work runs on;
 - a failed migration leaves the old database untouched;
 - a database written by a newer sidecar is refused, both versions named, by the store and the CLI;
+- a version-3 database (SQLite or PostgreSQL) gains the entity queue's trace_context column;
 - sidecars starting at once on one fresh PostgreSQL database create the schema once;
 - a sidecar starting on a database at the current version runs no DDL, so it neither waits for
   nor deadlocks with the running sidecars' transactions.
@@ -14,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ import pytest
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
+from sidecar.engine_events import new_event
+from sidecar.hub import TaskHub
 from sidecar.server import SidecarServer
 from sidecar.store import SchemaVersionError, SqliteStore, open_store, sql_schema
 from sidecar.store.sql_schema import SCHEMA_VERSION
@@ -241,3 +245,46 @@ def test_a_sidecar_starting_on_a_live_postgres_database_runs_no_ddl(fresh_postgr
             starting.join(timeout=30)  # released by the rollback
         for store in opened:
             store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_version_3_database_gains_the_entity_queue_trace_context(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Version 4 adds entity_queue.trace_context: a queued message written before it runs on."""
+    now = datetime.now(timezone.utc)
+
+    def signal(store: Any, request_id: str, ctx: pb.TraceContext | None) -> None:
+        event = new_event(now)
+        event.entityOperationSignaled.requestId = request_id
+        event.entityOperationSignaled.operation = "add"
+        TaskHub(store).signal_entity("@counter@a", event, now, now, ctx)
+
+    spec = str(tmp_path / "v3.db") if kind == "sqlite" else str(request.getfixturevalue("fresh_postgres"))
+    old = open_store(spec)
+    signal(old, "before", None)
+    old.close()
+    downgrade = ["ALTER TABLE entity_queue DROP COLUMN trace_context", "UPDATE schema_version SET version = 3"]
+    if kind == "sqlite":
+        db = sqlite3.connect(spec, isolation_level=None)
+        for statement in downgrade:
+            db.execute(statement)
+        db.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(spec, autocommit=True) as conn:
+            for statement in downgrade:
+                conn.execute(statement)
+
+    store = open_store(spec)
+    try:
+        assert store.schema_version() == SCHEMA_VERSION
+        traced = pb.TraceContext(traceParent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        signal(store, "after", traced)
+        item = TaskHub(store).lease_entity(now, timedelta(minutes=1))
+        assert item is not None
+        assert [e.entityOperationSignaled.requestId for e in item.operations] == ["before", "after"]
+        assert item.trace_contexts == [None, traced]
+    finally:
+        store.close()

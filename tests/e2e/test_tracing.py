@@ -4,9 +4,10 @@ Spans are collected with the OpenTelemetry SDK's in-memory exporter. The shape c
 official Python SDK's (1.12): the client's PRODUCER ``create_orchestration:NAME``, the
 orchestration's SERVER span (one per execution, whatever the number of turns and replays), a
 CLIENT span per activity / sub-orchestration call with the callee's SERVER span under it, an
-INTERNAL span per timer, a SERVER span per entity operation. The raw-protocol tests check what
-the sidecar stores and hands back: the orchestration's trace context between turns, an
-activity's parent context, and bad trace contexts refused with INVALID_ARGUMENT.
+INTERNAL span per timer, a SERVER span per entity operation (under the signalling client's span
+or entity operation's span). The raw-protocol tests check what the sidecar stores and hands back:
+the orchestration's trace context between turns, an activity's parent context, a signal's trace
+context in the v1 entity batch, and bad trace contexts refused with INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.wrappers_pb2 import StringValue
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -37,6 +39,7 @@ from tests.otel_support import (
     span_id,
     spans_of_trace,
 )
+from tests.payload_support import MemoryPayloadStore
 
 WAIT = 15.0
 
@@ -69,6 +72,11 @@ def counter(ctx: entities.EntityContext, value: Any) -> None:
     ctx.set_state((ctx.get_state(int) or 0) + (value or 0))
 
 
+def relay(ctx: entities.EntityContext, value: Any) -> None:
+    """Passes each operation on to the counter of the same key, as a signal."""
+    ctx.signal_entity(entities.EntityInstanceId("counter", ctx.entity_id.key), "add", value)
+
+
 @pytest.fixture(scope="module")
 def env() -> Iterator[tuple[TaskHubGrpcClient, str]]:
     with collecting_spans(), fast_sidecar() as (_, address):
@@ -78,6 +86,7 @@ def env() -> Iterator[tuple[TaskHubGrpcClient, str]]:
         worker.add_activity(double)
         worker.add_activity(explode)
         worker.add_entity(counter)
+        worker.add_entity(relay)
         worker.start()
         client = TaskHubGrpcClient(host_address=address)
         try:
@@ -189,6 +198,59 @@ def test_entity_operations_get_server_spans(env: tuple[TaskHubGrpcClient, str]) 
     }
 
 
+def test_a_signal_joins_the_callers_trace_and_an_entity_signal_keeps_the_chain(
+    env: tuple[TaskHubGrpcClient, str],
+) -> None:
+    client, _ = env
+    key = uuid.uuid4().hex[:8]
+    with trace.get_tracer("tests").start_as_current_span("test") as root:
+        client.signal_entity(entities.EntityInstanceId("relay", key), "forward", input=4)
+    context = root.get_span_context()
+
+    def counted() -> Any:
+        return next((s for s in spans_of_trace(context.trace_id) if s.name == "entity:counter:add"), None)
+
+    added = eventually(counted, WAIT, "the relayed operation's span, in the client's trace")
+    forwarded = only(spans_of_trace(context.trace_id), "entity:relay:forward")
+    assert forwarded.kind == SpanKind.SERVER and parent_id(forwarded) == context.span_id
+    assert attributes(forwarded)["durabletask.task.instance_id"] == f"@relay@{key}"
+    assert added.kind == SpanKind.SERVER and parent_id(added) == span_id(forwarded)
+    assert attributes(added)["durabletask.task.instance_id"] == f"@counter@{key}"
+    assert eventually(lambda: client.get_entity(entities.EntityInstanceId("counter", key)), WAIT, "the counter") \
+        .get_state(int) == 4
+
+
+def text_keeper(ctx: entities.EntityContext, text: str) -> None:
+    """Keeps the length of the text; the entity keyed "first" passes the text on to "second"."""
+    ctx.set_state(len(text))
+    if ctx.entity_id.key.endswith("first"):
+        ctx.signal_entity(entities.EntityInstanceId("text_keeper", ctx.entity_id.key[:-5] + "second"), "keep", text)
+
+
+def test_traced_entity_batches_with_large_payloads_resolve_their_tokens() -> None:
+    """The v1 batch (sent because the signals carry trace contexts) goes through the worker's payload
+    store like the v2 form: the tokens of the client's and the entity's large inputs are resolved."""
+    store = MemoryPayloadStore()
+    text = "p" * 5000  # over the store's threshold: it travels as a token
+    key = uuid.uuid4().hex[:8]
+    with collecting_spans(), fast_sidecar() as (_, address):
+        worker = TaskHubGrpcWorker(host_address=address, payload_store=store)
+        worker.add_entity(text_keeper)
+        with worker, TaskHubGrpcClient(host_address=address, payload_store=store) as client:
+            worker.start()
+            with trace.get_tracer("tests").start_as_current_span("test") as root:
+                client.signal_entity(entities.EntityInstanceId("text_keeper", key + "first"), "keep", input=text)
+            second = entities.EntityInstanceId("text_keeper", key + "second")
+            kept = eventually(lambda: client.get_entity(second), WAIT, "the second entity's state")
+            assert kept.get_state(int) == len(text)
+            assert client.get_entity(entities.EntityInstanceId("text_keeper", key + "first")).get_state(int) == len(text)  # type: ignore[union-attr]
+            assert store.uploaded_for, "the large inputs were stored as tokens"
+            spans = spans_of_trace(root.get_span_context().trace_id)
+            first_span, second_span = sorted(named(spans, "entity:text_keeper:keep"), key=lambda s: s.start_time or 0)
+            assert parent_id(first_span) == root.get_span_context().span_id
+            assert parent_id(second_span) == span_id(first_span)
+
+
 # ----- what the sidecar carries (raw protocol) -----
 
 PARENT = pb.TraceContext(traceParent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
@@ -270,3 +332,74 @@ def test_a_turn_with_a_bad_trace_context_is_refused(raw: tuple[pb_grpc.TaskHubSi
     assert "parentTraceContext.traceParent" in (refused.value.details() or "")
     history = [e for c in stub.StreamInstanceHistory(pb.StreamInstanceHistoryRequest(instanceId=iid)) for e in c.events]
     assert not any(e.HasField("taskScheduled") for e in history)
+
+
+def filtered(address: str, **filters: Any) -> RawWorker:
+    """A raw worker taking only the work its filters name."""
+    return RawWorker(address, pb.GetWorkItemsRequest(workItemFilters=pb.WorkItemFilters(**filters)))
+
+
+def test_a_traced_signal_goes_out_in_a_v1_batch_and_replies_still_reach_the_caller() -> None:
+    """A batch holding an operation with a trace context is sent as WorkItem.entityRequest
+    (OperationRequest.traceContext); an orchestration's call in the same batch carries none (the
+    protocol gives orchestrations' entity messages no field for it) and its reply is routed as usual.
+    A batch without trace contexts keeps the v2 form."""
+    with fast_sidecar() as (_, address), grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.TaskHubSidecarServiceStub(channel)
+        orchestrations = filtered(address, orchestrations=[pb.OrchestrationFilter(name="orch")])
+        try:
+            iid = start(stub, "caller")
+            turn = orchestrations.next("orchestratorRequest")
+            called = pb.EntityOperationCalledEvent(requestId="r1", operation="get")
+            called.targetInstanceId.value = "@acct@k"
+            called.parentInstanceId.value = iid
+            call = pb.OrchestratorAction(id=1, sendEntityMessage=pb.SendEntityMessageAction(entityOperationCalled=called))
+            orchestrations.complete(turn, call)
+            signal = pb.SignalEntityRequest(instanceId="@acct@k", name="deposit", requestId="s1", parentTraceContext=PARENT)
+            signal.input.value = "5"
+            stub.SignalEntity(signal)
+
+            entities_worker = filtered(address, entities=[pb.EntityFilter(name="acct")])
+            try:
+                item = entities_worker.next("entityRequest")
+                batch = item.entityRequest
+                assert batch.instanceId == "@acct@k"
+                get, deposit = batch.operations
+                assert (get.operation, get.requestId, get.HasField("traceContext")) == ("get", "r1", False)
+                assert (deposit.operation, deposit.requestId, deposit.input.value) == ("deposit", "s1", "5")
+                assert deposit.traceContext == PARENT
+                result = pb.EntityBatchResult(completionToken=item.completionToken, results=[
+                    pb.OperationResult(success=pb.OperationResultSuccess(result=StringValue(value="7"))),
+                    pb.OperationResult(success=pb.OperationResultSuccess()),
+                ])
+                result.entityState.value = "5"
+                entities_worker.stub.CompleteEntityTask(result)
+
+                reply = orchestrations.next("orchestratorRequest")
+                done = next(e for e in reply.orchestratorRequest.newEvents if e.HasField("entityOperationCompleted"))
+                assert done.entityOperationCompleted.requestId == "r1" and done.entityOperationCompleted.output.value == "7"
+                orchestrations.complete(reply, complete(2, "done"))
+
+                stub.SignalEntity(pb.SignalEntityRequest(instanceId="@acct@k", name="deposit", requestId="s2"))
+                plain = entities_worker.next("entityRequestV2")
+                assert plain.entityRequestV2.entityState.value == "5"
+            finally:
+                entities_worker.close()
+        finally:
+            orchestrations.close()
+
+
+@pytest.mark.parametrize("bad, named_field", [
+    (pb.TraceContext(traceParent="x" * 300), "parentTraceContext.traceParent"),
+    (pb.TraceContext(traceParent="00-ab", spanID="\x01"), "parentTraceContext.spanID"),
+])
+def test_a_signal_with_a_bad_trace_context_is_refused_and_queues_nothing(
+    raw: tuple[pb_grpc.TaskHubSidecarServiceStub, RawWorker], bad: pb.TraceContext, named_field: str,
+) -> None:
+    stub, _ = raw
+    entity_id = f"@refused@{uuid.uuid4().hex[:8]}"
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.SignalEntity(pb.SignalEntityRequest(instanceId=entity_id, name="add", parentTraceContext=bad))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert named_field in (refused.value.details() or "")
+    assert not stub.GetEntity(pb.GetEntityRequest(instanceId=entity_id)).exists

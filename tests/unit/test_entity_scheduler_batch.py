@@ -84,12 +84,15 @@ def test_no_results_means_retry_with_nothing_applied() -> None:
     assert "Crash: worker exploded" in outcome.retry_reason
 
 
+TRACED = pb.TraceContext(traceParent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+
+
 def test_signals_and_new_orchestrations_from_operations() -> None:
     later = NOW + timedelta(minutes=5)
     actions = [
         pb.OperationAction(sendSignal=pb.SendSignalAction(instanceId="@Other@k", name="ping")),
         pb.OperationAction(sendSignal=pb.SendSignalAction(instanceId="@other@k", name="later",
-                                                          scheduledTime=to_timestamp(later))),
+                                                          scheduledTime=to_timestamp(later), parentTraceContext=TRACED)),
         pb.OperationAction(startNewOrchestration=pb.StartNewOrchestrationAction(instanceId="job-1", name="job")),
         pb.OperationAction(startNewOrchestration=pb.StartNewOrchestrationAction(
             name="job", scheduledTime=to_timestamp(later))),
@@ -103,6 +106,7 @@ def test_signals_and_new_orchestrations_from_operations() -> None:
     assert body.operation == "ping" and body.input.value == '"hi"' and body.requestId
     assert body.targetInstanceId.value == "@other@k"
     assert late_signal.visible_at == later
+    assert now_signal.trace_context is None and late_signal.trace_context == TRACED
     job, scheduled = outcome.orchestrations
     assert job.instance.instance_id == "job-1" and job.instance.name == "job" and job.instance.input == "42"
     assert job.instance.status == pb.ORCHESTRATION_STATUS_PENDING and job.visible_at == NOW
@@ -135,6 +139,9 @@ def test_signals_and_new_orchestrations_from_operations() -> None:
         (batch_result(success(), actions=[pb.OperationAction(startNewOrchestration=pb.StartNewOrchestrationAction(
             instanceId="x", name="o", parentTraceContext=pb.TraceContext(traceParent="00-" + "a" * 5000)))]),
          "parentTraceContext.traceParent is 5003 characters long"),
+        (batch_result(success(), actions=[pb.OperationAction(sendSignal=pb.SendSignalAction(
+            instanceId="@a@b", name="x", parentTraceContext=pb.TraceContext(traceParent="00-ab\n")))]),
+         "(sendSignal): parentTraceContext.traceParent contains a control character"),
     ],
 )
 def test_invalid_results_are_rejected_naming_the_problem(result: pb.EntityBatchResult, words: str) -> None:
