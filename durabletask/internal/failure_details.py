@@ -22,8 +22,9 @@ class FailureDetails:
     inner_failure: FailureDetails | None = None
     properties: dict[str, Any] | None = None
     # Beyond the official SDK: the worker marked the failure as one no retry policy retries
-    # (kept so a history read through the client replays as it ran).
-    is_non_retriable: bool = field(default=False, repr=False)
+    # (kept so a history read through the client replays as it ran). Left out of repr and of
+    # history events' to_dict(), whose shape is the official SDK's.
+    is_non_retriable: bool = field(default=False, repr=False, metadata={"to_dict": False})
 
     def is_caused_by(self, error_type: str | type[BaseException]) -> bool:
         """True if the failure's type is ``error_type`` or a subclass of it.
