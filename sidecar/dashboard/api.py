@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import unquote
 
 import grpc
@@ -106,6 +106,17 @@ def _page_size(value: str | None) -> int:
 def _json_text(body: Mapping[str, Any], key: str) -> str | None:
     """``body[key]`` as the JSON text the SDKs exchange (None when absent)."""
     return json.dumps(body[key]) if body.get(key) is not None else None
+
+
+_R = TypeVar("_R", pb.SuspendRequest, pb.ResumeRequest)
+
+
+def _with_reason(request: _R, body: Mapping[str, Any]) -> _R:
+    """``request`` with the body's optional ``reason`` text set."""
+    reason = _text_field(body, "reason")
+    if reason is not None:
+        request.reason.value = reason
+    return request
 
 
 def _text_field(body: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:
@@ -273,19 +284,11 @@ class DashboardApi:
         return {"instance_id": instance_id, "terminated": True}
 
     def suspend(self, instance_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        request = pb.SuspendRequest(instanceId=instance_id)
-        reason = _text_field(body, "reason")
-        if reason is not None:
-            request.reason.value = reason
-        self._call("SuspendInstance", request)
+        self._call("SuspendInstance", _with_reason(pb.SuspendRequest(instanceId=instance_id), body))
         return {"instance_id": instance_id, "suspended": True}
 
     def resume(self, instance_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        request = pb.ResumeRequest(instanceId=instance_id)
-        reason = _text_field(body, "reason")
-        if reason is not None:
-            request.reason.value = reason
-        self._call("ResumeInstance", request)
+        self._call("ResumeInstance", _with_reason(pb.ResumeRequest(instanceId=instance_id), body))
         return {"instance_id": instance_id, "resumed": True}
 
     def raise_event(self, instance_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
