@@ -24,9 +24,15 @@ sidecar: $(STAMP)
 # (SQLite memory, SQLite file, PostgreSQL), end-to-end tests; then the end-to-end tests again with
 # every in-process sidecar on PostgreSQL. PostgreSQL tests skip when no server answers on
 # 127.0.0.1:5432 (DURABLETASK_TEST_POSTGRES names another), and fail if DURABLETASK_REQUIRE_POSTGRES=1.
+# Two pytest processes, a test file each at a time (module fixtures stay in one process); most
+# tests wait on a sidecar more than they compute. The slow ones (crash and scale-out runs against
+# deadlines) run on their own afterwards. PARALLEL= runs everything in one process.
+PARALLEL ?= -n 2 --dist loadfile
+
 test: $(STAMP) tests/azurite/node_modules/.installed browser lint typecheck proto-check
-	$(PY) -m pytest -q -p no:cacheprovider
-	DURABLETASK_TEST_STORE=postgresql $(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests/e2e
+	$(PY) -m pytest -q -p no:cacheprovider $(PARALLEL) -m "not slow"
+	$(PY) -m pytest -q -p no:cacheprovider -m slow
+	DURABLETASK_TEST_STORE=postgresql $(PY) -m pytest -q -p no:cacheprovider $(PARALLEL) -m "not slow" tests/e2e
 
 # Azurite, the Azure Storage emulator (pinned in tests/azurite/package.json and its lock file), for
 # the Azure Blob payload store's tests; they skip when it is not installed.
