@@ -184,7 +184,8 @@ def test_a_batch_job_exports_completed_failed_and_terminated_instances_to_azurit
         assert done.status is ExportJobStatus.COMPLETED, done.last_error
         assert (done.scanned_instances, done.exported_instances, done.failed_instances) == (3, 3, 0)
         assert done.checkpoint is not None and done.last_checkpoint_time is not None
-        orchestration = env.client.get_orchestration_state("export-job-azure-job")
+        # the job entity is marked completed by the orchestrator's last turn, which commits just after
+        orchestration = env.client.wait_for_orchestration_completion("export-job-azure-job", timeout=WAIT)
         assert orchestration is not None and orchestration.name == "export_job_orchestrator"
         assert orchestration.runtime_status is OrchestrationStatus.COMPLETED
         assert orchestration.get_output()["totals"] == {"scanned": 3, "exported": 3, "failed": 0}
@@ -265,7 +266,7 @@ def test_pages_checkpoints_and_continue_as_new(sidecar: Any, monkeypatch: pytest
         assert len(writer.files) == 5
         assert done.checkpoint is not None and done.checkpoint.last_instance_key is not None
         # the orchestrator continued as new along the way and carried its totals
-        state = env.client.get_orchestration_state("export-job-paged")
+        state = env.client.wait_for_orchestration_completion("export-job-paged", timeout=WAIT)
         assert state is not None and state.get_output()["totals"]["exported"] == 5
         history = env.client.get_orchestration_history("export-job-paged")
         started = next(e for e in history if isinstance(e, ExecutionStartedEvent))
