@@ -106,7 +106,10 @@ def azurite_blob_service(timeout: float = 30.0) -> Iterator[str]:
                 raise RuntimeError(f"Azurite exited: {proc.stderr.read().decode(errors='replace') if proc.stderr else ''}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"Azurite did not listen on port {port} within {timeout} s")
-            time.sleep(0.05)  # polling a port that is not open yet: nothing to wait on
+            try:  # between looks at the port, wait on the one thing that can happen: Azurite exiting
+                proc.wait(timeout=0.05)
+            except subprocess.TimeoutExpired:
+                pass
         yield azurite_connection_string(port)
     finally:
         proc.kill()  # in memory: nothing to flush, and it lingers for seconds after SIGTERM

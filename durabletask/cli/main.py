@@ -9,7 +9,9 @@ from typing import NoReturn
 
 import grpc
 
-from durabletask.cli import entities, instances, schedules
+import durabletask.cli.entities as entities
+import durabletask.cli.instances as instances
+import durabletask.cli.schedules as schedules
 from durabletask.cli.connection import (
     ADDRESS_VARIABLE,
     TIMEOUT_VARIABLE,

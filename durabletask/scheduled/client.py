@@ -17,6 +17,8 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
+import durabletask.scheduled._codec as codec
+import durabletask.scheduled.transitions as transitions
 from durabletask.client import (
     AsyncTaskHubGrpcClient,
     EntityQuery,
@@ -26,8 +28,6 @@ from durabletask.client import (
 )
 from durabletask.entities import EntityInstanceId, EntityMetadata
 from durabletask.internal.operation_runner import run_operation, run_operation_async
-from durabletask.scheduled import _codec as codec
-from durabletask.scheduled import transitions
 from durabletask.scheduled.exceptions import (
     ScheduleClientValidationError,
     ScheduleError,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from durabletask.scheduled import _codec as codec
+import durabletask.scheduled._codec as codec
 from durabletask.scheduled.exceptions import ScheduleClientValidationError
 from durabletask.scheduled.schedule_status import ScheduleStatus
 

@@ -19,8 +19,9 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
+import durabletask.scheduled.timing as timing
+import durabletask.scheduled.transitions as transitions
 from durabletask.entities import DurableEntity
-from durabletask.scheduled import timing, transitions
 from durabletask.scheduled.exceptions import (
     ScheduleClientValidationError,
     ScheduleInvalidTransitionError,

@@ -54,12 +54,12 @@ def imported_modules(module: str, path: Path, known: set[str]) -> Iterator[str]:
                     yield alias.name
         elif isinstance(node, ast.ImportFrom):
             source = _absolute(module, is_package, node.level, node.module)
+            if source in known:  # ``from pkg import sub`` names the package too (its __init__)
+                yield source
             for alias in node.names:
                 submodule = f"{source}.{alias.name}"
                 if submodule in known:
                     yield submodule
-                elif source in known:
-                    yield source
 
 
 def import_graph(package: str) -> dict[str, set[str]]:
