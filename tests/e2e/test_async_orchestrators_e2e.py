@@ -10,6 +10,7 @@ from typing import Any
 from durabletask import task
 from durabletask.client import OrchestrationStatus, TaskHubGrpcClient
 from durabletask.worker import TaskHubGrpcWorker
+from tests.e2e.conftest import eventually
 
 WAIT = 30.0
 
@@ -40,6 +41,11 @@ def async_form() -> Callable[..., Any]:
     return approve_order
 
 
+def _custom_status(client: TaskHubGrpcClient, instance_id: str) -> Any:
+    state = client.get_orchestration_state(instance_id)
+    return state.get_custom_status() if state is not None else None
+
+
 def _worker(address: str, orchestrator: Callable[..., Any], activity: Callable[..., Any]) -> TaskHubGrpcWorker:
     worker = TaskHubGrpcWorker(host_address=address)
     worker.add_orchestrator(orchestrator)
@@ -62,6 +68,9 @@ def test_an_instance_started_by_the_generator_form_finishes_on_the_async_form(si
         try:
             client.schedule_new_orchestration("approve_order", input=5, instance_id=instance_id)
             assert ran.wait(WAIT), "the generator form's first activity did not run"
+            # Stop it only at the durable pause (the activity's result committed, the event awaited):
+            # a backend may not hand out again what a stopped worker held.
+            eventually(lambda: _custom_status(client, instance_id) == "waiting", WAIT, "the durable pause")
         finally:
             first_worker.stop()
         second_worker = _worker(sidecar.address, async_form(), double)
