@@ -30,8 +30,13 @@ try:
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     OTEL_AVAILABLE = True
+    # Providers under which no span is ever recorded: what OpenTelemetry hands out until one is set.
+    _NOT_RECORDING: tuple[type, ...] = (otel_trace.ProxyTracerProvider, otel_trace.NoOpTracerProvider)
 except ImportError:  # the optional extra is not installed
     OTEL_AVAILABLE = False
+
+_UNKNOWN = object()
+_SDK_PROVIDER: object = _UNKNOWN  # see _sdk_provider_type
 
 _logger = logging.getLogger("durabletask-tracing")
 
@@ -205,16 +210,39 @@ def emit_span(
     span.end()
 
 
+def spans_recorded() -> bool:
+    """Whether a span started now could be recorded: a TracerProvider has been set.
+
+    Without one (OpenTelemetry's default proxy, or its no-op provider) every span is a
+    non-recording stand-in for its parent, so the worker skips building them.
+    """
+    if not OTEL_AVAILABLE:
+        return False
+    return not isinstance(otel_trace.get_tracer_provider(), _NOT_RECORDING)
+
+
+def _sdk_provider_type() -> type | None:
+    """The OpenTelemetry SDK's TracerProvider class, None when the SDK is not installed (looked up once)."""
+    global _SDK_PROVIDER
+    if _SDK_PROVIDER is _UNKNOWN:
+        try:
+            from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+        except ImportError:
+            _SDK_PROVIDER = None
+        else:
+            _SDK_PROVIDER = SdkTracerProvider
+    return _SDK_PROVIDER if isinstance(_SDK_PROVIDER, type) else None
+
+
 def can_emit_with_id() -> bool:
     """Whether spans with IDs chosen in advance can be recorded (the SDK's TracerProvider is set)."""
     if not OTEL_AVAILABLE:
         return False
-    try:
-        from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-    except ImportError:
+    sdk_provider = _sdk_provider_type()
+    if sdk_provider is None:
         return False
     provider = otel_trace.get_tracer_provider()
-    return isinstance(provider, SdkTracerProvider) and hasattr(provider, "_active_span_processor")
+    return isinstance(provider, sdk_provider) and hasattr(provider, "_active_span_processor")
 
 
 def emit_span_with_id(
@@ -315,9 +343,10 @@ def raising_event(event_name: str, instance_id: str, emit: bool = True) -> Itera
 @contextmanager
 def running_activity(req: pb.ActivityRequest, emit: bool = True) -> Iterator[Any]:
     """The SERVER span ``activity:NAME`` around one activity run, child of its parentTraceContext
-    (with ``emit`` False: no span, the parent made current so the activity's own spans join it)."""
+    (with ``emit`` False, or no TracerProvider set: no span, the parent made current so the
+    activity's own spans join it)."""
     parent = req.parentTraceContext if req.HasField("parentTraceContext") else None
-    if not OTEL_AVAILABLE or not emit:
+    if not emit or not spans_recorded():
         with _current(parent):
             yield None
         return
@@ -335,8 +364,9 @@ def running_activity(req: pb.ActivityRequest, emit: bool = True) -> Iterator[Any
 def running_entity_operation(
     instance_id: str, entity_name: str, operation: str, parent: pb.TraceContext | None, emit: bool = True
 ) -> Iterator[Any]:
-    """The SERVER span ``entity:NAME:OPERATION`` around one entity operation."""
-    if not OTEL_AVAILABLE or not emit:
+    """The SERVER span ``entity:NAME:OPERATION`` around one entity operation (none, only the
+    parent made current, with ``emit`` False or no TracerProvider set)."""
+    if not emit or not spans_recorded():
         with _current(parent):
             yield None
         return

@@ -71,13 +71,16 @@ def trace_turn(
     """Add trace contexts to ``response`` and record the turn's spans; returns the notes to keep.
 
     ``past`` are the past events replayed this turn (after those ``notes`` already cover);
-    ``emit`` False propagates contexts without recording spans. Does nothing (returns None)
-    without OpenTelemetry or for a rewind.
+    ``emit`` False propagates contexts without recording spans, and so does a worker whose
+    spans could not be recorded (no OpenTelemetry SDK TracerProvider set), at less cost. Does
+    nothing (returns None) without OpenTelemetry or for a rewind.
     """
     if not tr.OTEL_AVAILABLE or any(a.HasField("rewindOrchestration") for a in response.actions):
         return notes
     try:
-        return _trace(req, past, response, notes or TurnNotes(), emit)
+        if emit and tr.can_emit_with_id():
+            return _trace(req, past, response, notes or TurnNotes(), True)
+        return _propagate(req, past, response, notes or TurnNotes())
     except Exception:  # tracing must never cost a turn
         _logger.warning("could not trace a turn of '%s'", req.instanceId, exc_info=True)
         return None
@@ -102,6 +105,35 @@ def _trace(
     for action in response.actions:
         turn.on_action(action)
     turn.finish()
+    return notes
+
+
+def _propagate(
+    req: pb.OrchestratorRequest,
+    past: Sequence[pb.HistoryEvent],
+    response: pb.OrchestratorResponse,
+    notes: TurnNotes,
+) -> TurnNotes:
+    """What :func:`_trace` does when no span is recorded, without its span bookkeeping: new work
+    continues the orchestration's parent context, and the turn keeps the orchestration's start."""
+    for event in past:
+        notes.observe(event)
+    for event in req.newEvents:
+        notes.observe(event)
+    parent = notes.parent if tr.ref_of(notes.parent) is not None else None
+    if parent is not None:
+        for action in response.actions:
+            kind = action.WhichOneof("orchestratorActionType")
+            if kind in ("scheduleTask", "createSubOrchestration"):
+                target = getattr(action, kind)
+                if not target.HasField("parentTraceContext"):
+                    target.parentTraceContext.CopyFrom(parent)
+    kept = response.orchestrationTraceContext
+    kept.Clear()
+    if req.HasField("orchestrationTraceContext") and req.orchestrationTraceContext.HasField("spanStartTime"):
+        kept.spanStartTime.CopyFrom(req.orchestrationTraceContext.spanStartTime)
+    else:
+        kept.spanStartTime.FromNanoseconds(time.time_ns())
     return notes
 
 

@@ -13,7 +13,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from opentelemetry.trace import SpanKind
+from opentelemetry import trace
+from opentelemetry.trace import ProxyTracerProvider, SpanKind
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import tracing
@@ -170,3 +171,80 @@ def test_with_emission_off_contexts_still_flow_but_no_span_is_recorded() -> None
     assert spans_of_trace(trace_id) == []
     ActivityExecutor(registry).run(activity, "t")
     assert [s.name for s in spans_of_trace(trace_id)] == [f"activity:{name}"]
+
+
+@pytest.fixture
+def no_tracer_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in a process where no TracerProvider was ever set: OpenTelemetry hands out its proxy."""
+    monkeypatch.setattr(tracing.otel_trace, "get_tracer_provider", lambda: ProxyTracerProvider())
+    assert not tracing.spans_recorded() and not tracing.can_emit_with_id()
+
+
+def traced_turns(trace_id: int | None) -> list[tuple[pb.OrchestratorRequest, list[pb.HistoryEvent], pb.OrchestratorResponse]]:
+    """A first turn and a later one (with past events and a kept start time), parented on ``trace_id``."""
+    ctx = parent_context(trace_id) if trace_id is not None else pb.TraceContext()
+    first, first_response = turn_one(ctx)
+    first_response.actions.append(pb.OrchestratorAction(
+        id=2, createSubOrchestration=pb.CreateSubOrchestrationAction(name="child", instanceId="c"),
+    ))
+    past = [event(1, 101, taskScheduled=pb.TaskScheduledEvent(name="act"))]
+    kept = pb.OrchestrationTraceContext()
+    kept.spanStartTime.FromSeconds(100)
+    kept.spanID.value = f"{0xABCDEF:016x}"
+    later = pb.OrchestratorRequest(
+        instanceId="i1", pastEvents=past, orchestrationTraceContext=kept,
+        newEvents=[event(-1, 103, orchestratorStarted={}),
+                   event(-1, 103, taskCompleted=pb.TaskCompletedEvent(taskScheduledId=1))],
+    )
+    later_response = pb.OrchestratorResponse(instanceId="i1", actions=[
+        pb.OrchestratorAction(id=3, scheduleTask=pb.ScheduleTaskAction(name="next")),
+        pb.OrchestratorAction(id=4, sendEvent=pb.SendEventAction(name="e")),
+        complete_action(),
+    ])
+    return [(first, [], first_response), (later, past, later_response)]
+
+
+@pytest.mark.parametrize("parented", [True, False])
+def test_without_a_tracer_provider_turns_carry_the_same_contexts_as_with_emission_off(
+    parented: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trace_id = uuid.uuid4().int if parented else None
+    expected = traced_turns(trace_id)
+    notes = None
+    for req, past, response in expected:
+        notes = trace_turn(req, past, response, notes, emit=False)
+    start = expected[0][2].orchestrationTraceContext.spanStartTime
+
+    monkeypatch.setattr(tracing.otel_trace, "get_tracer_provider", lambda: ProxyTracerProvider())
+    actual = traced_turns(trace_id)
+    quiet_notes = None
+    for req, past, response in actual:
+        quiet_notes = trace_turn(req, past, response, quiet_notes)
+    assert actual[0][2].orchestrationTraceContext.spanStartTime.ToNanoseconds() >= start.ToNanoseconds()
+    actual[0][2].orchestrationTraceContext.spanStartTime.CopyFrom(start)  # "now" differs
+    assert [r for _, _, r in actual] == [r for _, _, r in expected]
+    assert actual[1][2].orchestrationTraceContext.spanStartTime.seconds == 100
+    assert not actual[1][2].orchestrationTraceContext.HasField("spanID")
+    assert isinstance(quiet_notes, TurnNotes) and isinstance(notes, TurnNotes)
+    assert (quiet_notes.name, quiet_notes.parent, quiet_notes.scheduled) == (notes.name, notes.parent, notes.scheduled)
+    if trace_id is not None:
+        assert actual[0][2].actions[1].createSubOrchestration.parentTraceContext == parent_context(trace_id)
+        assert spans_of_trace(trace_id) == []
+
+
+def test_without_a_tracer_provider_an_activity_runs_in_its_parent_context(no_tracer_provider: None) -> None:
+    trace_id = uuid.uuid4().int
+    seen: list[tuple[int, int]] = []
+
+    def activity(ctx: object, _: object) -> str:
+        current = trace.get_current_span().get_span_context()
+        seen.append((current.trace_id, current.span_id))
+        return "done"
+
+    registry = Registry()
+    name = registry.add_activity(activity, name="untraced_unit_activity")
+    request = pb.ActivityRequest(name=name, taskId=1, parentTraceContext=parent_context(trace_id))
+    assert ActivityExecutor(registry).run(request, "t").result.value == '"done"'
+    assert seen == [(trace_id, PARENT_SPAN)]
+    assert spans_of_trace(trace_id) == []
+    assert trace.get_current_span().get_span_context().trace_id != trace_id, "the parent stays inside the run"
