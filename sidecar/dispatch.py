@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.dispatch_completions import CompletionSettling
+from sidecar.dispatch_follow_on import FollowOnLeasing, first_error
 from sidecar.dispatch_state import DispatchOptions, Held, HeldTurn, Rejection, utcnow
 from sidecar.group_commit import GroupCommitter
 from sidecar.hub import TaskHub
@@ -81,7 +82,7 @@ _TURN_BATCH = 8
 # Dispatch passes per cycle (the cycle's upkeep, such as lease renewals, runs between them).
 _PASSES_PER_CYCLE = 32
 
-class Dispatcher(CompletionSettling):
+class Dispatcher(CompletionSettling, FollowOnLeasing):
     """Pushes leased work items to open streams and settles completions by token."""
 
     def __init__(
@@ -121,15 +122,24 @@ class Dispatcher(CompletionSettling):
         self._thread: threading.Thread | None = None
         self.metrics = SidecarMetrics()
         # Activity results that arrive together are committed in one transaction.
+        # Each commit leases the work it made in its own transaction (see dispatch_follow_on).
         self._activity_results: GroupCommitter[tuple[str, pb.ActivityResponse, datetime]] = GroupCommitter(
-            self.metrics.timed_commit(ACTIVITY.value, hub.complete_activities),
-            self.metrics.timed_commit(ACTIVITY.value, lambda c: hub.complete_activity(*c)),
+            self.metrics.timed_commit(
+                ACTIVITY.value, lambda batch: self._with_follow_on(lambda then: hub.complete_activities(batch, then))),
+            self.metrics.timed_commit(
+                ACTIVITY.value, lambda c: first_error(self._with_follow_on(lambda then: hub.complete_activities([c], then)))),
             shared_failure=lambda exc: isinstance(exc, (StoreUnavailableError, StoreFullError)),
         )
         # Turns completed together (a worker's batched CompleteOrchestratorTasks) likewise.
         self._turn_results: GroupCommitter[tuple[str, pb.OrchestratorResponse, datetime]] = GroupCommitter(
-            self.metrics.timed_commit(ORCHESTRATION.value, hub.complete_orchestrations),
-            self.metrics.timed_commit(ORCHESTRATION.value, lambda c: hub.complete_orchestration(*c)),
+            self.metrics.timed_commit(
+                ORCHESTRATION.value,
+                lambda batch: self._turns_with_follow_on(
+                    lambda then: hub.complete_orchestrations(batch, then), [token for token, _, _ in batch])),
+            self.metrics.timed_commit(
+                ORCHESTRATION.value,
+                lambda c: first_error(self._turns_with_follow_on(
+                    lambda then: hub.complete_orchestrations([c], then), [c[0]]))),
             shared_failure=lambda exc: isinstance(exc, (StoreUnavailableError, StoreFullError)),
         )
         hub.add_listener(self._on_change)
@@ -487,15 +497,17 @@ class Dispatcher(CompletionSettling):
                     signals = self._work_signals[kind]
                     if stream.closed or stream.free(kind) <= 0 or empty.get((stream.id, kind)) == signals:
                         continue
-                    if self._lease_for(stream, kind):
+                    leased = self._lease_for(stream, kind)
+                    if leased:
                         progress = sent = True
-                    else:
+                    elif leased is not None:
                         empty[(stream.id, kind)] = signals
             if not progress:
                 break
         return sent
 
-    def _lease_for(self, stream: WorkStream, kind: WorkKind) -> bool:
+    def _lease_for(self, stream: WorkStream, kind: WorkKind) -> bool | None:
+        """Lease work of ``kind`` for ``stream``: True if any was sent, False if none was found, None: no room."""
         now = self.clock()
         lease_for = min(self.options.lease_of(kind), self.options.max_hold_of(kind))
         if kind == ENTITY:
@@ -507,23 +519,28 @@ class Dispatcher(CompletionSettling):
                 self.options.entity_payload_limit,
             )
             return entity is not None and self._hand_over(stream, kind, entity, now, lease_for)
-        if kind == ACTIVITY:
-            activities = self.hub.lease_activities(
-                now, lease_for, stream.activity_names, versions=stream.activity_versions,
-                limit=min(stream.free(ACTIVITY), _ACTIVITY_BATCH),
+        count = self._reserve(stream, kind, _ACTIVITY_BATCH if kind == ACTIVITY else _TURN_BATCH)
+        if not count:
+            return None  # a follow-on lease holds the free slots
+        try:
+            if kind == ACTIVITY:
+                activities = self.hub.lease_activities(
+                    now, lease_for, stream.activity_names, versions=stream.activity_versions, limit=count
+                )
+                return any([self._hand_over(stream, kind, leased, now, lease_for) for leased in activities])
+            exclude, skip_delay = self._rejections_for(stream)
+            turns = self.hub.lease_orchestrations(
+                now,
+                lease_for,
+                stream.orchestration_names,
+                versions=stream.orchestration_versions,
+                exclude=exclude,
+                skip_delay=skip_delay,
+                limit=count,
             )
-            return any([self._hand_over(stream, kind, leased, now, lease_for) for leased in activities])
-        exclude, skip_delay = self._rejections_for(stream)
-        turns = self.hub.lease_orchestrations(
-            now,
-            lease_for,
-            stream.orchestration_names,
-            versions=stream.orchestration_versions,
-            exclude=exclude,
-            skip_delay=skip_delay,
-            limit=min(stream.free(ORCHESTRATION), _TURN_BATCH),
-        )
-        return any([self._hand_turn_over(stream, leased, now, lease_for) for leased in turns])
+            return any([self._hand_turn_over(stream, leased, now, lease_for) for leased in turns])
+        finally:
+            self._unreserve(stream, kind, count)
 
     def _hand_turn_over(
         self, stream: WorkStream, item: OrchestrationWorkItem, now: datetime, lease_for: timedelta

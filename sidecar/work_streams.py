@@ -59,6 +59,8 @@ class WorkStream:
     # Filled by the dispatcher thread (None: the stream ends), read by the stream's RPC.
     queue: WorkQueue[pb.WorkItem | None] = field(default_factory=WorkQueue)
     outstanding: dict[str, WorkKind] = field(default_factory=dict)
+    # Slots promised to leases in progress (changed under the dispatcher's lock).
+    reserved: dict[WorkKind, int] = field(default_factory=lambda: dict.fromkeys(WorkKind, 0))
     closed: bool = False
     # Instances whose replayed state the stream's worker keeps (see protocol_extensions):
     # instance ID -> the turn it last completed (see ReplayMark).
@@ -102,7 +104,7 @@ class WorkStream:
             WorkKind.ACTIVITY: self.max_activities,
             WorkKind.ENTITY: self.max_entities,
         }[kind]
-        return limit - used
+        return limit - used - self.reserved[kind]
 
 
 @dataclass(frozen=True)

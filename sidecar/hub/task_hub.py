@@ -9,7 +9,7 @@ rules hold on every store.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -55,6 +55,9 @@ from sidecar.store.base import (
 )
 
 log = logging.getLogger("durabletask-sidecar.hub")
+
+# A turn leased inside a transaction, with the history view to remember once it commits.
+LeasedTurn = tuple[OrchestrationWorkItem, HistoryView]
 
 
 @dataclass
@@ -216,45 +219,70 @@ class TaskHub:
         """
         if (names is not None and not names) or limit < 1:
             return []
+        leased = self.store.run(
+            lambda tx: self.lease_orchestrations_in(
+                tx, now, lease_for, names, versions=versions, exclude=exclude, skip_delay=skip_delay, limit=limit
+            )
+        )
+        return self.keep_leased_turns(leased)
 
-        def fn(tx: StoreTx) -> list[tuple[OrchestrationWorkItem, HistoryView]]:
-            leased: list[tuple[OrchestrationWorkItem, HistoryView]] = []
-            tried: list[str] = list(exclude)
-            misses = 0  # instances claimed that had nothing to deliver after all
-            exhausted: set[bool] = set()  # kinds (new instances or not) found without work in this batch
-            while len(leased) < limit and misses < _LEASE_ATTEMPTS:
-                # New instances and the rest take turns, so that a backlog of starts does not hold
-                # back the instances already running (nor the other way round).
-                self._starts_first = not self._starts_first
-                token = self.new_id()
-                inst = None
-                for starts in (True, False) if self._starts_first else (False, True):
-                    if starts in exhausted:
-                        continue
-                    inst = tx.claim_orchestration(
-                        now, now + lease_for, token, names, versions, tried, skip_delay, starts=starts
-                    )
-                    if inst is not None:
-                        break
-                    exhausted.add(starts)
-                if inst is None:
-                    break
-                tried.append(inst.instance_id)
-                built = self._build_turn(tx, inst, token, now)
-                if built is None:
-                    misses += 1
-                else:
-                    leased.append(built)
+    def lease_orchestrations_in(
+        self,
+        tx: StoreTx,
+        now: datetime,
+        lease_for: timedelta,
+        names: Collection[str] | None = None,
+        *,
+        versions: VersionFilter | None = None,
+        exclude: Collection[str] = (),
+        skip_delay: Collection[str] = (),
+        limit: int = 1,
+        only: Collection[str] | None = None,
+    ) -> list[LeasedTurn]:
+        """:meth:`lease_orchestrations` inside the caller's transaction (``only``: among these instances).
+
+        After the transaction commits, pass the result to :meth:`keep_leased_turns`.
+        """
+        leased: list[LeasedTurn] = []
+        if (names is not None and not names) or limit < 1 or (only is not None and not only):
             return leased
+        tried: list[str] = list(exclude)
+        misses = 0  # instances claimed that had nothing to deliver after all
+        exhausted: set[bool] = set()  # kinds (new instances or not) found without work in this batch
+        while len(leased) < limit and misses < _LEASE_ATTEMPTS:
+            # New instances and the rest take turns, so that a backlog of starts does not hold
+            # back the instances already running (nor the other way round).
+            self._starts_first = not self._starts_first
+            token = self.new_id()
+            inst = None
+            for starts in (True, False) if self._starts_first else (False, True):
+                if starts in exhausted:
+                    continue
+                inst = tx.claim_orchestration(
+                    now, now + lease_for, token, names, versions, tried, skip_delay, starts=starts, only=only
+                )
+                if inst is not None:
+                    break
+                exhausted.add(starts)
+            if inst is None:
+                break
+            tried.append(inst.instance_id)
+            built = self._build_turn(tx, inst, token, now)
+            if built is None:
+                misses += 1
+            else:
+                leased.append(built)
+        return leased
 
-        leased = self.store.run(fn)
+    def keep_leased_turns(self, leased: Sequence[LeasedTurn]) -> list[OrchestrationWorkItem]:
+        """After the leasing transaction committed: remember the turns' history views; the work items."""
         for item, view in leased:
             self.histories.put(item.instance.instance_id, view)
         return [item for item, _ in leased]
 
     def _build_turn(
         self, tx: StoreTx, inst: InstanceSnapshot, token: str, now: datetime
-    ) -> tuple[OrchestrationWorkItem, HistoryView] | None:
+    ) -> LeasedTurn | None:
         rows = tx.visible_inbox(inst.instance_id, now, inst.execution_id)
         view = self.histories.load(tx, inst.instance_id, inst.execution_id)
         deliver, drop = engine.select_new_events(view.summary, [r.event for r in rows])
@@ -290,12 +318,15 @@ class TaskHub:
             raise failure
 
     def complete_orchestrations(
-        self, completions: Sequence[tuple[str, pb.OrchestratorResponse, datetime]]
+        self,
+        completions: Sequence[tuple[str, pb.OrchestratorResponse, datetime]],
+        then: Callable[[StoreTx], None] | None = None,
     ) -> list[LeaseNotFoundError | InvalidTurnError | None]:
         """Apply several turns in one transaction; a stale token or an invalid turn fails only its own.
 
         Returns, per turn, None or its LeaseNotFoundError or InvalidTurnError (that turn is
         offered again after the hand-back delay). Any other error fails them all (nothing applied).
+        ``then`` runs in the same transaction after the turns (to lease the work they made).
         """
 
         def fn(tx: StoreTx) -> list[_TurnDone | LeaseNotFoundError]:
@@ -305,6 +336,8 @@ class TaskHub:
                     done.append(self._complete_turn(tx, token, response, now))
                 except LeaseNotFoundError as exc:  # raised before the turn wrote anything
                     done.append(exc)
+            if then is not None:
+                then(tx)
             return done
 
         return [d if isinstance(d, LeaseNotFoundError) else self._after_turn(d) for d in self.store.run(fn)]
@@ -405,12 +438,24 @@ class TaskHub:
         """Lease up to ``limit`` visible activity tasks in one transaction, oldest first."""
         if (names is not None and not names) or limit < 1:
             return []
+        return self.store.run(lambda tx: self.lease_activities_in(tx, now, lease_for, names, versions=versions,
+                                                                  limit=limit))
 
-        def fn(tx: StoreTx) -> list[ActivityWorkItem]:
-            claimed = tx.claim_activities(now, now + lease_for, f"{self.new_id()}-", limit, names, versions)
-            return [ActivityWorkItem(token=token, task=task) for token, task in claimed]
-
-        return self.store.run(fn)
+    def lease_activities_in(
+        self,
+        tx: StoreTx,
+        now: datetime,
+        lease_for: timedelta,
+        names: Collection[str] | None = None,
+        *,
+        versions: VersionFilter | None = None,
+        limit: int = 1,
+    ) -> list[ActivityWorkItem]:
+        """:meth:`lease_activities` inside the caller's transaction."""
+        if (names is not None and not names) or limit < 1:
+            return []
+        claimed = tx.claim_activities(now, now + lease_for, f"{self.new_id()}-", limit, names, versions)
+        return [ActivityWorkItem(token=token, task=task) for token, task in claimed]
 
     def complete_activity(self, token: str, response: pb.ActivityResponse, now: datetime) -> None:
         """Remove the task and put its result event in the instance's inbox, in one transaction."""
@@ -419,13 +464,16 @@ class TaskHub:
             raise failure
 
     def complete_activities(
-        self, completions: Sequence[tuple[str, pb.ActivityResponse, datetime]]
+        self,
+        completions: Sequence[tuple[str, pb.ActivityResponse, datetime]],
+        then: Callable[[StoreTx], None] | None = None,
     ) -> list[LeaseNotFoundError | MismatchedResultError | None]:
         """Commit several activity results in one transaction; a bad one fails only itself.
 
         Returns, per completion, None, the LeaseNotFoundError of a stale token, or the
         MismatchedResultError of a result whose taskId names another task than its token's
-        (that task stays leased, for the caller to hand back).
+        (that task stays leased, for the caller to hand back). ``then`` runs in the same
+        transaction after the results (to lease the turns they made).
         """
 
         def fn(tx: StoreTx) -> list[LeaseNotFoundError | MismatchedResultError | None]:
@@ -442,6 +490,8 @@ class TaskHub:
                 msg = OutboundMessage(task.instance_id, event, target_execution_id=task.execution_id)
                 instances.route_message(tx, "", msg, now)
                 outcomes.append(None)
+            if then is not None:
+                then(tx)
             return outcomes
 
         return self.store.run(fn)

@@ -413,6 +413,7 @@ class StoreTx(ABC):
         exclude: Collection[str],
         skip_delay: Collection[str],
         starts: bool | None = None,
+        only: Collection[str] | None = None,
     ) -> InstanceSnapshot | None:
         """Lease one non-terminal, unleased (or expired) instance with a visible inbox row.
 
@@ -420,7 +421,8 @@ class StoreTx(ABC):
         count resume/terminate events; an instance that has no history yet needs its
         executionStarted visible. Filters as in ``Store``-level leasing: ``names`` (None: all),
         per-name ``versions``, ``exclude``d IDs, ``skip_delay`` IDs offered during their back-off;
-        ``starts`` True counts only executionStarted rows, False only the other rows.
+        ``starts`` True counts only executionStarted rows, False only the other rows; ``only``
+        (None: any instance) restricts the choice to these IDs.
         """
 
     @abstractmethod

@@ -322,6 +322,7 @@ class SqlTx(StoreTx):
         exclude: Collection[str],
         skip_delay: Collection[str],
         starts: bool | None = None,
+        only: Collection[str] | None = None,
     ) -> InstanceSnapshot | None:
         now_us = to_us(now)
         # Literal, so that the partial index of each kind of row serves the scan.
@@ -335,6 +336,12 @@ class SqlTx(StoreTx):
             excluded = sorted(set(exclude))
             extra += f" AND i.instance_id NOT IN ({marks(excluded)})"
             extra_params = [*extra_params, *excluded]
+        if only is not None:
+            if not only:
+                return None
+            wanted = sorted(set(only))
+            extra += f" AND m.instance_id IN ({marks(wanted)})"
+            extra_params = [*extra_params, *wanted]
         available = "i.available_at <= ?"
         available_params: list[Any] = [now_us]
         if skip_delay:

@@ -115,7 +115,7 @@ def injected(rpc: str) -> tuple[str, ...]:
 def test_an_unexpected_error_completing_a_turn_hands_it_back(env: Env, batched: bool) -> None:
     start(env.stub, "o")
     item = env.worker.next("orchestratorRequest")
-    fail_once(env.server.hub, "complete_orchestration", RuntimeError("injected"))
+    fail_once(env.server.hub, "complete_orchestrations", RuntimeError("injected"))
     response = turn_response(item, schedule(1, "work"))
     if batched:
         before = snapshot(env.stub)
@@ -137,7 +137,7 @@ def test_an_unexpected_error_completing_an_activity_hands_it_back(env: Env, batc
     start(env.stub, "o")
     env.worker.complete(env.worker.next("orchestratorRequest"), schedule(1, "work"))
     item = env.worker.next("activityRequest")
-    fail_once(env.server.hub, "complete_activity", RuntimeError("injected"))
+    fail_once(env.server.hub, "complete_activities", RuntimeError("injected"))
     response = activity_response(item, '"lost"')
     if batched:
         before = snapshot(env.stub)
@@ -185,11 +185,11 @@ def test_an_unexpected_error_completing_an_entity_batch_hands_it_back(env: Env) 
 def test_a_value_the_store_cannot_keep_waits_for_a_replacement_then_is_handed_back(env: Env) -> None:
     start(env.stub, "o")
     item = env.worker.next("orchestratorRequest")
-    fail_once(env.server.hub, "complete_orchestration", StoreValueError("a value is too large for the database"))
+    fail_once(env.server.hub, "complete_orchestrations", StoreValueError("a value is too large for the database"))
     refused(env.stub, lambda: env.worker.complete(item, complete(1, '"big"')), Code.INVALID_ARGUMENT, "too large")
     again = reoffered(env.worker, "orchestratorRequest", item)  # no replacement came
     # A replacement under the same token, within the grace period, is taken.
-    fail_once(env.server.hub, "complete_orchestration", StoreValueError("a value is too large for the database"))
+    fail_once(env.server.hub, "complete_orchestrations", StoreValueError("a value is too large for the database"))
     refused(env.stub, lambda: env.worker.complete(again, complete(1, '"big"')), Code.INVALID_ARGUMENT, "too large")
     env.worker.complete(again, complete(1, status=pb.ORCHESTRATION_STATUS_FAILED))
     state = env.stub.GetInstance(pb.GetInstanceRequest(instanceId="o")).orchestrationState
@@ -200,7 +200,7 @@ def test_a_value_the_store_cannot_keep_waits_for_a_replacement_then_is_handed_ba
 def test_a_failed_hand_back_is_tried_again(env: Env) -> None:
     start(env.stub, "o")
     item = env.worker.next("orchestratorRequest")
-    fail_once(env.server.hub, "complete_orchestration", StoreUnavailableError("the database is down"))
+    fail_once(env.server.hub, "complete_orchestrations", StoreUnavailableError("the database is down"))
     abandons = fail_once(env.server.hub, "abandon_orchestration", StoreUnavailableError("the database is down"))
     refused(env.stub, lambda: env.worker.complete(item, schedule(1, "work")), Code.UNAVAILABLE, "database is down")
     again = reoffered(env.worker, "orchestratorRequest", item)

@@ -51,11 +51,15 @@ class FailingHub(TaskHub):
             raise self.fail_complete
         call()
 
-    def complete_orchestration(self, token: str, response: pb.OrchestratorResponse, now: datetime) -> None:
-        self._complete(lambda: super(FailingHub, self).complete_orchestration(token, response, now))
+    def complete_orchestrations(self, *args: Any, **kwargs: Any) -> Any:
+        if self.fail_complete is not None:
+            raise self.fail_complete
+        return super().complete_orchestrations(*args, **kwargs)
 
-    def complete_activity(self, token: str, response: pb.ActivityResponse, now: datetime) -> None:
-        self._complete(lambda: super(FailingHub, self).complete_activity(token, response, now))
+    def complete_activities(self, *args: Any, **kwargs: Any) -> Any:
+        if self.fail_complete is not None:
+            raise self.fail_complete
+        return super().complete_activities(*args, **kwargs)
 
     def complete_entity(self, token: str, result: pb.EntityBatchResult, now: datetime,
                         max_state_size: int | None = None) -> None:

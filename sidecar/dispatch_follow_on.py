@@ -1,0 +1,202 @@
+"""Follow-on leasing: the work a completion makes is leased in the completion's own transaction.
+
+A chain's step is latency: an activity's result commits, then the turn it unblocked is leased
+and sent, then that turn's result commits, then the activity it scheduled is leased and sent.
+Leasing the next piece of work inside the transaction that made it, and putting it on a stream
+from the completing thread, saves a transaction and a wake-up of the dispatcher thread each way.
+
+The follow-on takes only what the transaction itself made: the activity tasks it queued (leased
+for one stream with free activity slots) and the turns of the instances whose inbox it wrote to
+(leased for one stream with free turn slots, preferring a stream whose worker keeps one of them
+replayed). Slots are reserved on the stream under the dispatcher's lock before the claim, so the
+follow-on and the dispatcher thread never promise one slot twice. Whatever the follow-on leaves
+(no stream had room, another filter, more work than slots) the dispatcher thread leases as before.
+When the transaction fails, its leases vanish with it and the reservations are given back.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from sidecar.dispatch_state import DispatchOptions, Held
+from sidecar.hub import TaskHub
+from sidecar.hub.task_hub import LeasedTurn
+from sidecar.store.base import ActivityWorkItem, OrchestrationWorkItem, StoreTx
+from sidecar.work_streams import ACTIVITY, ORCHESTRATION, WorkKind, WorkStream
+
+T = TypeVar("T")
+
+# The most activities, and turns, one follow-on leases.
+FOLLOW_ON_ACTIVITIES = 16
+FOLLOW_ON_TURNS = 8
+
+
+@dataclass
+class _Grant:
+    stream: WorkStream
+    kind: WorkKind
+    reserved: int
+    lease_for: timedelta
+    activities: list[ActivityWorkItem] = field(default_factory=list)
+    turns: list[LeasedTurn] = field(default_factory=list)
+
+
+@dataclass
+class _FollowOn:
+    """What one completion transaction leased, to hand over once it commits."""
+
+    now: datetime | None = None
+    grants: list[_Grant] = field(default_factory=list)
+    marked: set[str] = field(default_factory=set)  # instances added to the dispatcher's turns out
+
+
+class FollowOnLeasing:
+    """The follow-on methods of the dispatcher (a mixin: the state is the dispatcher's)."""
+
+    hub: TaskHub
+    options: DispatchOptions
+    clock: Callable[[], datetime]
+    _lock: threading.Condition
+    _stopped: bool
+    _wake: bool
+    _streams: dict[int, WorkStream]
+    _turns_out: set[str]
+    _tokens: dict[str, Held]
+    _hand_over: Callable[..., bool]
+    _hand_turn_over: Callable[[WorkStream, OrchestrationWorkItem, datetime, timedelta], bool]
+    _rejections_for: Callable[[WorkStream], tuple[list[str], list[str]]]
+
+    def _reserve(self, stream: WorkStream, kind: WorkKind, most: int) -> int:
+        """Reserve up to ``most`` free slots of ``kind`` on ``stream`` (under the lock); how many."""
+        with self._lock:
+            if stream.closed:
+                return 0
+            count = max(0, min(most, stream.free(kind)))
+            stream.reserved[kind] += count
+            return count
+
+    def _unreserve(self, stream: WorkStream, kind: WorkKind, count: int) -> None:
+        if count:
+            with self._lock:
+                stream.reserved[kind] -= count
+                self._wake = True  # the dispatcher may have found no room meanwhile
+                self._lock.notify_all()
+
+    def _with_follow_on(self, commit: Callable[[Callable[[StoreTx], None]], T]) -> T:
+        """Run ``commit`` (a completion that calls its argument inside its transaction), then hand the leases over."""
+        follow = _FollowOn()
+        try:
+            result = commit(lambda tx: self._lease_follow_on(tx, follow))
+        except BaseException:
+            self._give_back(follow)
+            raise
+        self._hand_follow_on(follow)
+        return result
+
+    def _turns_with_follow_on(
+        self, commit: Callable[[Callable[[StoreTx], None]], Sequence[BaseException | None]], tokens: Sequence[str]
+    ) -> Sequence[BaseException | None]:
+        """:meth:`_with_follow_on` for turns: what each worker has replayed is known before the next turn goes out."""
+        follow = _FollowOn()
+        try:
+            errors = commit(lambda tx: self._lease_follow_on(tx, follow))
+        except BaseException:
+            self._give_back(follow)
+            raise
+        with self._lock:  # as settling will again; a follow-on turn of the same instance needs it now
+            for token, error in zip(tokens, errors, strict=True):
+                held = self._tokens.get(token)
+                if error is None and held is not None and held.turn is not None:
+                    held.stream.remember_replayed(held.turn.instance_id, held.replay_mark)
+        self._hand_follow_on(follow)
+        return errors
+
+    def _lease_follow_on(self, tx: StoreTx, follow: _FollowOn) -> None:
+        notice = tx.notice
+        if notice.reset or notice.resync:
+            return
+        with self._lock:
+            if self._stopped:
+                return
+            streams = [s for s in self._streams.values() if not s.closed]
+            targets = notice.inbox_instances - self._turns_out
+        if not streams:
+            return
+        now = follow.now = self.clock()
+        if ACTIVITY.value in notice.work_kinds:
+            self._follow_activities(tx, follow, streams, now)
+        if targets:
+            self._follow_turns(tx, follow, streams, targets, now)
+
+    def _lease_length(self, kind: WorkKind) -> timedelta:
+        return min(self.options.lease_of(kind), self.options.max_hold_of(kind))
+
+    def _follow_activities(self, tx: StoreTx, follow: _FollowOn, streams: list[WorkStream], now: datetime) -> None:
+        for stream in streams:
+            count = self._reserve(stream, ACTIVITY, FOLLOW_ON_ACTIVITIES)
+            if not count:
+                continue
+            grant = _Grant(stream, ACTIVITY, count, self._lease_length(ACTIVITY))
+            follow.grants.append(grant)
+            grant.activities = self.hub.lease_activities_in(
+                tx, now, grant.lease_for, stream.activity_names, versions=stream.activity_versions, limit=count
+            )
+            return
+
+    def _follow_turns(
+        self, tx: StoreTx, follow: _FollowOn, streams: list[WorkStream], targets: set[str], now: datetime
+    ) -> None:
+        # A stream whose worker keeps one of the instances replayed first: it needs only the new events.
+        streams = sorted(streams, key=lambda s: not any(t in s.replayed for t in targets))
+        for stream in streams:
+            count = self._reserve(stream, ORCHESTRATION, min(FOLLOW_ON_TURNS, len(targets)))
+            if not count:
+                continue
+            grant = _Grant(stream, ORCHESTRATION, count, self._lease_length(ORCHESTRATION))
+            follow.grants.append(grant)
+            exclude, skip_delay = self._rejections_for(stream)
+            grant.turns = self.hub.lease_orchestrations_in(
+                tx, now, grant.lease_for, stream.orchestration_names, versions=stream.orchestration_versions,
+                exclude=exclude, skip_delay=skip_delay, limit=count, only=targets,
+            )
+            with self._lock:
+                for item, _ in grant.turns:
+                    # Its inbox events are this turn's: the commit's notice need not wake the dispatcher.
+                    self._turns_out.add(item.instance.instance_id)
+                    follow.marked.add(item.instance.instance_id)
+            return
+
+    def _hand_follow_on(self, follow: _FollowOn) -> None:
+        """After the commit: put the leased items on their streams, then free the reservations."""
+        for grant in follow.grants:
+            assert follow.now is not None
+            try:
+                if grant.kind == ORCHESTRATION:
+                    for item in self.hub.keep_leased_turns(grant.turns):
+                        self._hand_turn_over(grant.stream, item, follow.now, grant.lease_for)
+                        with self._lock:
+                            if item.token not in self._tokens:  # not on its way (the stream closed, or it failed)
+                                self._turns_out.discard(item.instance.instance_id)
+                else:
+                    for activity in grant.activities:
+                        self._hand_over(grant.stream, grant.kind, activity, follow.now, grant.lease_for)
+            finally:
+                self._unreserve(grant.stream, grant.kind, grant.reserved)
+
+    def _give_back(self, follow: _FollowOn) -> None:
+        """The transaction failed: its leases are gone; free the reservations and the marks."""
+        with self._lock:
+            self._turns_out.difference_update(follow.marked)
+        for grant in follow.grants:
+            self._unreserve(grant.stream, grant.kind, grant.reserved)
+
+
+def first_error(errors: Sequence[BaseException | None]) -> None:
+    """Raise the first error of a one-item batch's outcomes, if any."""
+    for error in errors:
+        if error is not None:
+            raise error
