@@ -180,6 +180,7 @@ class WorkItemDispatcher:
         self._maximum_timer_interval = maximum_timer_interval
         self._version_gate = version_gate
         self._default_version = default_version
+        self._orchestration_executor: OrchestrationExecutor | None = None
         self._stopping = threading.Event()
         self._sender = CompletionSender(
             stub_provider,
@@ -449,14 +450,17 @@ class WorkItemDispatcher:
         return history, None
 
     def _new_orchestration_executor(self) -> OrchestrationExecutor:
-        return OrchestrationExecutor(
-            self._registry,
-            data_converter=self._converter,
-            logger=self._logger,
-            maximum_timer_interval=self._maximum_timer_interval,
-            default_version=self._default_version,
-            exception_properties_provider=self._exception_properties_provider,
-        )
+        """The executor of turns: one for all of them (it keeps no state of its own between turns)."""
+        if self._orchestration_executor is None:
+            self._orchestration_executor = OrchestrationExecutor(
+                self._registry,
+                data_converter=self._converter,
+                logger=self._logger,
+                maximum_timer_interval=self._maximum_timer_interval,
+                default_version=self._default_version,
+                exception_properties_provider=self._exception_properties_provider,
+            )
+        return self._orchestration_executor
 
     def _abandon_orchestration(self, instance_id: str, token: str) -> None:
         self._logger.info("handing back a turn of '%s'", instance_id)
