@@ -78,12 +78,17 @@ class WorkStream:
             return 0
         if item.history_key is None:  # a history without a key: nothing proves it is the same one
             return 0
-        mark = self.replayed.get(item.instance.instance_id)
-        if mark is None:
-            return 0
-        if mark[:3] != replay_identity(item):
-            return 0
-        seen = mark[3]
+        if item.prior_turn is not None and item.prior_turn[0] in self.outstanding:
+            # The history ends in a turn this stream's worker ran, committed but not settled yet
+            # (its mark below is the turn before's).
+            seen = item.prior_turn[1]
+        else:
+            mark = self.replayed.get(item.instance.instance_id)
+            if mark is None:
+                return 0
+            if mark[:3] != replay_identity(item):
+                return 0
+            seen = mark[3]
         return seen if seen <= len(item.past_events) else 0
 
     def remember_replayed(self, instance_id: str, mark: ReplayMark | None) -> None:

@@ -7,6 +7,14 @@ sequence number on. With the same key, the history only grew, by appends numbere
 view's last event: the rows after it are what was appended since (by this sidecar or another
 one). Otherwise the history is read again in full. Correctness never depends on the cache,
 only the cost of a turn does.
+
+The cache also notes, per instance, the last turn applied to its history (:class:`TurnNote`,
+written inside the turn's transaction): which lease token it was, and how many of the events
+stored after it the token's worker had processed. A turn built from a history whose tail is
+exactly that turn's events names its predecessor (:meth:`HistoryCache.prior_turn`), so that the
+worker that ran it is sent only what it has not seen even before the sidecar settled that turn.
+A note is checked against the history like a view is, event for event, and never trusted on
+its own: a note of a turn whose transaction failed matches no stored history.
 """
 
 from __future__ import annotations
@@ -61,6 +69,34 @@ class HistoryView:
         return HistoryView(self.key, self.execution_id, self.first_seq, self.events + tuple(events), summary, size)
 
 
+@dataclass(frozen=True)
+class TurnNote:
+    """A turn applied to a history: its token, where its events start, the events it appended,
+    and how many of them its worker had processed (its new events: the rest are its actions'
+    records and the closing ``orchestratorCompleted``)."""
+
+    token: str
+    key: str | None
+    execution_id: str
+    first_seq: int
+    start: int  # index in the history's events of the turn's first appended event
+    appended: tuple[pb.HistoryEvent, ...]
+    delivered: int  # of ``appended``, the turn's new events
+
+    @property
+    def seen(self) -> int:
+        """Events the turn's worker had processed when it answered: its past and new events."""
+        return self.start + self.delivered
+
+    def tail_of(self, view: HistoryView) -> bool:
+        """Whether ``view`` is the history this turn left: the same history, ending in exactly its events."""
+        return (
+            self.key is not None and view.key == self.key and view.execution_id == self.execution_id
+            and view.first_seq == self.first_seq and len(view.events) == self.start + len(self.appended)
+            and view.events[self.start:] == self.appended
+        )
+
+
 class HistoryCache:
     """A bounded, least-recently-used map of instance ID -> :class:`HistoryView`."""
 
@@ -71,6 +107,8 @@ class HistoryCache:
         self.max_events = max_events
         self.max_bytes = max_bytes
         self._views: OrderedDict[str, HistoryView] = OrderedDict()
+        self._turns: OrderedDict[str, TurnNote] = OrderedDict()
+        self._noted = 0  # events held by the notes (mostly the same objects as the views')
         self._events = 0
         self._bytes = 0
         self._lock = threading.Lock()
@@ -105,7 +143,7 @@ class HistoryCache:
     def put(self, instance_id: str, view: HistoryView) -> None:
         """Remember ``view`` (after the transaction that read or wrote it committed)."""
         if self.capacity <= 0 or len(view.events) > self.max_events or view.size > self.max_bytes:
-            self.discard(instance_id)
+            self._drop_view(instance_id)
             return
         with self._lock:
             old = self._views.pop(instance_id, None)
@@ -122,8 +160,39 @@ class HistoryCache:
                 self._events -= len(evicted.events)
                 self._bytes -= evicted.size
 
+    def note_turn(self, instance_id: str, note: TurnNote) -> None:
+        """Note the last turn applied to the instance's history (inside that turn's transaction)."""
+        if self.capacity <= 0 or len(note.appended) > self.max_events:
+            self._forget_turn(instance_id)
+            return
+        with self._lock:
+            old = self._turns.pop(instance_id, None)
+            if old is not None:
+                self._noted -= len(old.appended)
+            self._turns[instance_id] = note
+            self._noted += len(note.appended)
+            while self._turns and (len(self._turns) > self.capacity or self._noted > self.max_events):
+                _, evicted = self._turns.popitem(last=False)
+                self._noted -= len(evicted.appended)
+
+    def _forget_turn(self, instance_id: str) -> None:
+        with self._lock:
+            old = self._turns.pop(instance_id, None)
+            if old is not None:
+                self._noted -= len(old.appended)
+
+    def prior_turn(self, instance_id: str, view: HistoryView) -> TurnNote | None:
+        """The noted turn whose events end ``view`` (the history as a transaction reads it), or None."""
+        with self._lock:
+            note = self._turns.get(instance_id)
+        return note if note is not None and note.tail_of(view) else None
+
     def discard(self, instance_id: str) -> None:
-        """Forget the instance's view."""
+        """Forget the instance's view and turn note."""
+        self._forget_turn(instance_id)
+        self._drop_view(instance_id)
+
+    def _drop_view(self, instance_id: str) -> None:
         with self._lock:
             old = self._views.pop(instance_id, None)
             if old is not None:
@@ -134,5 +203,7 @@ class HistoryCache:
         """Forget every view."""
         with self._lock:
             self._views.clear()
+            self._turns.clear()
+            self._noted = 0
             self._events = 0
             self._bytes = 0

@@ -27,7 +27,7 @@ from sidecar.hub.entity_routing import (
     release_holder,
     settle,
 )
-from sidecar.hub.history_cache import HistoryCache, HistoryView
+from sidecar.hub.history_cache import HistoryCache, HistoryView, TurnNote
 from sidecar.ids import IdFactory, random_id
 from sidecar.model import (
     InstanceSnapshot,
@@ -297,6 +297,7 @@ class TaskHub:
         if not new_events[0].HasField("orchestratorStarted"):
             new_events.insert(0, engine_events.new_orchestrator_started(now))
         tx.record_turn(inst.instance_id, token, new_events, [rows[i].id for i in deliver])
+        prior = self.histories.prior_turn(inst.instance_id, view)
         item = OrchestrationWorkItem(
             token=token,
             instance=inst,
@@ -304,6 +305,7 @@ class TaskHub:
             new_events=new_events,
             history_first_seq=view.first_seq,
             history_key=view.key,
+            prior_turn=None if prior is None else (prior.token, prior.seen),
         )
         return item, view
 
@@ -370,7 +372,11 @@ class TaskHub:
             return _TurnDone(inst.instance_id, None, ignored)
         if result.reset_history is not None:
             return _TurnDone(inst.instance_id, None, ignored)  # a new key: read again next turn
-        return _TurnDone(inst.instance_id, view.extended(result.history_append), ignored)
+        appended = tuple(result.history_append)
+        self.histories.note_turn(inst.instance_id, TurnNote(
+            token, view.key, view.execution_id, view.first_seq, len(view.events), appended, len(lease.new_events),
+        ))
+        return _TurnDone(inst.instance_id, view.extended(appended), ignored)
 
     def _after_turn(self, done: _TurnDone) -> InvalidTurnError | None:
         """After a turn's transaction committed: log ignored actions, keep or drop its history view."""

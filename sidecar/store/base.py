@@ -226,6 +226,10 @@ class OrchestrationWorkItem:
     # both unchanged while the history only grows.
     history_first_seq: int = 0
     history_key: str | None = None
+    # The turn whose events end past_events, when this sidecar applied it: (its lease token, how
+    # many of past_events its worker had processed). Lets a worker still known to hold that
+    # token's turn be sent only the rest before the sidecar settled the turn.
+    prior_turn: tuple[str, int] | None = None
 
 
 @dataclass

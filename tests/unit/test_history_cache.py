@@ -13,7 +13,7 @@ from durabletask.internal import proto_helpers as ph
 from sidecar import engine_events
 from sidecar.engine_history import HistorySummary, select_new_events
 from sidecar.hub import TaskHub
-from sidecar.hub.history_cache import HistoryCache, HistoryView
+from sidecar.hub.history_cache import HistoryCache, HistoryView, TurnNote
 from sidecar.model import InstanceSnapshot
 from sidecar.store import Store, open_store
 
@@ -257,3 +257,64 @@ def test_a_history_without_a_key_is_read_in_full(store: Store) -> None:
 
     assert names(store.run(spy)) == ["a", "b"]
     assert reads == [0], "no key: nothing proves the cached view is this history's prefix"
+
+
+# ------------------------------------------------------------------ turn notes
+
+
+def noted(view: HistoryView, appended: list[pb.HistoryEvent], delivered: int, token: str = "t1") -> TurnNote:
+    """The note of a turn that appended ``appended`` (its first ``delivered`` its new events) to ``view``."""
+    return TurnNote(token, view.key, view.execution_id, view.first_seq, len(view.events), tuple(appended), delivered)
+
+
+def test_a_turn_note_names_the_turn_that_ends_the_history() -> None:
+    cache = HistoryCache()
+    before = view_of("a", "b", first_seq=3)
+    appended = [raised("c"), raised("d"), raised("closing")]
+    note = noted(before, appended, delivered=2)
+    cache.note_turn("i", note)
+    after = before.extended(appended)
+    assert note.seen == 4
+    assert cache.prior_turn("i", after) is note
+    # The same events read again from the store (other objects, equal) are the same history.
+    assert cache.prior_turn("i", view_of("a", "b", "c", "d", "closing", first_seq=3)) is note
+    assert cache.prior_turn("other", after) is None
+
+
+@pytest.mark.parametrize("case", ["not applied", "grown since", "other events", "other key", "other execution",
+                                  "other first seq", "no key"])
+def test_a_turn_note_is_trusted_only_for_the_history_that_turn_left(case: str) -> None:
+    cache = HistoryCache()
+    before = HistoryView.of(None if case == "no key" else "key", "e", [(0, raised("a"))])
+    appended = [raised("b"), raised("closing")]
+    cache.note_turn("i", noted(before, appended, delivered=1))
+    after = before.extended(appended)
+    stored = {
+        "not applied": before,  # the turn's transaction failed
+        "grown since": after.extended([raised("more")]),
+        "other events": before.extended([raised("b"), raised("other")]),
+        "other key": HistoryView("key2", "e", 0, after.events, after.summary),
+        "other execution": HistoryView("key", "e2", 0, after.events, after.summary),
+        "other first seq": HistoryView("key", "e", 1, after.events, after.summary),
+        "no key": after,
+    }[case]
+    assert cache.prior_turn("i", stored) is None
+
+
+def test_turn_notes_are_bounded_and_forgotten_with_the_view() -> None:
+    cache = HistoryCache(capacity=2, max_events=4)
+    base = view_of("a")
+    for iid in "xyz":
+        cache.note_turn(iid, noted(base, [raised(iid)], delivered=1, token=iid))
+    assert list(cache._turns) == ["y", "z"]
+    cache.note_turn("w", noted(base, [raised("w")] * 3, delivered=1))  # 1 + 3 events: "y" goes
+    assert list(cache._turns) == ["z", "w"] and cache._noted == 4
+    cache.note_turn("v", noted(base, [raised("v")] * 5, delivered=1))  # more than the budget alone
+    assert "v" not in cache._turns
+    cache.discard("z")
+    assert list(cache._turns) == ["w"] and cache._noted == 3
+    cache.clear()
+    assert not cache._turns and cache._noted == 0
+    off = HistoryCache(capacity=0)
+    off.note_turn("a", noted(base, [raised("a")], delivered=1))
+    assert off.prior_turn("a", base.extended([raised("a")])) is None
