@@ -171,12 +171,9 @@ class Dispatcher(CompletionSettling, FollowOnLeasing):
             with self._lock:
                 signalled = False
                 for kind in WorkKind:
-                    if not notice.may_have_work(kind.value):
+                    # Events for turns in flight, or work a follow-on leased: leasing now would find nothing.
+                    if not notice.unsettled(kind.value, self._turns_out):
                         continue
-                    if kind == ORCHESTRATION:
-                        only_for = notice.orchestration_work_only_for()
-                        if only_for is not None and only_for <= self._turns_out:
-                            continue  # events for turns in flight: leasing now would find nothing
                     self._work_signals[kind] += 1
                     signalled = True
                 if signalled:

@@ -52,6 +52,7 @@ class _FollowOn:
     now: datetime | None = None
     grants: list[_Grant] = field(default_factory=list)
     marked: set[str] = field(default_factory=set)  # instances added to the dispatcher's turns out
+    names: dict[str, str] = field(default_factory=dict)  # instance ID -> orchestration name, where known
 
 
 class FollowOnLeasing:
@@ -102,6 +103,11 @@ class FollowOnLeasing:
     ) -> Sequence[BaseException | None]:
         """:meth:`_with_follow_on` for turns: what each worker has replayed is known before the next turn goes out."""
         follow = _FollowOn()
+        with self._lock:
+            for token in tokens:
+                held = self._tokens.get(token)
+                if held is not None and held.turn is not None:
+                    follow.names[held.turn.instance_id] = held.turn.name
         try:
             errors = commit(lambda tx: self._lease_follow_on(tx, follow))
         except BaseException:
@@ -145,6 +151,9 @@ class FollowOnLeasing:
             grant.activities = self.hub.lease_activities_in(
                 tx, now, grant.lease_for, stream.activity_names, versions=stream.activity_versions, limit=count
             )
+            notice = tx.notice
+            leased = {(a.task.instance_id, a.task.task_id) for a in grant.activities}
+            notice.activities_settled = not notice.other_activity_work and notice.new_activity_tasks <= leased
             return
 
     def _follow_turns(
@@ -163,11 +172,18 @@ class FollowOnLeasing:
                 tx, now, grant.lease_for, stream.orchestration_names, versions=stream.orchestration_versions,
                 exclude=exclude, skip_delay=skip_delay, limit=count, only=targets,
             )
+            leased = {item.instance.instance_id for item, _ in grant.turns}
             with self._lock:
-                for item, _ in grant.turns:
-                    # Its inbox events are this turn's: the commit's notice need not wake the dispatcher.
-                    self._turns_out.add(item.instance.instance_id)
-                    follow.marked.add(item.instance.instance_id)
+                # Their inbox events are these turns': the commit's notice need not wake the dispatcher.
+                self._turns_out.update(leased)
+                follow.marked.update(leased)
+            settled = tx.notice.settled_instances
+            settled.update(leased)
+            if len(leased) < count and not exclude and not skip_delay and not stream.orchestration_versions:
+                # The claim found all there was among the targets that this stream takes: those
+                # it did not lease have nothing deliverable now (later events signal again).
+                names = stream.orchestration_names
+                settled.update(t for t in targets if names is None or follow.names.get(t) in names)
             return
 
     def _hand_follow_on(self, follow: _FollowOn) -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -137,6 +137,15 @@ class CommitNotice:
     # appeared too (a new instance, a released turn): see :meth:`orchestration_work_only_for`.
     inbox_instances: set[str] = field(default_factory=set)
     other_orchestration_work: bool = False
+    # The activity tasks this commit queued, (instance ID, task ID); whether activity work of
+    # another sort appeared too (a task handed back).
+    new_activity_tasks: set[tuple[str, int]] = field(default_factory=set)
+    other_activity_work: bool = False
+    # Filled by a lease in the same transaction (the dispatcher's follow-on), for this process only:
+    # instances whose orchestration work it leased or found none of, and whether it leased every
+    # activity task the commit queued. Work so settled needs no dispatcher to look for it.
+    settled_instances: set[str] = field(default_factory=set)
+    activities_settled: bool = False
 
     def __bool__(self) -> bool:
         return bool(self.instances or self.work_available or self.reset or self.resync)
@@ -150,6 +159,25 @@ class CommitNotice:
                 self.other_orchestration_work = True
             else:
                 self.inbox_instances.add(inbox_of)
+        elif kind == "activity":
+            self.other_activity_work = True
+
+    def add_activity_tasks(self, tasks: Collection[tuple[str, int]]) -> None:
+        """Record that these activity tasks (instance ID, task ID) were queued."""
+        self.work_available = True
+        self.work_kinds.add("activity")
+        self.new_activity_tasks.update(tasks)
+
+    def unsettled(self, kind: str, turns_out: Collection[str]) -> bool:
+        """True when this commit's work of ``kind`` may still need leasing (besides the turns out in this process)."""
+        if not self.may_have_work(kind):
+            return False
+        if kind == "activity":
+            return not self.activities_settled
+        if kind == "orchestration":
+            only_for = self.orchestration_work_only_for()
+            return only_for is None or any(i not in turns_out and i not in self.settled_instances for i in only_for)
+        return True
 
     def orchestration_work_only_for(self) -> set[str] | None:
         """The instances whose inbox events are all the orchestration work this commit made; None: not only those.
@@ -220,7 +248,7 @@ class OrchestrationWorkItem:
 
     token: str
     instance: InstanceSnapshot
-    past_events: list[pb.HistoryEvent]
+    past_events: Sequence[pb.HistoryEvent]
     new_events: list[pb.HistoryEvent]
     # The stored sequence number of past_events[0], and the history's key (StoreTx.history_key):
     # both unchanged while the history only grows.

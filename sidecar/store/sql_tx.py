@@ -181,7 +181,8 @@ class SqlTx(StoreTx):
             f"UPDATE instances SET {assignments}{lease} WHERE instance_id = ?", (*values[1:], instance.instance_id)
         )
         self.notice.instances.add(instance.instance_id)
-        self.notice.add_work("orchestration")
+        # The only orchestration work this makes: its inbox, deliverable again once its lease ends.
+        self.notice.add_work("orchestration", inbox_of=instance.instance_id)
 
     def relink_parent(self, instance_id: str, execution_id: str | None, task_id: int) -> None:
         self.db.execute(
@@ -427,7 +428,7 @@ class SqlTx(StoreTx):
                 for t in tasks
             ],
         )
-        self.notice.add_work("activity")
+        self.notice.add_activity_tasks([(t.instance_id, t.task_id) for t in tasks])
 
     def delete_activity_tasks(self, instance_id: str, *, keep_execution: str | None = None) -> None:
         if keep_execution is None:

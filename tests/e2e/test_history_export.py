@@ -373,6 +373,8 @@ def test_the_async_clients(sidecar: Any) -> None:
                 assert job_client.orchestrator_instance_id == "export-job-async-job"
                 done = await job_client.wait(timeout=WAIT, poll_interval=0.1)
                 assert (done.status, done.exported_instances) == (ExportJobStatus.COMPLETED, 3)
+                # the job entity is marked completed by the orchestrator's last turn, which commits just after
+                await client.wait_for_orchestration_completion("export-job-async-job", timeout=WAIT)
                 described = await job_client.describe()
                 assert described is not None and described.exported_instances == 3
                 listed = [d.job_id async for d in export.list_jobs(ExportJobQuery(status=[ExportJobStatus.COMPLETED]))]

@@ -83,13 +83,45 @@ def test_events_for_a_held_turn_signal_nothing_and_its_end_does() -> None:
     asked = hub.turn_leases
     dispatcher._dispatch_all()
     assert hub.turn_leases == asked, "no lease is tried for a turn in flight"
-    dispatcher.complete_orchestration(pb.OrchestratorResponse(
-        instanceId="a", completionToken=item.completionToken))  # the turn ends: the event is due now
-    assert dispatcher._work_signals[WorkKind.ORCHESTRATION] > signals
-    assert dispatcher._dispatch_all()
+    # The turn ends: the event is due now, and the completion's own follow-on leases and sends it.
+    dispatcher.complete_orchestration(pb.OrchestratorResponse(instanceId="a", completionToken=item.completionToken))
     again = take(stream)
     names = [e.eventRaised.name for e in again.orchestratorRequest.newEvents if e.HasField("eventRaised")]
     assert names == ["ping"]
+    assert dispatcher._work_signals[WorkKind.ORCHESTRATION] == signals, "settled by the follow-on: no signal"
+    # With no room for a follow-on turn, the turn's end signals the dispatcher, which sends it later.
+    raised(hub, "a", "pong")
+    stream.max_orchestrations = 0
+    dispatcher.complete_orchestration(pb.OrchestratorResponse(instanceId="a", completionToken=again.completionToken))
+    assert stream.queue.qsize() == 0
+    assert dispatcher._work_signals[WorkKind.ORCHESTRATION] > signals
+    stream.max_orchestrations = 10
+    assert dispatcher._dispatch_all()
+    last = take(stream)
+    assert [e.eventRaised.name for e in last.orchestratorRequest.newEvents if e.HasField("eventRaised")] == ["pong"]
+
+
+def test_a_turns_end_with_nothing_waiting_and_activities_its_follow_on_took_signal_nothing() -> None:
+    hub, dispatcher, stream = setup()
+    start(hub, "a")
+    dispatcher._dispatch_all()
+    item = take(stream)
+    signals = dict(dispatcher._work_signals)
+    scheduled = pb.OrchestratorAction(id=1)
+    scheduled.scheduleTask.name = "act"
+    dispatcher.complete_orchestration(pb.OrchestratorResponse(
+        instanceId="a", completionToken=item.completionToken, actions=[scheduled]))
+    activity = stream.queue.get(timeout=1)
+    assert activity is not None and activity.HasField("activityRequest")
+    assert dispatcher._work_signals == signals, "the follow-on leased all the work the commit made"
+    # A stream that does not take the instance's orchestration: the follow-on cannot settle it.
+    other = dispatcher.open_stream(pb.GetWorkItemsRequest(
+        workItemFilters=pb.WorkItemFilters(orchestrations=[pb.OrchestrationFilter(name="another")])))
+    dispatcher.close_stream(stream)
+    response = pb.ActivityResponse(instanceId="a", taskId=1, completionToken=activity.completionToken)
+    dispatcher.complete_activity(response)
+    assert other.queue.qsize() == 0, "not its orchestration"
+    assert dispatcher._work_signals[WorkKind.ORCHESTRATION] == signals[WorkKind.ORCHESTRATION] + 1
 
 
 def test_events_for_other_instances_and_unknown_notices_signal() -> None:
