@@ -445,7 +445,7 @@ def _continue_as_new(
         input=new_input,
         tags=instance.tags,
         parent=instance.parent,
-        parent_trace_context=_original_trace_context(turn.past_events + turn.new_events),
+        parent_trace_context=_original_trace_context([*turn.past_events, *turn.new_events]),
     )
     state.out.inbox_prepend = [start, *complete.carryoverEvents]
     instance.execution_id = execution_id

@@ -6,6 +6,7 @@ events are protobuf ``HistoryEvent`` messages. All datetimes are timezone-aware 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -120,7 +121,7 @@ class TurnInput:
     """Everything the engine needs to turn a worker's response into state changes."""
 
     instance: InstanceSnapshot
-    past_events: list[pb.HistoryEvent]
+    past_events: Sequence[pb.HistoryEvent]  # not copied: a cached history's own events
     # Exactly the events sent to the worker as newEvents (first is orchestratorStarted).
     new_events: list[pb.HistoryEvent]
     response: pb.OrchestratorResponse

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
+from typing import overload
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.engine_history import HistorySummary
@@ -33,6 +35,78 @@ DEFAULT_MAX_EVENTS = 500_000  # events over all cached views
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # encoded size of the events over all cached views
 
 
+# Held while a list shared by views is extended (see HistoryEvents.plus).
+_APPEND_LOCK = threading.Lock()
+
+
+class HistoryEvents(Sequence[pb.HistoryEvent]):
+    """The first ``len(self)`` events of a list that only grows, which the views extended from
+    one another share: extending a view costs what is appended, not the whole history.
+
+    Never changes once made: events appended to the list beyond its length are not its. A view
+    extended from one that is not the list's last (a turn whose transaction failed extended it
+    first) gets a list of its own.
+    """
+
+    __slots__ = ("_items", "_length")
+
+    def __init__(self, events: Iterable[pb.HistoryEvent] = ()) -> None:
+        self._items = list(events)
+        self._length = len(self._items)
+
+    @classmethod
+    def _sharing(cls, items: list[pb.HistoryEvent], length: int) -> HistoryEvents:
+        view = cls.__new__(cls)
+        view._items = items
+        view._length = length
+        return view
+
+    def __len__(self) -> int:
+        return self._length
+
+    @overload
+    def __getitem__(self, index: int) -> pb.HistoryEvent: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[pb.HistoryEvent, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> pb.HistoryEvent | tuple[pb.HistoryEvent, ...]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self._length)
+            if step == 1:
+                return tuple(self._items[start:stop])
+            return tuple(self._items[i] for i in range(start, stop, step))
+        position = index + self._length if index < 0 else index
+        if not 0 <= position < self._length:
+            raise IndexError("history event index out of range")
+        return self._items[position]
+
+    def __iter__(self) -> Iterator[pb.HistoryEvent]:
+        return islice(self._items, self._length)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, (HistoryEvents, list, tuple)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"HistoryEvents({list(self)!r})"
+
+    def plus(self, events: Sequence[pb.HistoryEvent]) -> HistoryEvents:
+        """These events and then ``events``."""
+        if not events:
+            return self
+        with _APPEND_LOCK:
+            if len(self._items) == self._length:
+                self._items.extend(events)
+                return HistoryEvents._sharing(self._items, self._length + len(events))
+        items = self._items[: self._length]
+        items.extend(events)
+        return HistoryEvents._sharing(items, len(items))
+
+
 @dataclass(frozen=True)
 class HistoryView:
     """One execution's stored history: its key, its events, the number of the first, and their summary."""
@@ -40,7 +114,7 @@ class HistoryView:
     key: str | None
     execution_id: str
     first_seq: int
-    events: tuple[pb.HistoryEvent, ...]
+    events: HistoryEvents
     summary: HistorySummary
     size: int = -1  # encoded bytes of the events (-1: count them)
 
@@ -51,7 +125,7 @@ class HistoryView:
     @classmethod
     def of(cls, key: str | None, execution_id: str, rows: Sequence[tuple[int, pb.HistoryEvent]]) -> HistoryView:
         """The view of a history read in full."""
-        events = tuple(event for _, event in rows)
+        events = HistoryEvents(event for _, event in rows)
         return cls(key, execution_id, rows[0][0] if rows else 0, events, HistorySummary(events))
 
     @property
@@ -66,7 +140,7 @@ class HistoryView:
         summary = self.summary.copy()
         summary.add(events)
         size = self.size + sum(event.ByteSize() for event in events)
-        return HistoryView(self.key, self.execution_id, self.first_seq, self.events + tuple(events), summary, size)
+        return HistoryView(self.key, self.execution_id, self.first_seq, self.events.plus(events), summary, size)
 
 
 @dataclass(frozen=True)

@@ -301,7 +301,7 @@ class TaskHub:
         item = OrchestrationWorkItem(
             token=token,
             instance=inst,
-            past_events=list(view.events),
+            past_events=view.events,
             new_events=new_events,
             history_first_seq=view.first_seq,
             history_key=view.key,
@@ -352,7 +352,7 @@ class TaskHub:
         view = self.histories.load(tx, inst.instance_id, inst.execution_id)
         turn = TurnInput(
             instance=inst,
-            past_events=list(view.events),
+            past_events=view.events,
             new_events=lease.new_events,
             response=response,
             now=now,

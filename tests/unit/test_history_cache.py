@@ -318,3 +318,24 @@ def test_turn_notes_are_bounded_and_forgotten_with_the_view() -> None:
     off = HistoryCache(capacity=0)
     off.note_turn("a", noted(base, [raised("a")], delivered=1))
     assert off.prior_turn("a", base.extended([raised("a")])) is None
+
+
+def test_extended_views_share_their_events_and_never_see_each_others_appends() -> None:
+    view = view_of("a", "b")
+    longer = view.extended([raised("c")])
+    assert longer.events._items is view.events._items, "the tip's list is extended, not copied"
+    # Extending the shorter view again (a turn whose transaction failed extended it first) forks.
+    other = view.extended([raised("x"), raised("y")])
+    assert other.events._items is not view.events._items
+    assert (names(view), names(longer), names(other)) == (["a", "b"], ["a", "b", "c"], ["a", "b", "x", "y"])
+    events = other.events
+    assert len(events) == 4 and events[-1].eventRaised.name == "y" and events[1] == raised("b")
+    assert [e.eventRaised.name for e in events[1:3]] == ["b", "x"]
+    assert [e.eventRaised.name for e in events[::-2]] == ["y", "b"]
+    assert events == [raised(n) for n in "abxy"] and events != [raised(n) for n in "abx"] and view.events != ()
+    with pytest.raises(IndexError):
+        events[4]  # noqa: B018
+    with pytest.raises(IndexError):
+        view.events[-3]  # noqa: B018
+    request = pb.OrchestratorRequest(pastEvents=longer.events)
+    assert [e.eventRaised.name for e in request.pastEvents] == ["a", "b", "c"]
