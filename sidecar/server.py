@@ -35,8 +35,10 @@ from sidecar import engine_events
 from sidecar.dashboard import DashboardServer, ssl_context_from_pem
 from sidecar.dispatch import Dispatcher, DispatchOptions, utcnow
 from sidecar.engine_rewind import rewound_event
+from sidecar.group_commit import GroupCommitter
 from sidecar.grpc_auth import TokenInterceptor
 from sidecar.hub import TaskHub
+from sidecar.hub.instances import NewInstance
 from sidecar.model import TERMINAL_STATUSES, InstanceSnapshot
 from sidecar.notify import InstanceWatcher
 from sidecar.quoting import log_text, quoted
@@ -69,6 +71,8 @@ from sidecar.store.base import (
     InstanceFilter,
     InstanceNotFoundError,
     StoreError,
+    StoreFullError,
+    StoreUnavailableError,
 )
 from sidecar.transport import LoopServer
 from sidecar.work_streams import ENVELOPE_BYTES
@@ -118,6 +122,14 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
         self.dispatcher = dispatcher
         self.watcher = watcher
         self.clock = clock
+        # New instances that arrive together (StartInstance calls from several clients at once) are
+        # created in one transaction; each call is answered once the transaction with its instance
+        # has committed.
+        self._creations: GroupCommitter[NewInstance] = GroupCommitter(
+            lambda batch: hub.create_instances(batch),
+            lambda one: hub.create_instance(*one),
+            shared_failure=lambda exc: isinstance(exc, (StoreUnavailableError, StoreFullError)),
+        )
 
     # --- health and task hub ------------------------------------------------------------------
 
@@ -203,7 +215,7 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
             parent_trace_context=trace,
         )
         visible_at = start_at if start_at is not None and start_at > now else now
-        self.hub.create_instance(instance, event, visible_at, now, replaceable)
+        self._creations.submit(NewInstance(instance, event, visible_at, now, replaceable))
 
     @mapped_errors
     def GetInstance(self, request: pb.GetInstanceRequest, context: grpc.ServicerContext) -> Any:

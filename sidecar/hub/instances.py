@@ -6,8 +6,9 @@ there, and writes through ``tx``; none commits.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar import engine
@@ -30,6 +31,16 @@ def existing(tx: StoreTx, instance_id: str, *, lock: bool = True) -> InstanceSna
     return inst
 
 
+class NewInstance(NamedTuple):
+    """What :func:`create_instance` needs of one new instance (one StartInstance, or one restart)."""
+
+    instance: InstanceSnapshot
+    start_event: pb.HistoryEvent
+    visible_at: datetime
+    now: datetime
+    replaceable: Collection[int] | None = None
+
+
 def create_instance(
     tx: StoreTx,
     instance: InstanceSnapshot,
@@ -42,7 +53,7 @@ def create_instance(
 
     An existing instance with the same ID is replaced when ``replaceable`` is None and it is
     terminal, or when its status is in ``replaceable`` (a live one is terminated first).
-    Otherwise raises InstanceExistsError.
+    Otherwise raises InstanceExistsError, before anything is written.
     """
     old = tx.instance(instance.instance_id, lock=True)
     if old is not None:
@@ -54,6 +65,24 @@ def create_instance(
         tx.delete_instance(old.instance_id)
     tx.insert_instance(instance)
     tx.add_inbox(instance.instance_id, start_event, visible_at)
+
+
+def create_instances(tx: StoreTx, requests: Sequence[NewInstance]) -> list[InstanceExistsError | None]:
+    """Create each of ``requests`` in order, as :func:`create_instance` would one at a time.
+
+    An ID in use that may not be replaced fails only its own request: its InstanceExistsError
+    is returned in its place (None for each one created), since nothing was written for it.
+    A later request sees the earlier ones, so two with the same ID fare as they would in turn.
+    """
+    outcomes: list[InstanceExistsError | None] = []
+    for request in requests:
+        try:
+            create_instance(tx, *request)
+        except InstanceExistsError as exc:
+            outcomes.append(exc)
+        else:
+            outcomes.append(None)
+    return outcomes
 
 
 def route_message(tx: StoreTx, sender: str, msg: OutboundMessage, now: datetime) -> bool:

@@ -45,6 +45,7 @@ from sidecar.store.base import (
     EntityQueryFilter,
     EntitySnapshot,
     EntityWorkItem,
+    InstanceExistsError,
     InstanceFilter,
     InstanceNotFoundError,
     LeaseNotFoundError,
@@ -113,6 +114,11 @@ class TaskHub:
     ) -> None:
         """Create an instance, replacing a finished one (or one whose status is ``replaceable``)."""
         self.store.run(lambda tx: instances.create_instance(tx, instance, start_event, visible_at, now, replaceable))
+
+    def create_instances(self, requests: Sequence[instances.NewInstance]) -> list[InstanceExistsError | None]:
+        """Create several instances in one transaction, in order (see ``instances.create_instances``):
+        one whose ID is in use and may not be replaced fails alone, with its InstanceExistsError."""
+        return self.store.run(lambda tx: instances.create_instances(tx, requests))
 
     def get_instance(self, instance_id: str) -> InstanceSnapshot | None:
         """The instance row, or None."""
