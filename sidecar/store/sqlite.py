@@ -158,7 +158,10 @@ class SqliteStore(SqlStore):
             except BaseException:
                 self._rollback(db)
                 raise
-        self._return_free_pages()
+            # Checked here: taking the lock again after every commit queues the thread behind others.
+            due = self._returns_pages and db.total_changes - self._changes_at_check >= VACUUM_CHECK_CHANGES
+        if due:
+            self._return_free_pages()
 
     def _rollback(self, db: sqlite3.Connection) -> None:
         """End a failed transaction. SQLite rolls some back by itself (a full disk): nothing is left then."""
