@@ -30,6 +30,13 @@ class _AsyncWaiter:
 
     loop: asyncio.AbstractEventLoop
     changed: asyncio.Event
+    # Whether an instance left in a status may end the wait (None: any change may).
+    may_end: Callable[[int], bool] | None = None
+
+    def cares(self, changes: CommitNotice, instance_id: str) -> bool:
+        """Whether a commit that touched the instance may end this wait."""
+        status = changes.statuses.get(instance_id)
+        return status is None or self.may_end is None or self.may_end(status)
 
     def wake(self) -> None:
         try:
@@ -62,7 +69,7 @@ class InstanceWatcher:
                     self._versions[iid] = self._versions.get(iid, 0) + 1
                     hit = True
                 if not (changes.reset or changes.resync):
-                    woken.extend(self._async_waiters.get(iid, ()))
+                    woken.extend(w for w in self._async_waiters.get(iid, ()) if w.cares(changes, iid))
             if hit:
                 self._cond.notify_all()
         for waiter in woken:
@@ -134,15 +141,18 @@ class InstanceWatcher:
         read: Callable[[], Awaitable[T]],
         done: Callable[[T], bool],
         timeout: float | None,
+        may_end: Callable[[int], bool] | None = None,
     ) -> T:
         """:meth:`wait_for` for an event loop: awaits changes without holding a thread.
 
         ``read`` is awaited (it should run the store read off the loop). Cancelling the task
         (the client went away) ends the wait. Returns the last value read, as ``wait_for`` does.
+        ``may_end``: whether an instance left in a status may end the wait; a commit that left
+        the instance in a status that cannot is not read again.
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        waiter = _AsyncWaiter(loop, asyncio.Event())
+        waiter = _AsyncWaiter(loop, asyncio.Event(), may_end)
         with self._cond:
             self._async_waiters.setdefault(instance_id, set()).add(waiter)
         try:

@@ -226,6 +226,11 @@ class SidecarServicer(EntityServicerMixin, pb_grpc.TaskHubSidecarServiceServicer
 
     # The long polls: RPC name -> when the wait is over. The asyncio transport serves them with
     # an async wait (see sidecar.transport); these synchronous forms block a thread each.
+    # WAIT_STATUSES: the statuses that end each wait (a commit that leaves another wakes no one).
+    WAIT_STATUSES: dict[str, Callable[[int], bool]] = {
+        "WaitForInstanceStart": lambda status: status != _PENDING,
+        "WaitForInstanceCompletion": lambda status: status in TERMINAL_STATUSES,
+    }
     WAITS: dict[str, Callable[[InstanceSnapshot], bool]] = {
         "WaitForInstanceStart": lambda inst: inst.status != _PENDING,
         "WaitForInstanceCompletion": lambda inst: inst.status in TERMINAL_STATUSES,

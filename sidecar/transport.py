@@ -53,6 +53,7 @@ class SidecarServicer(Protocol):
     dispatcher: Dispatcher
     watcher: InstanceWatcher
     WAITS: dict[str, Callable[[InstanceSnapshot], bool]]
+    WAIT_STATUSES: dict[str, Callable[[int], bool]]
 
     def waited(self, request: pb.GetInstanceRequest, final: InstanceSnapshot | None, rpc: str) -> pb.GetInstanceResponse:
         """The answer to a long poll whose last read gave ``final``."""
@@ -239,6 +240,7 @@ class AsyncServicer:
                 read=lambda: self._offload(servicer.hub.get_instance, instance_id),
                 done=lambda inst: inst is not None and done(inst),
                 timeout=context.time_remaining(),
+                may_end=servicer.WAIT_STATUSES[rpc],
             )
             return servicer.waited(request, final, rpc)
         except Exception as exc:

@@ -166,6 +166,7 @@ class SqlTx(StoreTx):
             (*instance_values(instance), new_history_key()),
         )
         self.notice.instances.add(instance.instance_id)
+        self.notice.statuses[instance.instance_id] = instance.status
         self.notice.add_work("orchestration")
 
     def update_instance(self, instance: InstanceSnapshot, *, end_lease: bool) -> None:
@@ -181,6 +182,7 @@ class SqlTx(StoreTx):
             f"UPDATE instances SET {assignments}{lease} WHERE instance_id = ?", (*values[1:], instance.instance_id)
         )
         self.notice.instances.add(instance.instance_id)
+        self.notice.statuses[instance.instance_id] = instance.status
         # The only orchestration work this makes: its inbox, deliverable again once its lease ends.
         self.notice.add_work("orchestration", inbox_of=instance.instance_id)
 
@@ -190,11 +192,13 @@ class SqlTx(StoreTx):
             (execution_id, task_id, instance_id),
         )
         self.notice.instances.add(instance_id)
+        self.notice.statuses.pop(instance_id, None)
 
     def delete_instance(self, instance_id: str) -> None:
         for table in ("instances", "history", "inbox", "activity_tasks"):
             self.db.execute(f"DELETE FROM {table} WHERE instance_id = ?", (instance_id,))
         self.notice.instances.add(instance_id)
+        self.notice.statuses.pop(instance_id, None)
 
     def child_ids(self, parent_id: str, *, live_only: bool) -> list[str]:
         live = f" AND status NOT IN {TERMINAL_SQL}" if live_only else ""

@@ -142,3 +142,30 @@ def test_async_wait_ends_on_reset_and_on_close() -> None:
     began = time.monotonic()
     assert _wait(watcher, state, timeout=10) == 0  # released, not done: the caller answers DEADLINE_EXCEEDED
     assert time.monotonic() - began < 5
+
+
+def test_async_wait_is_not_woken_by_a_commit_that_left_a_status_that_cannot_end_it() -> None:
+    watcher = InstanceWatcher()
+    state = {"status": 0, "reads": 0}
+
+    async def read() -> int:
+        state["reads"] += 1
+        return state["status"]
+
+    def commit(status: int, known: bool = True) -> None:
+        state["status"] = status
+        watcher.on_change(CommitNotice(instances={"i1"}, statuses={"i1": status} if known else {}))
+
+    def wait() -> int:
+        return asyncio.run(watcher.wait_for_async("i1", read, lambda s: s == 1, 10, may_end=lambda s: s == 1))
+
+    later(0.02, commit, 0)  # a turn that left the instance RUNNING: the completion wait stays asleep
+    later(0.1, commit, 1)
+    assert wait() == 1
+    assert state["reads"] == 2, "read once at first, once after the commit that finished it"
+    # A commit whose notice names no status (another sidecar's, a purge) wakes the wait as before.
+    state.update(status=0, reads=0)
+    later(0.02, commit, 0, False)
+    later(0.1, commit, 1)
+    assert wait() == 1
+    assert state["reads"] == 3
