@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.dispatch_completions import CompletionSettling
 from sidecar.dispatch_follow_on import FollowOnLeasing, first_error
-from sidecar.dispatch_state import DispatchOptions, Held, HeldTurn, Rejection, utcnow
+from sidecar.dispatch_state import DispatchOptions, Held, HeldTurn, Rejection, forget_turn, utcnow
 from sidecar.group_commit import GroupCommitter
 from sidecar.hub import TaskHub
 from sidecar.metrics import SidecarMetrics
@@ -108,7 +108,7 @@ class Dispatcher(CompletionSettling, FollowOnLeasing):
         # Instances whose turn one of this sidecar's streams holds and has not begun to settle:
         # inbox events for them are work no one can lease until the turn ends (and its end is
         # a commit that signals orchestration work).
-        self._turns_out: set[str] = set()
+        self._turns_out: dict[str, str] = {}  # instance ID -> the token of its turn out
         self._last_renew = time.monotonic()
         self._last_sweep = time.monotonic()
         self._store_failure: str | None = None  # the last store error of the dispatch loop, until it passes
@@ -374,7 +374,7 @@ class Dispatcher(CompletionSettling, FollowOnLeasing):
                 if held is not None:
                     expired.append((token, kind))
                     if held.turn is not None:
-                        self._turns_out.discard(held.turn.instance_id)
+                        forget_turn(self._turns_out, held.turn.instance_id, token)
         for token, kind in expired:
             if self._release(token, kind):
                 self.metrics.count_redispatch(kind.value, "stream_closed")
@@ -423,7 +423,7 @@ class Dispatcher(CompletionSettling, FollowOnLeasing):
                 held.stream.outstanding.pop(token, None)
                 if held.turn is not None:
                     # Its lease runs out in the store, which signals nothing: look again.
-                    self._turns_out.discard(held.turn.instance_id)
+                    forget_turn(self._turns_out, held.turn.instance_id, token)
                     self._work_signals[ORCHESTRATION] += 1
         for token, held in expired:
             self.metrics.count_lease_expiries(held.kind.value)
@@ -582,7 +582,7 @@ class Dispatcher(CompletionSettling, FollowOnLeasing):
             if not stream.closed:
                 stream.outstanding[item.token] = kind
                 if turn is not None:
-                    self._turns_out.add(turn.instance_id)
+                    self._turns_out[turn.instance_id] = item.token
                 deadline = now + self.options.max_hold_of(kind)
                 self._tokens[item.token] = Held(stream, kind, deadline, now + lease_for, turn, mark)
                 stream.queue.put(work)

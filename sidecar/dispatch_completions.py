@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from durabletask.internal import orchestrator_service_pb2 as pb
-from sidecar.dispatch_state import DispatchOptions, Held, Outcome, Rejection
+from sidecar.dispatch_state import DispatchOptions, Held, Outcome, Rejection, forget_turn
 from sidecar.entity_batch import InvalidBatchResultError
 from sidecar.group_commit import GroupCommitter
 from sidecar.hub import TaskHub
@@ -55,7 +55,7 @@ class CompletionSettling:
     _wake: bool
     _tokens: dict[str, Held]
     _rejected: dict[str, Rejection]
-    _turns_out: set[str]
+    _turns_out: dict[str, str]
     _dead_tokens: dict[str, tuple[float, WorkKind]]
     _awaiting_replacement: list[tuple[float, str, WorkKind]]
     _activity_results: GroupCommitter[tuple[str, pb.ActivityResponse, datetime]]
@@ -67,7 +67,7 @@ class CompletionSettling:
         with self._lock:
             held = self._tokens.get(token)
             if held is not None and held.turn is not None:
-                self._turns_out.discard(held.turn.instance_id)
+                forget_turn(self._turns_out, held.turn.instance_id, token)
 
     def _settled(self, token: str, completed: bool = False) -> None:
         with self._lock:
@@ -77,7 +77,7 @@ class CompletionSettling:
                     self.metrics.count_completed(held.kind.value, time.monotonic() - held.handed_out)
                 held.stream.outstanding.pop(token, None)
                 if held.turn is not None:
-                    self._turns_out.discard(held.turn.instance_id)
+                    forget_turn(self._turns_out, held.turn.instance_id, token)
                     if completed:
                         self._rejected.pop(held.turn.instance_id, None)
                     held.stream.remember_replayed(held.turn.instance_id, held.replay_mark if completed else None)

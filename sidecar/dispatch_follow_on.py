@@ -16,19 +16,22 @@ When the transaction fails, its leases vanish with it and the reservations are g
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sidecar.dispatch_state import DispatchOptions, Held
+from sidecar.dispatch_state import DispatchOptions, Held, forget_turn
 from sidecar.hub import TaskHub
 from sidecar.hub.task_hub import LeasedTurn
 from sidecar.store.base import ActivityWorkItem, OrchestrationWorkItem, StoreTx
 from sidecar.work_streams import ACTIVITY, ORCHESTRATION, WorkKind, WorkStream
 
 T = TypeVar("T")
+
+log = logging.getLogger("durabletask-sidecar.dispatch")
 
 # The most activities, and turns, one follow-on leases.
 FOLLOW_ON_ACTIVITIES = 16
@@ -51,7 +54,7 @@ class _FollowOn:
 
     now: datetime | None = None
     grants: list[_Grant] = field(default_factory=list)
-    marked: set[str] = field(default_factory=set)  # instances added to the dispatcher's turns out
+    marked: dict[str, str] = field(default_factory=dict)  # instance -> token, added to the dispatcher's turns out
     names: dict[str, str] = field(default_factory=dict)  # instance ID -> orchestration name, where known
 
 
@@ -65,7 +68,7 @@ class FollowOnLeasing:
     _stopped: bool
     _wake: bool
     _streams: dict[int, WorkStream]
-    _turns_out: set[str]
+    _turns_out: dict[str, str]
     _tokens: dict[str, Held]
     _hand_over: Callable[..., bool]
     _hand_turn_over: Callable[[WorkStream, OrchestrationWorkItem, datetime, timedelta], bool]
@@ -122,6 +125,8 @@ class FollowOnLeasing:
         return errors
 
     def _lease_follow_on(self, tx: StoreTx, follow: _FollowOn) -> None:
+        if follow.grants or follow.marked:  # the store runs the transaction again: the last try's leases are gone
+            self._give_back(follow)
         notice = tx.notice
         if notice.reset or notice.resync:
             return
@@ -129,7 +134,7 @@ class FollowOnLeasing:
             if self._stopped:
                 return
             streams = [s for s in self._streams.values() if not s.closed]
-            targets = notice.inbox_instances - self._turns_out
+            targets = {i for i in notice.inbox_instances if i not in self._turns_out}
         if not streams:
             return
         now = follow.now = self.clock()
@@ -175,8 +180,9 @@ class FollowOnLeasing:
             leased = {item.instance.instance_id for item, _ in grant.turns}
             with self._lock:
                 # Their inbox events are these turns': the commit's notice need not wake the dispatcher.
-                self._turns_out.update(leased)
-                follow.marked.update(leased)
+                for item, _ in grant.turns:
+                    self._turns_out[item.instance.instance_id] = item.token
+                    follow.marked[item.instance.instance_id] = item.token
             settled = tx.notice.settled_instances
             settled.update(leased)
             if len(leased) < count and not exclude and not skip_delay and not stream.orchestration_versions:
@@ -187,28 +193,44 @@ class FollowOnLeasing:
             return
 
     def _hand_follow_on(self, follow: _FollowOn) -> None:
-        """After the commit: put the leased items on their streams, then free the reservations."""
-        for grant in follow.grants:
-            assert follow.now is not None
-            try:
-                if grant.kind == ORCHESTRATION:
-                    for item in self.hub.keep_leased_turns(grant.turns):
-                        self._hand_turn_over(grant.stream, item, follow.now, grant.lease_for)
-                        with self._lock:
-                            if item.token not in self._tokens:  # not on its way (the stream closed, or it failed)
-                                self._turns_out.discard(item.instance.instance_id)
-                else:
-                    for activity in grant.activities:
-                        self._hand_over(grant.stream, grant.kind, activity, follow.now, grant.lease_for)
-            finally:
+        """After the commit: put the leased items on their streams, then free the reservations.
+
+        An item that fails to go out is logged and left to its lease (it goes out again when that
+        runs out); the others still go, and every reservation and mark is given back.
+        """
+        try:
+            for grant in follow.grants:
+                assert follow.now is not None
+                items: list[Any] = self.hub.keep_leased_turns(grant.turns) if grant.kind == ORCHESTRATION \
+                    else list(grant.activities)
+                for item in items:
+                    try:
+                        if grant.kind == ORCHESTRATION:
+                            self._hand_turn_over(grant.stream, item, follow.now, grant.lease_for)
+                        else:
+                            self._hand_over(grant.stream, grant.kind, item, follow.now, grant.lease_for)
+                    except Exception:
+                        log.exception("%s work item %s leased by a completion could not be sent; "
+                                      "it goes out again when its lease runs out", grant.kind.value, item.token)
+        finally:
+            self._forget_unsent_marks(follow)
+            for grant in follow.grants:
                 self._unreserve(grant.stream, grant.kind, grant.reserved)
 
-    def _give_back(self, follow: _FollowOn) -> None:
-        """The transaction failed: its leases are gone; free the reservations and the marks."""
+    def _forget_unsent_marks(self, follow: _FollowOn) -> None:
+        """Turns marked out that did not go out (the stream closed, sending failed, the transaction failed)."""
         with self._lock:
-            self._turns_out.difference_update(follow.marked)
+            for instance_id, token in follow.marked.items():
+                if token not in self._tokens:
+                    forget_turn(self._turns_out, instance_id, token)
+
+    def _give_back(self, follow: _FollowOn) -> None:
+        """The transaction failed or runs again: its leases are gone; free the reservations and the marks."""
+        self._forget_unsent_marks(follow)
         for grant in follow.grants:
             self._unreserve(grant.stream, grant.kind, grant.reserved)
+        follow.grants.clear()
+        follow.marked.clear()
 
 
 def first_error(errors: Sequence[BaseException | None]) -> None:

@@ -91,6 +91,12 @@ class Held:
     handed_out: float = field(default_factory=time.monotonic)  # for the turn-duration metric
 
 
+def forget_turn(turns_out: dict[str, str], instance_id: str, token: str) -> None:
+    """The turn held by ``token`` is no longer out: forget it, unless a later turn of the instance is."""
+    if turns_out.get(instance_id) == token:
+        del turns_out[instance_id]
+
+
 @dataclass(eq=False)
 class Rejection:
     """The open streams that handed a turn of an instance back (its execution, name and version)."""

@@ -193,3 +193,60 @@ def test_a_closed_stream_gets_nothing_and_its_follow_on_lease_is_handed_back(hub
     dispatcher.complete_orchestration(response)
     [activity] = queued(other)
     assert activity.activityRequest.taskId == 1
+
+
+def test_a_transaction_the_store_runs_again_hands_over_only_the_last_tries_leases(hub: BreakableHub) -> None:
+    dispatcher, stream = setup(hub)
+    turn = first_turn(hub, dispatcher, stream)
+    dispatcher.complete_orchestration(turn_done(turn, schedule(1)))
+    [activity] = queued(stream)
+    response = activity_done(activity)
+
+    class Retry(Exception):
+        pass
+
+    def run_twice(then: Any) -> Any:
+        """What the store does after a lost race: the transaction (and its follow-on) runs again."""
+
+        def first_try(tx: StoreTx) -> None:
+            then(tx)
+            raise Retry
+
+        with pytest.raises(Retry):
+            TaskHub.complete_activities(hub, [(activity.completionToken, response, T0)], first_try)
+        return TaskHub.complete_activities(hub, [(activity.completionToken, response, T0)], then)
+
+    assert dispatcher._with_follow_on(run_twice) == [None]
+    [next_turn] = queued(stream)
+    assert next_turn.orchestratorRequest.instanceId == "a"
+    assert dispatcher._turns_out == {"a": next_turn.completionToken}
+    assert stream.reserved == dict.fromkeys(stream.reserved, 0)
+    # The token handed over is the committed lease: its completion is accepted.
+    dispatcher.complete_orchestration(turn_done(next_turn, []))
+    assert "a" not in dispatcher._turns_out
+
+
+def test_a_follow_on_turn_of_the_same_instance_stays_out_when_the_turn_before_settles(hub: BreakableHub) -> None:
+    dispatcher, stream = setup(hub)
+    turn = first_turn(hub, dispatcher, stream)
+    event = engine_events.new_event(T0)
+    event.eventRaised.name = "during"
+    assert hub.raise_event("a", event, T0)  # arrives while the turn is out
+    dispatcher.complete_orchestration(turn_done(turn, []))
+    [again] = queued(stream)  # the turn's end leased the next turn, with the event
+    assert [e.eventRaised.name for e in again.orchestratorRequest.newEvents if e.HasField("eventRaised")] == ["during"]
+    assert dispatcher._turns_out == {"a": again.completionToken}, "settling the first turn kept the second out"
+
+
+def test_an_item_that_fails_to_go_out_leaves_no_reservation_behind(hub: BreakableHub, monkeypatch: Any) -> None:
+    dispatcher, stream = setup(hub)
+    turn = first_turn(hub, dispatcher, stream)
+
+    def broken(*args: Any) -> bool:
+        raise RuntimeError("could not build the work item")
+
+    monkeypatch.setattr(dispatcher, "_hand_over", broken)
+    dispatcher.complete_orchestration(turn_done(turn, schedule(1, 2)))  # committed: no error for the worker
+    assert queued(stream) == []
+    assert stream.reserved == dict.fromkeys(stream.reserved, 0)
+    assert stream.free(ACTIVITY) == stream.max_activities
