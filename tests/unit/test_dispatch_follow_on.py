@@ -6,7 +6,7 @@ was put there by the completion itself. Driven by hand over a TaskHub on an in-m
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -15,12 +15,11 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar import engine_events
 from sidecar.dispatch import Dispatcher, DispatchOptions
 from sidecar.hub import TaskHub
-from sidecar.model import InstanceSnapshot
 from sidecar.store import open_store
 from sidecar.store.base import StoreTx
 from sidecar.work_streams import ACTIVITY, ORCHESTRATION, WorkStream
+from tests.unit.dispatch_builders import T0, queued, start
 
-T0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
 LEASE = timedelta(seconds=30)
 
 
@@ -53,13 +52,6 @@ def hub() -> BreakableHub:
     return BreakableHub()
 
 
-def start(hub: TaskHub, iid: str) -> None:
-    inst = InstanceSnapshot(instance_id=iid, execution_id=f"{iid}-e", name="orch",
-                            status=pb.ORCHESTRATION_STATUS_PENDING, created_at=T0, last_updated_at=T0)
-    hub.create_instance(inst, engine_events.new_execution_started(
-        name="orch", instance_id=iid, execution_id=f"{iid}-e", now=T0), T0, T0)
-
-
 def schedule(*action_ids: int) -> list[pb.OrchestratorAction]:
     actions = []
     for action_id in action_ids:
@@ -80,16 +72,6 @@ def activity_done(item: pb.WorkItem) -> pb.ActivityResponse:
                                    completionToken=item.completionToken)
     response.result.value = '"done"'
     return response
-
-
-def queued(stream: WorkStream) -> list[pb.WorkItem]:
-    """The work items on the stream's queue now, without health pings (nothing is waited for)."""
-    items = []
-    while stream.queue.qsize():
-        item = stream.queue.get(block=False)
-        if item is not None and not item.HasField("healthPing"):
-            items.append(item)
-    return items
 
 
 def setup(hub: TaskHub, turns: int = 0, activities: int = 0) -> tuple[Dispatcher, WorkStream]:

@@ -7,18 +7,15 @@ it), and the turn's end does. Driven by hand over a TaskHub on an in-memory stor
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar import engine_events
 from sidecar.dispatch import Dispatcher, DispatchOptions
 from sidecar.hub import TaskHub
-from sidecar.model import InstanceSnapshot
 from sidecar.store import CommitNotice, open_store
 from sidecar.work_streams import WorkKind
-
-T0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
+from tests.unit.dispatch_builders import T0, start
 
 
 class CountingHub(TaskHub):
@@ -31,13 +28,6 @@ class CountingHub(TaskHub):
     def lease_orchestrations(self, *args: Any, **kwargs: Any) -> Any:
         self.turn_leases += 1
         return super().lease_orchestrations(*args, **kwargs)
-
-
-def start(hub: TaskHub, iid: str) -> None:
-    inst = InstanceSnapshot(instance_id=iid, execution_id=f"{iid}-e", name="orch",
-                            status=pb.ORCHESTRATION_STATUS_PENDING, created_at=T0, last_updated_at=T0)
-    hub.create_instance(inst, engine_events.new_execution_started(
-        name="orch", instance_id=iid, execution_id=f"{iid}-e", now=T0), T0, T0)
 
 
 def raised(hub: TaskHub, iid: str, name: str) -> None:

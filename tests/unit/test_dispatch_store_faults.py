@@ -19,7 +19,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar import engine_events
 from sidecar.dispatch import Dispatcher, DispatchOptions, WorkStream
 from sidecar.hub import TaskHub
-from sidecar.model import InstanceSnapshot, InvalidTurnError
+from sidecar.model import InvalidTurnError
 from sidecar.servicer_util import mapped_errors, status_code_for
 from sidecar.store import (
     LeaseNotFoundError,
@@ -29,8 +29,8 @@ from sidecar.store import (
     open_store,
 )
 from sidecar.store.urls import redact
+from tests.unit.dispatch_builders import T0, start
 
-T0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
 LEASE = timedelta(seconds=30)
 FIRST_DELAY = timedelta(seconds=0.1)  # the default back-off of the first hand-back
 
@@ -94,13 +94,6 @@ def hub() -> FailingHub:
 
 def dispatcher_for(hub: TaskHub, options: DispatchOptions | None = None) -> Dispatcher:
     return Dispatcher(hub, options or DispatchOptions(), clock=lambda: T0)
-
-
-def start(hub: TaskHub, iid: str, now: datetime = T0) -> None:
-    inst = InstanceSnapshot(instance_id=iid, execution_id=f"{iid}-e", name="orch",
-                            status=pb.ORCHESTRATION_STATUS_PENDING, created_at=now, last_updated_at=now)
-    event = engine_events.new_execution_started(name="orch", instance_id=iid, execution_id=f"{iid}-e", now=now)
-    hub.create_instance(inst, event, now, now)
 
 
 def handed_out(dispatcher: Dispatcher, stream: WorkStream) -> pb.WorkItem:

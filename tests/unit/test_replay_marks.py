@@ -10,35 +10,15 @@ Driven by hand (the dispatcher's thread is not started) over a TaskHub on an in-
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal.protocol_extensions import KEEPS_REPLAY_STATE, omitted_past_events
-from sidecar import engine_events
 from sidecar.dispatch import Dispatcher, DispatchOptions
 from sidecar.hub import TaskHub
 from sidecar.model import InstanceSnapshot
 from sidecar.store import open_store
 from sidecar.store.base import OrchestrationWorkItem
 from sidecar.work_streams import ORCHESTRATION, WorkStream
-
-T0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
-
-
-def start(hub: TaskHub, iid: str) -> None:
-    inst = InstanceSnapshot(instance_id=iid, execution_id=f"{iid}-e", name="orch",
-                            status=pb.ORCHESTRATION_STATUS_PENDING, created_at=T0, last_updated_at=T0)
-    hub.create_instance(inst, engine_events.new_execution_started(
-        name="orch", instance_id=iid, execution_id=f"{iid}-e", now=T0), T0, T0)
-
-
-def queued(stream: WorkStream) -> list[pb.WorkItem]:
-    items = []
-    while stream.queue.qsize():
-        item = stream.queue.get(block=False)
-        if item is not None and not item.HasField("healthPing"):
-            items.append(item)
-    return items
+from tests.unit.dispatch_builders import T0, queued, start
 
 
 def scheduling(item: pb.WorkItem, *task_ids: int) -> pb.OrchestratorResponse:
