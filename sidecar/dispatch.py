@@ -32,8 +32,16 @@ from datetime import datetime, timedelta
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.dispatch_completions import CompletionSettling
-from sidecar.dispatch_follow_on import FollowOnLeasing, first_error
-from sidecar.dispatch_state import DispatchOptions, Held, HeldTurn, Rejection, forget_turn, utcnow
+from sidecar.dispatch_follow_on import FollowOnLeasing
+from sidecar.dispatch_state import (
+    DispatchOptions,
+    Held,
+    HeldTurn,
+    Rejection,
+    forget_turn,
+    raise_if_failed,
+    utcnow,
+)
 from sidecar.group_commit import GroupCommitter
 from sidecar.hub import TaskHub
 from sidecar.metrics import SidecarMetrics
@@ -127,7 +135,7 @@ class Dispatcher(CompletionSettling, FollowOnLeasing):
             self.metrics.timed_commit(
                 ACTIVITY.value, lambda batch: self._with_follow_on(lambda then: hub.complete_activities(batch, then))),
             self.metrics.timed_commit(
-                ACTIVITY.value, lambda c: first_error(self._with_follow_on(lambda then: hub.complete_activities([c], then)))),
+                ACTIVITY.value, lambda c: raise_if_failed(self._with_follow_on(lambda then: hub.complete_activities([c], then)))),
             shared_failure=lambda exc: isinstance(exc, (StoreUnavailableError, StoreFullError)),
         )
         # Turns completed together (a worker's batched CompleteOrchestratorTasks) likewise.
@@ -138,7 +146,7 @@ class Dispatcher(CompletionSettling, FollowOnLeasing):
                     lambda then: hub.complete_orchestrations(batch, then), [token for token, _, _ in batch])),
             self.metrics.timed_commit(
                 ORCHESTRATION.value,
-                lambda c: first_error(self._turns_with_follow_on(
+                lambda c: raise_if_failed(self._turns_with_follow_on(
                     lambda then: hub.complete_orchestrations([c], then), [c[0]]))),
             shared_failure=lambda exc: isinstance(exc, (StoreUnavailableError, StoreFullError)),
         )

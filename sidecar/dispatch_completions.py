@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from durabletask.internal import orchestrator_service_pb2 as pb
-from sidecar.dispatch_state import DispatchOptions, Held, Outcome, Rejection, forget_turn
+from sidecar.dispatch_state import DispatchOptions, Held, Outcome, Rejection, forget_turn, raise_if_failed
 from sidecar.entity_batch import InvalidBatchResultError
 from sidecar.group_commit import GroupCommitter
 from sidecar.hub import TaskHub
@@ -37,12 +37,6 @@ log = logging.getLogger("durabletask-sidecar.dispatch")
 # Completion failures that leave nothing to hand back: a stale token; a result the hub refused
 # (it already released the item with the hand-back delay).
 _NOT_HANDED_BACK = (LeaseNotFoundError, InvalidTurnError, InvalidBatchResultError)
-
-
-def _raise_if_failed(errors: list[Exception | None]) -> None:
-    """Raise the error of a lone completion settled with the batch methods, if it failed."""
-    if errors[0] is not None:
-        raise errors[0]
 
 
 class CompletionSettling:
@@ -91,7 +85,7 @@ class CompletionSettling:
         ``_after_failure``); the error still reaches the caller. Turns completed at the same
         moment share a transaction.
         """
-        _raise_if_failed(self.complete_orchestrations([response]))
+        raise_if_failed(self.complete_orchestrations([response]))
 
     def _turn_settling(self, response: pb.OrchestratorResponse) -> None:
         token = response.completionToken
@@ -114,7 +108,7 @@ class CompletionSettling:
 
     def complete_activity(self, response: pb.ActivityResponse) -> None:
         """Commit an activity result. Raises LeaseNotFoundError for a stale token; other failures hand it back."""
-        _raise_if_failed(self.complete_activities([response]))
+        raise_if_failed(self.complete_activities([response]))
 
     def complete_activities(self, responses: list[pb.ActivityResponse]) -> list[Exception | None]:
         """Commit several activity results in one transaction (and with others arriving meanwhile).

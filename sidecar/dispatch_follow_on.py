@@ -90,14 +90,25 @@ class FollowOnLeasing:
                 self._wake = True  # the dispatcher may have found no room meanwhile
                 self._lock.notify_all()
 
-    def _with_follow_on(self, commit: Callable[[Callable[[StoreTx], None]], T]) -> T:
-        """Run ``commit`` (a completion that calls its argument inside its transaction), then hand the leases over."""
-        follow = _FollowOn()
+    def _with_follow_on(
+        self,
+        commit: Callable[[Callable[[StoreTx], None]], T],
+        names: dict[str, str] | None = None,
+        committed: Callable[[T], None] | None = None,
+    ) -> T:
+        """Run ``commit`` (a completion that calls its argument inside its transaction), then hand the leases over.
+
+        ``names``: orchestration names of instances known to the caller; ``committed`` runs after
+        the commit and before the hand-over.
+        """
+        follow = _FollowOn(names=names or {})
         try:
             result = commit(lambda tx: self._lease_follow_on(tx, follow))
         except BaseException:
             self._give_back(follow)
             raise
+        if committed is not None:
+            committed(result)
         self._hand_follow_on(follow)
         return result
 
@@ -105,24 +116,21 @@ class FollowOnLeasing:
         self, commit: Callable[[Callable[[StoreTx], None]], Sequence[BaseException | None]], tokens: Sequence[str]
     ) -> Sequence[BaseException | None]:
         """:meth:`_with_follow_on` for turns: what each worker has replayed is known before the next turn goes out."""
-        follow = _FollowOn()
+        names: dict[str, str] = {}
         with self._lock:
             for token in tokens:
                 held = self._tokens.get(token)
                 if held is not None and held.turn is not None:
-                    follow.names[held.turn.instance_id] = held.turn.name
-        try:
-            errors = commit(lambda tx: self._lease_follow_on(tx, follow))
-        except BaseException:
-            self._give_back(follow)
-            raise
-        with self._lock:  # as settling will again; a follow-on turn of the same instance needs it now
-            for token, error in zip(tokens, errors, strict=True):
-                held = self._tokens.get(token)
-                if error is None and held is not None and held.turn is not None:
-                    held.stream.remember_replayed(held.turn.instance_id, held.replay_mark)
-        self._hand_follow_on(follow)
-        return errors
+                    names[held.turn.instance_id] = held.turn.name
+
+        def remember_replayed(errors: Sequence[BaseException | None]) -> None:
+            with self._lock:  # as settling will again; a follow-on turn of the same instance needs it now
+                for token, error in zip(tokens, errors, strict=True):
+                    held = self._tokens.get(token)
+                    if error is None and held is not None and held.turn is not None:
+                        held.stream.remember_replayed(held.turn.instance_id, held.replay_mark)
+
+        return self._with_follow_on(commit, names, remember_replayed)
 
     def _lease_follow_on(self, tx: StoreTx, follow: _FollowOn) -> None:
         if follow.grants or follow.marked:  # the store runs the transaction again: the last try's leases are gone
@@ -231,10 +239,3 @@ class FollowOnLeasing:
             self._unreserve(grant.stream, grant.kind, grant.reserved)
         follow.grants.clear()
         follow.marked.clear()
-
-
-def first_error(errors: Sequence[BaseException | None]) -> None:
-    """Raise the first error of a one-item batch's outcomes, if any."""
-    for error in errors:
-        if error is not None:
-            raise error

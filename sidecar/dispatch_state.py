@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -89,6 +90,12 @@ class Held:
     # What the worker has seen once it completes the turn.
     replay_mark: ReplayMark | None = None
     handed_out: float = field(default_factory=time.monotonic)  # for the turn-duration metric
+
+
+def raise_if_failed(errors: Sequence[BaseException | None]) -> None:
+    """Raise the error of a lone completion settled with the batch methods, if it failed."""
+    if errors[0] is not None:
+        raise errors[0]
 
 
 def forget_turn(turns_out: dict[str, str], instance_id: str, token: str) -> None:
