@@ -47,6 +47,23 @@ _ENTITY_EXISTS = (
     "SELECT 1 FROM entity_queue q WHERE q.entity_id = entities.instance_id AND q.visible_at <= ?))"
 )
 
+# The earliest moment after now (every parameter) at which work becomes due: a message or timer,
+# an instance or entity whose hand-back delay ends, a lease that expires. Each branch is served by
+# an index (the ``available_at > 0`` terms let the partial indexes of delayed rows apply), so the
+# dispatcher's question costs the same with 100,000 instances stored as with ten.
+NEXT_DUE_SQL = f"""SELECT MIN(t) AS due FROM (
+    SELECT MIN(visible_at) AS t FROM inbox WHERE visible_at > ?
+    UNION ALL SELECT MIN(available_at) FROM instances WHERE available_at > ? AND available_at > 0
+    UNION ALL SELECT MIN(lease_expires_at) FROM instances
+        WHERE lease_token IS NOT NULL AND lease_expires_at > ? AND status NOT IN {TERMINAL_SQL}
+    UNION ALL SELECT MIN(visible_at) FROM activity_tasks WHERE visible_at > ?
+    UNION ALL SELECT MIN(lease_expires_at) FROM activity_tasks
+        WHERE lease_token IS NOT NULL AND lease_expires_at > ?
+    UNION ALL SELECT MIN(visible_at) FROM entity_queue WHERE visible_at > ?
+    UNION ALL SELECT MIN(available_at) FROM entities WHERE available_at > ? AND available_at > 0
+    UNION ALL SELECT MIN(lease_expires_at) FROM entities
+        WHERE lease_token IS NOT NULL AND lease_expires_at > ?) AS due_times"""
+
 MAX_ATTEMPTS = 8
 # Times one transaction or read is run again on another connection after its connection broke.
 MAX_RECONNECTS = 2
@@ -279,21 +296,7 @@ class SqlStore(Store):
 
     def next_due_at(self, now: datetime) -> datetime | None:
         n = to_us(now)
-        rows = self._read(
-            f"""SELECT MIN(t) AS due FROM (
-                SELECT MIN(visible_at) AS t FROM inbox WHERE visible_at > ?
-                UNION ALL SELECT MIN(available_at) FROM instances WHERE available_at > ?
-                UNION ALL SELECT MIN(lease_expires_at) FROM instances
-                    WHERE lease_token IS NOT NULL AND lease_expires_at > ? AND status NOT IN {TERMINAL_SQL}
-                UNION ALL SELECT MIN(visible_at) FROM activity_tasks WHERE visible_at > ?
-                UNION ALL SELECT MIN(lease_expires_at) FROM activity_tasks
-                    WHERE lease_token IS NOT NULL AND lease_expires_at > ?
-                UNION ALL SELECT MIN(visible_at) FROM entity_queue WHERE visible_at > ?
-                UNION ALL SELECT MIN(available_at) FROM entities WHERE available_at > ?
-                UNION ALL SELECT MIN(lease_expires_at) FROM entities
-                    WHERE lease_token IS NOT NULL AND lease_expires_at > ?) AS due_times""",
-            (n, n, n, n, n, n, n, n),
-        )
+        rows = self._read(NEXT_DUE_SQL, (n,) * NEXT_DUE_SQL.count("?"))
         value = rows[0]["due"]
         return None if value is None else from_us(value)
 

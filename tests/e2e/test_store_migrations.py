@@ -4,6 +4,8 @@
 - a failed migration leaves the old database untouched;
 - a database written by a newer sidecar is refused, both versions named, by the store and the CLI;
 - a version-3 database (SQLite or PostgreSQL) gains the entity queue's trace_context column;
+- a version-4 database gains the partial indexes that answer the next due time, and that question
+  reads indexes only;
 - sidecars starting at once on one fresh PostgreSQL database create the schema once;
 - a sidecar starting on a database at the current version runs no DDL, so it neither waits for
   nor deadlocks with the running sidecars' transactions.
@@ -288,3 +290,66 @@ def test_a_version_3_database_gains_the_entity_queue_trace_context(
         assert item.trace_contexts == [None, traced]
     finally:
         store.close()
+
+
+DUE_TIME_INDEXES = {
+    "instances_delayed", "instances_leased", "activity_leased", "entities_delayed", "entities_leased",
+}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_version_4_database_gains_the_due_time_indexes(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Version 5 adds partial indexes of leased and delayed rows; a database without them gets them."""
+    spec = str(tmp_path / "v4.db") if kind == "sqlite" else str(request.getfixturevalue("fresh_postgres"))
+    open_store(spec).close()
+    downgrade = [*(f"DROP INDEX {name}" for name in sorted(DUE_TIME_INDEXES)), "UPDATE schema_version SET version = 4"]
+    listing = (
+        "SELECT name FROM sqlite_master WHERE type = 'index'" if kind == "sqlite"
+        else "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+    )
+    if kind == "sqlite":
+        db = sqlite3.connect(spec, isolation_level=None)
+        for statement in downgrade:
+            db.execute(statement)
+        db.close()
+        assert not DUE_TIME_INDEXES & {name for (name,) in query(Path(spec), listing)}
+    else:
+        import psycopg
+
+        with psycopg.connect(spec, autocommit=True) as conn:
+            for statement in downgrade:
+                conn.execute(statement)
+
+    store = open_store(spec)
+    try:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert store.next_due_at(datetime.now(timezone.utc)) is None
+    finally:
+        store.close()
+    if kind == "sqlite":
+        names = {name for (name,) in query(Path(spec), listing)}
+    else:
+        import psycopg
+
+        with psycopg.connect(spec) as conn:
+            names = {name for (name,) in conn.execute(listing).fetchall()}
+    assert DUE_TIME_INDEXES <= names
+
+
+def test_the_next_due_time_reads_indexes_only(tmp_path: Path) -> None:
+    """Every branch of the dispatcher's due-time question is answered from an index (SQLite's plan):
+    its cost does not grow with the instances and entities stored."""
+    from sidecar.store.sql_store import NEXT_DUE_SQL
+
+    path = tmp_path / "plan.db"
+    SqliteStore(path).close()
+    db = sqlite3.connect(path)
+    try:
+        plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + NEXT_DUE_SQL, (0,) * NEXT_DUE_SQL.count("?"))]
+    finally:
+        db.close()
+    reads = [step for step in plan if step.startswith(("SEARCH", "SCAN")) and "due_times" not in step]
+    assert len(reads) == 8, plan
+    assert all(" USING " in step and "INDEX" in step for step in reads), plan
