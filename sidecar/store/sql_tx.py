@@ -148,6 +148,12 @@ class SqlTx(StoreTx):
         self.db = db
         self.flavor = flavor
         self.notice = CommitNotice()
+        # What this transaction has read or written of an instance's history, so that a turn does
+        # not read it again: the history key (from the leased row) and the next free sequence number.
+        # The rows cannot change under it: history is written only under the instance's lease (or
+        # by a write that ends the lease), and the transaction holds the leased row.
+        self._keys: dict[str, str | None] = {}
+        self._next_seq: dict[str, int] = {}
 
     def _lock(self, lock: bool) -> str:
         return f" {self.flavor.for_update}" if lock and self.flavor.for_update else ""
@@ -161,10 +167,12 @@ class SqlTx(StoreTx):
         return row_to_instance(rows[0]) if rows else None
 
     def insert_instance(self, instance: InstanceSnapshot) -> None:
+        key = new_history_key()
         self.db.execute(
             f"INSERT INTO instances ({INSTANCE_COLUMNS}, history_key) VALUES ({marks(_INSTANCE_COLUMN_LIST)}, ?)",
-            (*instance_values(instance), new_history_key()),
+            (*instance_values(instance), key),
         )
+        self._keys[instance.instance_id] = key
         self.notice.instances.add(instance.instance_id)
         self.notice.statuses[instance.instance_id] = instance.status
         self.notice.add_work("orchestration")
@@ -197,6 +205,8 @@ class SqlTx(StoreTx):
     def delete_instance(self, instance_id: str) -> None:
         for table in ("instances", "history", "inbox", "activity_tasks"):
             self.db.execute(f"DELETE FROM {table} WHERE instance_id = ?", (instance_id,))
+        self._keys.pop(instance_id, None)
+        self._next_seq.pop(instance_id, None)
         self.notice.instances.add(instance_id)
         self.notice.statuses.pop(instance_id, None)
 
@@ -235,9 +245,17 @@ class SqlTx(StoreTx):
         rows = self.db.query(
             "SELECT seq, event FROM history WHERE instance_id = ? AND seq >= ? ORDER BY seq", (instance_id, from_seq)
         )
-        return [(int(r["seq"]), pb.HistoryEvent.FromString(bytes(r["event"]))) for r in rows]
+        found = [(int(r["seq"]), pb.HistoryEvent.FromString(bytes(r["event"]))) for r in rows]
+        if found:
+            self._next_seq[instance_id] = found[-1][0] + 1
+        elif from_seq == 0:
+            self._next_seq[instance_id] = 0
+        return found
 
     def _next_history_seq(self, instance_id: str) -> int:
+        known = self._next_seq.get(instance_id)
+        if known is not None:
+            return known
         return int(self.db.query(
             "SELECT COALESCE(MAX(seq), -1) + 1 AS next_seq FROM history WHERE instance_id = ?", (instance_id,)
         )[0]["next_seq"])
@@ -247,21 +265,25 @@ class SqlTx(StoreTx):
             "INSERT INTO history (instance_id, seq, event) VALUES (?, ?, ?)",
             [(instance_id, start + i, e.SerializeToString()) for i, e in enumerate(events)],
         )
+        self._next_seq[instance_id] = start + len(events)
 
     def append_history(self, instance_id: str, events: list[pb.HistoryEvent]) -> None:
         if events:
             self._insert_history(instance_id, self._next_history_seq(instance_id), events)
 
     def history_key(self, instance_id: str) -> str | None:
+        if instance_id in self._keys:
+            return self._keys[instance_id]
         rows = self.db.query("SELECT history_key FROM instances WHERE instance_id = ?", (instance_id,))
         return rows[0]["history_key"] if rows else None
 
     def replace_history(self, instance_id: str, events: list[pb.HistoryEvent]) -> None:
-        self.db.execute(
-            "UPDATE instances SET history_key = ? WHERE instance_id = ?", (new_history_key(), instance_id)
-        )
+        key = new_history_key()
+        self.db.execute("UPDATE instances SET history_key = ? WHERE instance_id = ?", (key, instance_id))
+        self._keys[instance_id] = key
         start = self._next_history_seq(instance_id)
         self.db.execute("DELETE FROM history WHERE instance_id = ?", (instance_id,))
+        self._next_seq.pop(instance_id, None)
         if events:
             self._insert_history(instance_id, start, events)
 
@@ -372,13 +394,16 @@ class SqlTx(StoreTx):
                 ORDER BY m.visible_at, m.seq
                 LIMIT 1 {lock_instance}
             ) AND (lease_token IS NULL OR lease_expires_at <= ?)
-            RETURNING {INSTANCE_COLUMNS}
+            RETURNING {INSTANCE_COLUMNS}, history_key
         """
         params = [
             token, to_us(lease_until), now_us, now_us, *available_params, now_us, *extra_params, now_us,
         ]
         rows = self.db.query(sql, params)
-        return row_to_instance(rows[0]) if rows else None
+        if not rows:
+            return None
+        self._keys[rows[0]["instance_id"]] = rows[0]["history_key"]
+        return row_to_instance(rows[0])
 
     def record_turn(self, instance_id: str, token: str, new_events: list[pb.HistoryEvent], consumed: list[int]) -> None:
         self.db.execute(
@@ -388,13 +413,14 @@ class SqlTx(StoreTx):
 
     def turn_by_lease(self, token: str) -> TurnLease | None:
         rows = self.db.query(
-            f"SELECT {INSTANCE_COLUMNS}, lease_inbox, lease_new_events, abandon_count FROM instances"
+            f"SELECT {INSTANCE_COLUMNS}, lease_inbox, lease_new_events, abandon_count, history_key FROM instances"
             f" WHERE lease_token = ?{self._lock(True)}",
             (token,),
         )
         if not rows:
             return None
         row = rows[0]
+        self._keys[row["instance_id"]] = row["history_key"]
         blob = row["lease_new_events"]
         return TurnLease(
             instance=row_to_instance(row),

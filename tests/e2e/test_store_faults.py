@@ -514,8 +514,12 @@ def test_purged_space_is_reused_and_returned(tmp_path: Path, origin: str) -> Non
             peaks.append(sqlite_size(path))
             assert hub.purge_by_filter(InstanceFilter(), recursive=False) == 200
             after_purge.append(sqlite_size(path))
-        # Later rounds reuse the space of the earlier ones: no linear growth.
-        assert max(peaks[1:]) <= 1.5 * peaks[0], peaks
+        # Later rounds reuse the space of the earlier ones: no linear growth (each round adds
+        # about a first round's worth when nothing is reused). The write-ahead log reaches its
+        # working size (checkpoints come every 1,000 pages written) during the first two rounds,
+        # so the size levels off from the second round on.
+        assert max(peaks[2:]) <= 1.1 * peaks[1], peaks
+        assert max(peaks) <= 2 * peaks[0], peaks
         if origin == "new":
             # And a purge hands most of it back to the file system.
             assert all(size < peak / 4 for size, peak in zip(after_purge, peaks, strict=True)), (peaks, after_purge)
