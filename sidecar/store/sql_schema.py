@@ -97,6 +97,7 @@ CREATE TABLE IF NOT EXISTS activity_tasks (
 CREATE INDEX IF NOT EXISTS activity_visible ON activity_tasks(visible_at);
 CREATE INDEX IF NOT EXISTS activity_instance ON activity_tasks(instance_id);
 CREATE INDEX IF NOT EXISTS activity_leased ON activity_tasks(lease_expires_at) WHERE lease_token IS NOT NULL;
+CREATE INDEX IF NOT EXISTS activity_ready ON activity_tasks(visible_at, id) WHERE lease_token IS NULL;
 
 CREATE TABLE IF NOT EXISTS entities (
     instance_id TEXT PRIMARY KEY,
@@ -188,7 +189,8 @@ MIGRATIONS: dict[int, dict[str, list[str]]] = {
         "postgresql": ["ALTER TABLE entity_queue ADD COLUMN IF NOT EXISTS trace_context BYTEA"],
     },
     # 5: partial indexes of leased and delayed instances, activity tasks and entities, so that the
-    # next due time is found without reading every row (the tables' own DDL creates them).
+    # next due time is found without reading every row, and of activity tasks not leased, so that
+    # a claim does not read the tasks out on leases (the tables' own DDL creates them).
     5: {"sqlite": [], "postgresql": []},
 }
 

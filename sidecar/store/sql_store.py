@@ -79,7 +79,7 @@ class Failure(Enum):
 class SqlStore(Store):
     """:class:`Store` over a SQL database; the SQL is written once here and in ``sql_tx``."""
 
-    flavor = SqlFlavor()
+    flavor = SqlFlavor(index_hints=True)
 
     # --- hooks ---
 

@@ -222,6 +222,22 @@ def test_activity_lease_expires_and_abandon_backs_off(hub: TaskHub) -> None:
         hub.abandon_activity(again.token, T0)
 
 
+def test_activity_batch_claims_expired_leases_first_then_new_tasks_never_live_leases(hub: TaskHub) -> None:
+    start(hub, "a")
+    item = hub.lease_orchestration(T0, LEASE)
+    assert item is not None
+    respond(hub, item.token, "a", [schedule(n) for n in range(1, 7)], T0)
+    early = hub.lease_activities(T0, LEASE, limit=2)  # tasks 1, 2: their leases expire first
+    later = hub.lease_activities(T0 + timedelta(minutes=1), LEASE, limit=2)  # tasks 3, 4: still live below
+    assert [w.task.task_id for w in early + later] == [1, 2, 3, 4]
+    now = T0 + LEASE + timedelta(seconds=1)
+    batch = hub.lease_activities(now, LEASE, limit=3)
+    assert [w.task.task_id for w in batch] == [1, 2, 5]
+    assert not {w.token for w in batch} & {w.token for w in early + later}
+    assert [w.task.task_id for w in hub.lease_activities(now, LEASE, limit=10)] == [6]
+    assert hub.lease_activities(now, LEASE, limit=10) == []
+
+
 def test_release_gives_work_back_at_once(hub: TaskHub) -> None:
     start(hub, "a")
     item = hub.lease_orchestration(T0, LEASE)

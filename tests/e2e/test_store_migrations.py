@@ -4,8 +4,7 @@
 - a failed migration leaves the old database untouched;
 - a database written by a newer sidecar is refused, both versions named, by the store and the CLI;
 - a version-3 database (SQLite or PostgreSQL) gains the entity queue's trace_context column;
-- a version-4 database gains the partial indexes that answer the next due time, and that question
-  reads indexes only;
+- a version-4 database gains the partial indexes of leased, delayed and ready rows;
 - sidecars starting at once on one fresh PostgreSQL database create the schema once;
 - a sidecar starting on a database at the current version runs no DDL, so it neither waits for
   nor deadlocks with the running sidecars' transactions.
@@ -337,19 +336,3 @@ def test_a_version_4_database_gains_the_due_time_indexes(
             names = {name for (name,) in conn.execute(listing).fetchall()}
     assert DUE_TIME_INDEXES <= names
 
-
-def test_the_next_due_time_reads_indexes_only(tmp_path: Path) -> None:
-    """Every branch of the dispatcher's due-time question is answered from an index (SQLite's plan):
-    its cost does not grow with the instances and entities stored."""
-    from sidecar.store.sql_store import NEXT_DUE_SQL
-
-    path = tmp_path / "plan.db"
-    SqliteStore(path).close()
-    db = sqlite3.connect(path)
-    try:
-        plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + NEXT_DUE_SQL, (0,) * NEXT_DUE_SQL.count("?"))]
-    finally:
-        db.close()
-    reads = [step for step in plan if step.startswith(("SEARCH", "SCAN")) and "due_times" not in step]
-    assert len(reads) == 8, plan
-    assert all(" USING " in step and "INDEX" in step for step in reads), plan
