@@ -3,7 +3,8 @@
 The store calls :meth:`InstanceWatcher.on_change` after each commit; a waiter re-reads
 the instance only when a commit touched it (or the store was reset). A thread waits with
 :meth:`InstanceWatcher.wait_for`; a task on an event loop with
-:meth:`InstanceWatcher.wait_for_async`, which holds no thread while it waits.
+:meth:`InstanceWatcher.wait_for_async`, which holds no thread while it waits, and which takes the
+state a commit of this process wrote (:attr:`CommitNotice.states`) instead of reading it again.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from sidecar.model import InstanceSnapshot
 from sidecar.store.base import CommitNotice
 
 T = TypeVar("T")
@@ -32,13 +34,16 @@ class _AsyncWaiter:
     changed: asyncio.Event
     # Whether an instance left in a status may end the wait (None: any change may).
     may_end: Callable[[int], bool] | None = None
+    # The state the last commit that woke the waiter wrote (None: it did not say, read it).
+    state: InstanceSnapshot | None = None
 
     def cares(self, changes: CommitNotice, instance_id: str) -> bool:
         """Whether a commit that touched the instance may end this wait."""
-        status = changes.statuses.get(instance_id)
-        return status is None or self.may_end is None or self.may_end(status)
+        state = changes.states.get(instance_id)
+        return state is None or self.may_end is None or self.may_end(state.status)
 
-    def wake(self) -> None:
+    def wake(self, state: InstanceSnapshot | None = None) -> None:
+        self.state = state
         try:
             self.loop.call_soon_threadsafe(self.changed.set)
         except RuntimeError:  # the loop is closed: the waiter is gone
@@ -58,22 +63,23 @@ class InstanceWatcher:
 
     def on_change(self, changes: CommitNotice) -> None:
         """Store listener: bump the counters of watched instances and wake their waiters."""
-        woken: list[_AsyncWaiter] = []
+        woken: list[tuple[_AsyncWaiter, InstanceSnapshot | None]] = []
         with self._cond:
             hit = changes.reset or changes.resync
             if hit:
                 self._epoch += 1
-                woken = [w for waiters in self._async_waiters.values() for w in waiters]
+                woken = [(w, None) for waiters in self._async_waiters.values() for w in waiters]
             for iid in changes.instances:
                 if iid in self._watchers:
                     self._versions[iid] = self._versions.get(iid, 0) + 1
                     hit = True
                 if not (changes.reset or changes.resync):
-                    woken.extend(w for w in self._async_waiters.get(iid, ()) if w.cares(changes, iid))
+                    state = changes.states.get(iid)
+                    woken.extend((w, state) for w in self._async_waiters.get(iid, ()) if w.cares(changes, iid))
             if hit:
                 self._cond.notify_all()
-        for waiter in woken:
-            waiter.wake()
+        for waiter, state in woken:
+            waiter.wake(state)
 
     def waiting(self) -> int:
         """How many waits are in progress (threads and tasks)."""
@@ -142,13 +148,15 @@ class InstanceWatcher:
         done: Callable[[T], bool],
         timeout: float | None,
         may_end: Callable[[int], bool] | None = None,
+        value_of: Callable[[InstanceSnapshot], T] | None = None,
     ) -> T:
         """:meth:`wait_for` for an event loop: awaits changes without holding a thread.
 
         ``read`` is awaited (it should run the store read off the loop). Cancelling the task
         (the client went away) ends the wait. Returns the last value read, as ``wait_for`` does.
         ``may_end``: whether an instance left in a status may end the wait; a commit that left
-        the instance in a status that cannot is not read again.
+        the instance in a status that cannot is not read again. ``value_of``: the value of a state
+        written by the commit that woke the wait; a state that ends the wait is returned unread.
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -168,6 +176,11 @@ class InstanceWatcher:
                     await asyncio.wait_for(waiter.changed.wait(), remaining)
                 except asyncio.TimeoutError:
                     return value
+                state, waiter.state = waiter.state, None
+                if state is not None and value_of is not None and not self._closed:
+                    written = value_of(state)
+                    if done(written):
+                        return written
         finally:
             with self._cond:
                 waiters = self._async_waiters.get(instance_id)

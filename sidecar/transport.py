@@ -241,6 +241,7 @@ class AsyncServicer:
                 done=lambda inst: inst is not None and done(inst),
                 timeout=context.time_remaining(),
                 may_end=servicer.WAIT_STATUSES[rpc],
+                value_of=lambda state: state,
             )
             return servicer.waited(request, final, rpc)
         except Exception as exc:

@@ -146,10 +146,10 @@ class CommitNotice:
     # activity task the commit queued. Work so settled needs no dispatcher to look for it.
     settled_instances: set[str] = field(default_factory=set)
     activities_settled: bool = False
-    # The runtime status this commit left each instance in, where it wrote one and nothing else
-    # about the instance's existence (for this process's long polls: a wait that status cannot end
-    # need not read the instance again).
-    statuses: dict[str, int] = field(default_factory=dict)
+    # The state this commit left each instance in, where it wrote the whole row and nothing else
+    # about the instance's existence (for this process's long polls: a wait that the state's status
+    # cannot end need not read the instance again, and one it ends is answered with the state).
+    states: dict[str, InstanceSnapshot] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.instances or self.work_available or self.reset or self.resync)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -181,7 +181,7 @@ class SqlTx(StoreTx):
         )
         self._keys[instance.instance_id] = key
         self.notice.instances.add(instance.instance_id)
-        self.notice.statuses[instance.instance_id] = instance.status
+        self.notice.states[instance.instance_id] = replace(instance)
         self.notice.add_work("orchestration")
 
     def update_instance(self, instance: InstanceSnapshot, *, end_lease: bool) -> None:
@@ -197,7 +197,7 @@ class SqlTx(StoreTx):
             f"UPDATE instances SET {assignments}{lease} WHERE instance_id = ?", (*values[1:], instance.instance_id)
         )
         self.notice.instances.add(instance.instance_id)
-        self.notice.statuses[instance.instance_id] = instance.status
+        self.notice.states[instance.instance_id] = replace(instance)
         # The only orchestration work this makes: its inbox, deliverable again once its lease ends.
         self.notice.add_work("orchestration", inbox_of=instance.instance_id)
 
@@ -207,7 +207,7 @@ class SqlTx(StoreTx):
             (execution_id, task_id, instance_id),
         )
         self.notice.instances.add(instance_id)
-        self.notice.statuses.pop(instance_id, None)
+        self.notice.states.pop(instance_id, None)
 
     def delete_instance(self, instance_id: str) -> None:
         for table in ("instances", "history", "inbox", "activity_tasks"):
@@ -215,7 +215,7 @@ class SqlTx(StoreTx):
         self._keys.pop(instance_id, None)
         self._next_seq.pop(instance_id, None)
         self.notice.instances.add(instance_id)
-        self.notice.statuses.pop(instance_id, None)
+        self.notice.states.pop(instance_id, None)
 
     def child_ids(self, parent_id: str, *, live_only: bool) -> list[str]:
         live = f" AND status NOT IN {TERMINAL_SQL}" if live_only else ""

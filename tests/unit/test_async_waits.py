@@ -10,12 +10,19 @@ import asyncio
 import queue
 import threading
 import time
+from datetime import datetime, timezone
 
 import pytest
 
+from sidecar.model import InstanceSnapshot
 from sidecar.notify import InstanceWatcher
 from sidecar.store.base import CommitNotice
 from sidecar.work_queue import WorkQueue
+
+
+def snapshot(status: int, output: str | None = None) -> InstanceSnapshot:
+    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    return InstanceSnapshot("i1", "e1", "orch", status, now, now, output=output)
 
 
 def later(seconds: float, fn: object, *args: object) -> threading.Timer:
@@ -154,7 +161,7 @@ def test_async_wait_is_not_woken_by_a_commit_that_left_a_status_that_cannot_end_
 
     def commit(status: int, known: bool = True) -> None:
         state["status"] = status
-        watcher.on_change(CommitNotice(instances={"i1"}, statuses={"i1": status} if known else {}))
+        watcher.on_change(CommitNotice(instances={"i1"}, states={"i1": snapshot(status)} if known else {}))
 
     def wait() -> int:
         return asyncio.run(watcher.wait_for_async("i1", read, lambda s: s == 1, 10, may_end=lambda s: s == 1))
@@ -169,3 +176,31 @@ def test_async_wait_is_not_woken_by_a_commit_that_left_a_status_that_cannot_end_
     later(0.1, commit, 1)
     assert wait() == 1
     assert state["reads"] == 3
+
+
+def test_async_wait_takes_the_state_the_waking_commit_wrote_without_reading_it() -> None:
+    watcher = InstanceWatcher()
+    reads: list[int] = []
+
+    async def read() -> InstanceSnapshot | None:
+        reads.append(1)
+        return snapshot(0)  # the store as first read: RUNNING
+
+    def commit(state: InstanceSnapshot | None) -> None:
+        watcher.on_change(CommitNotice(instances={"i1"}, states={"i1": state} if state else {}))
+
+    def wait() -> InstanceSnapshot | None:
+        return asyncio.run(watcher.wait_for_async(
+            "i1", read, lambda s: s is not None and s.status == 1, 10, value_of=lambda state: state,
+        ))
+
+    later(0.05, commit, snapshot(1, '"done"'))
+    final = wait()
+    assert final is not None and (final.status, final.output) == (1, '"done"')
+    assert len(reads) == 1, "read once at first; the finishing commit's state answered the wait"
+    # A commit that did not say what it wrote (another sidecar's, a purge) is read as before.
+    reads.clear()
+    later(0.05, commit, None)
+    later(0.15, commit, snapshot(1))
+    assert wait() is not None
+    assert len(reads) == 2
