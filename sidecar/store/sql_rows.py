@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from durabletask.internal import orchestrator_service_pb2 as pb
@@ -23,15 +23,18 @@ INSTANCE_COLUMNS = (
 )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def to_us(when: datetime) -> int:
     """Microseconds since the epoch of an aware datetime."""
-    delta = when - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    delta = when - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def from_us(us: int) -> datetime:
     """An aware UTC datetime from microseconds since the epoch."""
-    return datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc).replace(microsecond=us % 1_000_000)
+    return _EPOCH + timedelta(microseconds=us)
 
 
 def opt_us(when: datetime | None) -> int | None:
