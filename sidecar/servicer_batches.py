@@ -5,7 +5,9 @@ only: one stream message carries every work item that was ready, and one call se
 results of one kind in one store transaction (with those of other calls arriving meanwhile).
 Each result is checked and settled as ``CompleteActivityTask`` or ``CompleteOrchestratorTask``
 would settle it alone, and its outcome (status code and message) is the one that call would
-have answered.
+have answered. ``OpenWorkChannel`` serves both on one bidirectional call: the stream's batches
+go out as they are ready, and each results message is settled as its unary call would be and
+answered with its outcomes, so that a result costs a stream message each way, not a call.
 
 When one of the per-item methods has been replaced on the servicer object (tests record what it
 serves), the batches go through the replacement: a replaced GetWorkItems streams batches of one
@@ -15,6 +17,7 @@ item, a replaced CompleteActivityTask or CompleteOrchestratorTask settles the re
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, NoReturn
@@ -24,7 +27,7 @@ import grpc
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import work_batches_pb2 as batches_pb
 from sidecar.dispatch import Dispatcher
-from sidecar.servicer_util import check_stream_request, check_token, error_status
+from sidecar.servicer_util import UNDECODABLE_DETAILS, check_stream_request, check_token, error_status
 from sidecar.work_streams import ENVELOPE_BYTES
 
 # Most work items in one stream message, and most bytes: several items share a message only up
@@ -34,6 +37,11 @@ MAX_ITEMS_PER_BATCH = 64
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 
 Status = tuple[grpc.StatusCode, str]
+
+log = logging.getLogger("durabletask-sidecar")
+
+_CHANNEL_STARTS = "the first message of a work channel must be 'open' (a GetWorkItemsRequest)"
+_CHANNEL_OPENED = "a work channel is opened once: after 'open' it takes only results"
 
 
 class _ItemAborted(Exception):
@@ -97,6 +105,76 @@ class BatchServicer:
                     await context.write(batches_pb.WorkItemBatch(workItems=part))
         finally:
             await batches.aclose()  # closes the stream (a no-op when the iteration ended it)
+
+    async def OpenWorkChannel(self, requests: Any, context: grpc.aio.ServicerContext) -> None:
+        first = await self._channel_read(context)
+        if first is grpc.aio.EOF or first.WhichOneof("message") != "open":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _CHANNEL_STARTS)
+        await check_stream_request(first.open, context, "OpenWorkChannel")
+        if any(self._replaced(rpc) for rpc in ("GetWorkItems", "CompleteActivityTask", "CompleteOrchestratorTask")):
+            # A servicer that records what it serves: the worker falls back to the calls it replaced.
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "work channels are not served here")
+        dispatcher = self._dispatcher()
+        batches = dispatcher.aiterate_batches(dispatcher.open_stream(first.open), MAX_ITEMS_PER_BATCH)
+        writing = asyncio.Lock()
+
+        async def write(reply: batches_pb.ChannelReply) -> None:
+            async with writing:
+                await context.write(reply)
+
+        async def send_work() -> None:
+            async for items in batches:
+                limit = min(dispatcher.options.max_message_size or MAX_BATCH_BYTES, MAX_BATCH_BYTES)
+                for part in split_batch(items, limit):
+                    await write(batches_pb.ChannelReply(workItems=batches_pb.WorkItemBatch(workItems=part)))
+
+        async def settle(request: batches_pb.ChannelRequest) -> None:
+            loop = asyncio.get_running_loop()
+            if request.WhichOneof("message") == "activityResults":
+                outcomes = await loop.run_in_executor(
+                    self._pool, self.complete_activities, list(request.activityResults.results))
+            else:
+                outcomes = await loop.run_in_executor(
+                    self._pool, self.complete_turns, list(request.orchestratorResults.results))
+            await write(batches_pb.ChannelReply(outcomes=outcomes, callId=request.callId))
+
+        work = asyncio.ensure_future(send_work())
+        reading: asyncio.Future[Any] | None = None
+        settling: set[asyncio.Future[None]] = set()
+        try:
+            while True:
+                reading = asyncio.ensure_future(self._channel_read(context))
+                await asyncio.wait({reading, work}, return_when=asyncio.FIRST_COMPLETED)
+                if not reading.done():  # the stream ended (the sidecar stops, or the stream was replaced)
+                    break
+                request = reading.result()
+                if request is grpc.aio.EOF:  # the worker is done sending: answer what it sent, then end
+                    break
+                if request.WhichOneof("message") not in ("activityResults", "orchestratorResults"):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _CHANNEL_OPENED)
+                task = asyncio.ensure_future(settle(request))
+                settling.add(task)
+                task.add_done_callback(settling.discard)
+            if settling:
+                await asyncio.gather(*settling)
+            if work.done():
+                work.result()
+        finally:
+            # Each task ends before the batches close: the work task iterates them.
+            others = [future for future in (work, reading, *settling) if future is not None]
+            for future in others:
+                future.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+            await batches.aclose()
+
+    @staticmethod
+    async def _channel_read(context: grpc.aio.ServicerContext) -> Any:
+        """The next request of a channel (or EOF); a message that did not parse ends the call with INTERNAL."""
+        request = await context.read()
+        if request is not grpc.aio.EOF and not isinstance(request, batches_pb.ChannelRequest):
+            log.warning("undecodable message on OpenWorkChannel from %s; answered INTERNAL", context.peer())
+            await context.abort(grpc.StatusCode.INTERNAL, UNDECODABLE_DETAILS)
+        return request
 
     async def CompleteActivityTasks(
         self, request: batches_pb.ActivityResultBatch, context: grpc.aio.ServicerContext

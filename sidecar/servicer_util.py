@@ -40,6 +40,9 @@ MAX_INSTANCE_ID_LENGTH = MAX_TEXT_LENGTH
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# What a sync grpc server answers a request whose bytes do not parse (INTERNAL); the sidecar answers the same.
+UNDECODABLE_DETAILS = "Exception deserializing request!"
+
 
 class BadRequest(Exception):
     """The request is malformed. Maps to INVALID_ARGUMENT."""

@@ -43,7 +43,7 @@ from sidecar.model import InstanceSnapshot
 from sidecar.notify import InstanceWatcher
 from sidecar.quoting import bounded_message, log_text
 from sidecar.servicer_batches import BatchServicer
-from sidecar.servicer_util import check_instance_id, check_stream_request, error_status
+from sidecar.servicer_util import UNDECODABLE_DETAILS, check_instance_id, check_stream_request, error_status
 
 
 class SidecarServicer(Protocol):
@@ -274,7 +274,6 @@ class _Undecodable:
         self.error = error
 
 
-_UNDECODABLE_DETAILS = "Exception deserializing request!"  # what a sync grpc server answers
 
 
 def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
@@ -296,7 +295,7 @@ def _refusing_undecodable(method: str, handler: Handler) -> Handler:
                 "undecodable request to %s from %s: %d bytes that do not parse (%s); answered INTERNAL",
                 method, log_text(unquote(context.peer())), request.size, log_text(type(request.error).__name__),
             )
-            await context.abort(grpc.StatusCode.INTERNAL, _UNDECODABLE_DETAILS)
+            await context.abort(grpc.StatusCode.INTERNAL, UNDECODABLE_DETAILS)
         return await handler(request, context)
 
     return checked
@@ -330,6 +329,9 @@ def add_to_server(
     register(servicer, collected)
     handlers = {}
     for rpc, handler in collected.handlers.items():
+        if handler.request_streaming:  # the handler reads each message and refuses one that did not parse
+            handlers[rpc] = handler._replace(request_deserializer=_lenient(handler.request_deserializer))
+            continue
         kind = "unary_stream" if handler.response_streaming else "unary_unary"
         handlers[rpc] = handler._replace(
             request_deserializer=_lenient(handler.request_deserializer),

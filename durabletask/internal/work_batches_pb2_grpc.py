@@ -50,6 +50,11 @@ class WorkBatchesStub:
                 request_serializer=work__batches__pb2.OrchestratorResultBatch.SerializeToString,
                 response_deserializer=work__batches__pb2.CompletionOutcomes.FromString,
                 _registered_method=True)
+        self.OpenWorkChannel = channel.stream_stream(
+                '/durabletask.batches.WorkBatches/OpenWorkChannel',
+                request_serializer=work__batches__pb2.ChannelRequest.SerializeToString,
+                response_deserializer=work__batches__pb2.ChannelReply.FromString,
+                _registered_method=True)
 
 
 class WorkBatchesServicer:
@@ -76,6 +81,13 @@ class WorkBatchesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OpenWorkChannel(self, request_iterator, context):
+        """GetWorkItemBatches and both Complete calls on one call: first an open message, then results.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkBatchesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +105,11 @@ def add_WorkBatchesServicer_to_server(servicer, server):
                     servicer.CompleteOrchestratorTasks,
                     request_deserializer=work__batches__pb2.OrchestratorResultBatch.FromString,
                     response_serializer=work__batches__pb2.CompletionOutcomes.SerializeToString,
+            ),
+            'OpenWorkChannel': grpc.stream_stream_rpc_method_handler(
+                    servicer.OpenWorkChannel,
+                    request_deserializer=work__batches__pb2.ChannelRequest.FromString,
+                    response_serializer=work__batches__pb2.ChannelReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +193,33 @@ class WorkBatches:
             '/durabletask.batches.WorkBatches/CompleteOrchestratorTasks',
             work__batches__pb2.OrchestratorResultBatch.SerializeToString,
             work__batches__pb2.CompletionOutcomes.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenWorkChannel(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/durabletask.batches.WorkBatches/OpenWorkChannel',
+            work__batches__pb2.ChannelRequest.SerializeToString,
+            work__batches__pb2.ChannelReply.FromString,
             options,
             channel_credentials,
             insecure,

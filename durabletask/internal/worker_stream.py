@@ -6,9 +6,11 @@ jittered exponential backoff; after several failures in a row it replaces the
 channel (when it owns it). A watchdog thread cancels a stream that has been silent
 for longer than the configured limit, which the reader then treats as a failure.
 
-The stream is opened with our sidecar's ``WorkBatches.GetWorkItemBatches`` first (work items
-in batches, ``protos/work_batches.proto``); a sidecar that answers UNIMPLEMENTED (every other
-backend) is served with ``GetWorkItems`` from then on, on that channel.
+The stream is opened with our sidecar's ``WorkBatches.OpenWorkChannel`` first (work items in
+batches, and the worker's results sent back on the same call, ``protos/work_batches.proto``),
+then ``WorkBatches.GetWorkItemBatches`` (batches only); each that a sidecar answers
+UNIMPLEMENTED (every other backend) is not asked for again on that channel, down to
+``GetWorkItems``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from durabletask.internal import grpc_channel
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
 from durabletask.internal import work_batches_pb2_grpc as batches_grpc
+from durabletask.internal.worker_channel import ChannelSender
 
 # Keep gRPC's own reconnect backoff short so a restarted sidecar is found quickly.
 RECONNECT_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
@@ -70,9 +73,12 @@ class WorkItemStream:
         self._channel: grpc.Channel | None = channel
         self._stub: Any = pb_grpc.TaskHubSidecarServiceStub(channel) if channel is not None else None
         self._batch_stub: Any = batches_grpc.WorkBatchesStub(channel) if channel is not None else None
-        # Whether the sidecar serves WorkBatches: None until known (asked again on a new channel).
+        # Whether the sidecar serves work channels and work-item batches: None until known (asked
+        # again on a new channel).
+        self._serves_channel: bool | None = None
         self._serves_batches: bool | None = None
-        self._batched = False  # the open stream is a GetWorkItemBatches stream
+        self._batched = False  # the open stream is a GetWorkItemBatches stream or a work channel
+        self._sender: ChannelSender | None = None  # the open work channel's sender
         self._secure_channel = secure_channel
         self._interceptors = list(interceptors) if interceptors else None
         self._channel_options = [*RECONNECT_CHANNEL_OPTIONS, *(channel_options or [])]
@@ -103,9 +109,12 @@ class WorkItemStream:
             return self._stub
 
     def batch_stub(self) -> Any:
-        """The WorkBatches stub of the current channel while the open stream is batched, else None."""
+        """What sends results in batches while the open stream is batched, else None: the open work
+        channel's :class:`ChannelSender`, or the WorkBatches stub of the current channel."""
         with self._lock:
-            return self._batch_stub if self._batched else None
+            if not self._batched:
+                return None
+            return self._sender if self._sender is not None else self._batch_stub
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Cancel the stream and join the threads; the channel stays open for pending completions."""
@@ -144,6 +153,7 @@ class WorkItemStream:
                 )
                 self._stub = pb_grpc.TaskHubSidecarServiceStub(self._channel)
                 self._batch_stub = batches_grpc.WorkBatchesStub(self._channel)
+                self._serves_channel = None
                 self._serves_batches = None
                 if old is not None:
                     old.close()
@@ -170,7 +180,8 @@ class WorkItemStream:
                 failures = 0
             stub = self._ensure_stub(replace)
             received = False
-            batched = False
+            mode = "items"  # or "channel" (OpenWorkChannel) or "batches" (GetWorkItemBatches)
+            sender: ChannelSender | None = None
             try:
                 hello = stub.Hello.future(
                     empty_pb2.Empty(), timeout=self._resiliency.hello_timeout_seconds, metadata=self._metadata
@@ -179,35 +190,54 @@ class WorkItemStream:
                     break
                 hello.result()
                 with self._lock:
-                    batched = self._serves_batches is not False and self._batch_stub is not None
                     batch_stub = self._batch_stub
-                if batched:
+                    if batch_stub is not None and self._serves_channel is not False:
+                        mode = "channel"
+                    elif batch_stub is not None and self._serves_batches is not False:
+                        mode = "batches"
+                if mode == "channel":
+                    sender = ChannelSender(self._make_request())
+                    call = batch_stub.OpenWorkChannel(sender.requests(), metadata=self._metadata)
+                elif mode == "batches":
                     call = batch_stub.GetWorkItemBatches(self._make_request(), metadata=self._metadata)
                 else:
                     call = stub.GetWorkItems(self._make_request(), metadata=self._metadata)
                 if not self._track(call):
                     break
-                if not batched:
-                    self._connected(False)
+                if mode == "items":
+                    self._connected(mode, None)
                 for message in call:
-                    if batched and not received:
-                        self._connected(True)  # the sidecar serves batches: its first message came
+                    if mode != "items" and not received:
+                        self._connected(mode, sender)  # the sidecar serves this call: its first message came
                     with self._lock:
                         self._last_message = time.monotonic()
                     received = True
                     attempt = 0
                     failures = 0
-                    for item in message.workItems if batched else (message,):
+                    if mode == "items":
+                        self._deliver(message)
+                        continue
+                    if mode == "channel":
+                        if message.WhichOneof("message") == "outcomes":
+                            assert sender is not None
+                            sender.answered(message.callId, message.outcomes)
+                            continue
+                        message = message.workItems
+                    for item in message.workItems:
                         self._deliver(item)
                 self._logger.info("the sidecar closed the work-item stream; reconnecting")
             except grpc.RpcError as err:
                 if self._stopping.is_set():
                     break
-                if batched and not received and isinstance(err, grpc.Call) \
+                if mode != "items" and not received and isinstance(err, grpc.Call) \
                         and err.code() == grpc.StatusCode.UNIMPLEMENTED:
                     with self._lock:
-                        self._serves_batches = False
-                    self._logger.debug("the sidecar does not serve work-item batches; using GetWorkItems")
+                        if mode == "channel":
+                            self._serves_channel = False
+                        else:
+                            self._serves_batches = False
+                    self._logger.debug("the sidecar does not serve %s; trying the next way",
+                                       "work channels" if mode == "channel" else "work-item batches")
                     continue
                 failures += 1
                 self._log_stream_error(err)
@@ -221,6 +251,9 @@ class WorkItemStream:
                 with self._lock:
                     self._call = None
                     self._batched = False
+                    self._sender = None
+                if sender is not None:
+                    sender.close()  # its sends still waiting go again one by one
             if not received:
                 attempt += 1
             delay = backoff_delay(
@@ -233,10 +266,13 @@ class WorkItemStream:
                 break
         self._logger.info("no longer listening for work items")
 
-    def _connected(self, batched: bool) -> None:
+    def _connected(self, mode: str, sender: ChannelSender | None) -> None:
         with self._lock:
-            self._batched = batched
-            if batched:
+            self._batched = mode != "items"
+            self._sender = sender
+            if mode == "channel":
+                self._serves_channel = True
+            elif mode == "batches":
                 self._serves_batches = True
         self.connections += 1
         self.connected.set()
