@@ -21,12 +21,14 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, NoReturn
+from urllib.parse import unquote
 
 import grpc
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import work_batches_pb2 as batches_pb
 from sidecar.dispatch import Dispatcher
+from sidecar.quoting import log_text
 from sidecar.servicer_util import UNDECODABLE_DETAILS, check_stream_request, check_token, error_status
 from sidecar.work_streams import ENVELOPE_BYTES
 
@@ -107,7 +109,8 @@ class BatchServicer:
             await batches.aclose()  # closes the stream (a no-op when the iteration ended it)
 
     async def OpenWorkChannel(self, requests: Any, context: grpc.aio.ServicerContext) -> None:
-        first = await self._channel_read(context)
+        writing = asyncio.Lock()  # one write at a time: batches, outcomes and the call's status
+        first = await self._channel_read(context, writing)
         if first is grpc.aio.EOF or first.WhichOneof("message") != "open":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _CHANNEL_STARTS)
         await check_stream_request(first.open, context, "OpenWorkChannel")
@@ -116,7 +119,6 @@ class BatchServicer:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "work channels are not served here")
         dispatcher = self._dispatcher()
         batches = dispatcher.aiterate_batches(dispatcher.open_stream(first.open), MAX_ITEMS_PER_BATCH)
-        writing = asyncio.Lock()
 
         async def write(reply: batches_pb.ChannelReply) -> None:
             async with writing:
@@ -143,7 +145,7 @@ class BatchServicer:
         settling: set[asyncio.Future[None]] = set()
         try:
             while True:
-                reading = asyncio.ensure_future(self._channel_read(context))
+                reading = asyncio.ensure_future(self._channel_read(context, writing))
                 await asyncio.wait({reading, work}, return_when=asyncio.FIRST_COMPLETED)
                 if not reading.done():  # the stream ended (the sidecar stops, or the stream was replaced)
                     break
@@ -151,7 +153,8 @@ class BatchServicer:
                 if request is grpc.aio.EOF:  # the worker is done sending: answer what it sent, then end
                     break
                 if request.WhichOneof("message") not in ("activityResults", "orchestratorResults"):
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _CHANNEL_OPENED)
+                    async with writing:
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _CHANNEL_OPENED)
                 task = asyncio.ensure_future(settle(request))
                 settling.add(task)
                 task.add_done_callback(settling.discard)
@@ -168,12 +171,17 @@ class BatchServicer:
             await batches.aclose()
 
     @staticmethod
-    async def _channel_read(context: grpc.aio.ServicerContext) -> Any:
-        """The next request of a channel (or EOF); a message that did not parse ends the call with INTERNAL."""
+    async def _channel_read(context: grpc.aio.ServicerContext, writing: asyncio.Lock) -> Any:
+        """The next request of a channel (or EOF); a message that did not parse ends the call with INTERNAL.
+
+        The status is sent under ``writing``: gRPC refuses to send it while a write is in flight.
+        """
         request = await context.read()
         if request is not grpc.aio.EOF and not isinstance(request, batches_pb.ChannelRequest):
-            log.warning("undecodable message on OpenWorkChannel from %s; answered INTERNAL", context.peer())
-            await context.abort(grpc.StatusCode.INTERNAL, UNDECODABLE_DETAILS)
+            log.warning("undecodable message on OpenWorkChannel from %s; answered INTERNAL",
+                        log_text(unquote(context.peer())))
+            async with writing:
+                await context.abort(grpc.StatusCode.INTERNAL, UNDECODABLE_DETAILS)
         return request
 
     async def CompleteActivityTasks(

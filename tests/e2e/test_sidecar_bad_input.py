@@ -16,6 +16,7 @@ from google.protobuf import timestamp_pb2, wrappers_pb2
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
+from durabletask.internal import work_batches_pb2 as batches_pb
 from durabletask.internal import work_batches_pb2_grpc as batches_grpc
 from sidecar.quoting import MESSAGE_LIMIT
 from tests.e2e.conftest import RawWorker, complete, fast_sidecar, schedule, start
@@ -353,13 +354,16 @@ def test_control_characters_in_an_entity_signal_target(env) -> None:
 
 @pytest.mark.parametrize("field", ["maxConcurrentOrchestrationWorkItems", "maxConcurrentActivityWorkItems",
                                    "maxConcurrentEntityWorkItems"])
-@pytest.mark.parametrize("batched", [False, True], ids=["GetWorkItems", "GetWorkItemBatches"])
-def test_negative_concurrency_limits_are_refused(field: str, batched: bool) -> None:
+@pytest.mark.parametrize("rpc", ["GetWorkItems", "GetWorkItemBatches", "OpenWorkChannel"])
+def test_negative_concurrency_limits_are_refused(field: str, rpc: str) -> None:
     request = pb.GetWorkItemsRequest(**{field: -1})
     with fast_sidecar() as (_, address), grpc.insecure_channel(address) as channel:
         stub = Stub(channel)
-        if batched:
-            batches = batches_grpc.WorkBatchesStub(channel)
+        batches = batches_grpc.WorkBatchesStub(channel)
+        if rpc == "OpenWorkChannel":
+            opening = [batches_pb.ChannelRequest(open=request)]
+            open_stream = lambda: next(iter(batches.OpenWorkChannel(iter(opening), timeout=5)))  # noqa: E731
+        elif rpc == "GetWorkItemBatches":
             open_stream = lambda: next(iter(batches.GetWorkItemBatches(request, timeout=5)))  # noqa: E731
         else:
             open_stream = lambda: next(iter(stub.GetWorkItems(request, timeout=5)))  # noqa: E731

@@ -139,6 +139,9 @@ def test_calls_without_the_token_are_refused_and_change_nothing(
                 batches_pb.OrchestratorResultBatch(), metadata=metadata, timeout=TIMEOUT)),
             ("CompleteActivityTasks", lambda: batches.CompleteActivityTasks(
                 batches_pb.ActivityResultBatch(), metadata=metadata, timeout=TIMEOUT)),
+            ("OpenWorkChannel", lambda: next(iter(batches.OpenWorkChannel(
+                iter([batches_pb.ChannelRequest(open=pb.GetWorkItemsRequest())]), metadata=metadata,
+                timeout=TIMEOUT)))),
         ]
         for rpc, call in calls:
             with pytest.raises(grpc.RpcError) as refused:
@@ -148,6 +151,7 @@ def test_calls_without_the_token_are_refused_and_change_nothing(
         assert server.hub.get_instance(refused_id) is None
         survivor = server.hub.get_instance(kept)
         assert survivor is not None and survivor.status == pb.ORCHESTRATION_STATUS_PENDING
+        assert server.dispatcher.open_streams() == 0, "no refused call opened a work-item stream"
 
 
 def test_worker_with_a_wrong_token_is_refused(
