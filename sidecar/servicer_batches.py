@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from typing import Any, NoReturn
 from urllib.parse import unquote
@@ -30,7 +30,7 @@ from durabletask.internal import work_batches_pb2 as batches_pb
 from sidecar.dispatch import Dispatcher
 from sidecar.quoting import log_text
 from sidecar.servicer_util import UNDECODABLE_DETAILS, check_stream_request, check_token, error_status
-from sidecar.work_streams import ENVELOPE_BYTES
+from sidecar.work_streams import ENVELOPE_BYTES, WorkStream
 
 # Most work items in one stream message, and most bytes: several items share a message only up
 # to gRPC's usual 4 MiB receive limit (a worker may keep it), so a larger item travels alone, as
@@ -43,7 +43,11 @@ Status = tuple[grpc.StatusCode, str]
 log = logging.getLogger("durabletask-sidecar")
 
 _CHANNEL_STARTS = "the first message of a work channel must be 'open' (a GetWorkItemsRequest)"
-_CHANNEL_OPENED = "a work channel is opened once: after 'open' it takes only results"
+_CHANNEL_OPENED = ("a work channel is opened once: after 'open' it takes only results "
+                   "(activityResults or orchestratorResults)")
+# Results messages of one channel settled at once; the next is read when one is answered, so a
+# worker that sends faster is held back by the call's flow control rather than taking every thread.
+MAX_SETTLING_PER_CHANNEL = 4
 
 
 class _ItemAborted(Exception):
@@ -99,12 +103,22 @@ class BatchServicer:
             await self._per_item.GetWorkItems(request, _OneItemBatches(context))
             return
         dispatcher = self._dispatcher()
-        batches = dispatcher.aiterate_batches(dispatcher.open_stream(request), MAX_ITEMS_PER_BATCH)
+        stream = dispatcher.open_stream(request)
+        try:
+            async for batch in self._work_batches(stream):
+                await context.write(batch)
+        finally:
+            dispatcher.close_stream(stream)  # a no-op when the iteration ended it
+
+    async def _work_batches(self, stream: WorkStream) -> AsyncIterator[batches_pb.WorkItemBatch]:
+        """The stream's work items as batch messages, each within the message limit."""
+        dispatcher = self._dispatcher()
+        batches = dispatcher.aiterate_batches(stream, MAX_ITEMS_PER_BATCH)
         try:
             async for items in batches:
                 limit = min(dispatcher.options.max_message_size or MAX_BATCH_BYTES, MAX_BATCH_BYTES)
                 for part in split_batch(items, limit):
-                    await context.write(batches_pb.WorkItemBatch(workItems=part))
+                    yield batches_pb.WorkItemBatch(workItems=part)
         finally:
             await batches.aclose()  # closes the stream (a no-op when the iteration ended it)
 
@@ -118,26 +132,28 @@ class BatchServicer:
             # A servicer that records what it serves: the worker falls back to the calls it replaced.
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "work channels are not served here")
         dispatcher = self._dispatcher()
-        batches = dispatcher.aiterate_batches(dispatcher.open_stream(first.open), MAX_ITEMS_PER_BATCH)
+        stream = dispatcher.open_stream(first.open)
 
         async def write(reply: batches_pb.ChannelReply) -> None:
             async with writing:
                 await context.write(reply)
 
         async def send_work() -> None:
-            async for items in batches:
-                limit = min(dispatcher.options.max_message_size or MAX_BATCH_BYTES, MAX_BATCH_BYTES)
-                for part in split_batch(items, limit):
-                    await write(batches_pb.ChannelReply(workItems=batches_pb.WorkItemBatch(workItems=part)))
+            # The first message says how large a message the sidecar takes, so that the worker
+            # sends a larger batch of results one by one instead of ending the call with it.
+            limit = dispatcher.options.max_message_size or 0
+            async for batch in self._work_batches(stream):
+                await write(batches_pb.ChannelReply(workItems=batch, maxMessageBytes=limit))
+                limit = 0
 
         async def settle(request: batches_pb.ChannelRequest) -> None:
-            loop = asyncio.get_running_loop()
-            if request.WhichOneof("message") == "activityResults":
-                outcomes = await loop.run_in_executor(
-                    self._pool, self.complete_activities, list(request.activityResults.results))
-            else:
-                outcomes = await loop.run_in_executor(
-                    self._pool, self.complete_turns, list(request.orchestratorResults.results))
+            kind = request.WhichOneof("message")
+            results: list[Any] = list(getattr(request, kind).results)
+            complete = self.complete_activities if kind == "activityResults" else self.complete_turns
+            try:
+                outcomes = await asyncio.get_running_loop().run_in_executor(self._pool, complete, results)
+            except Exception as exc:  # the pool is shutting down: the worker sends each again by itself
+                outcomes = _outcomes([(grpc.StatusCode.UNAVAILABLE, f"not settled: {exc}")] * len(results))
             await write(batches_pb.ChannelReply(outcomes=outcomes, callId=request.callId))
 
         work = asyncio.ensure_future(send_work())
@@ -145,6 +161,8 @@ class BatchServicer:
         settling: set[asyncio.Future[None]] = set()
         try:
             while True:
+                if len(settling) >= MAX_SETTLING_PER_CHANNEL:
+                    await asyncio.wait(settling, return_when=asyncio.FIRST_COMPLETED)
                 reading = asyncio.ensure_future(self._channel_read(context, writing))
                 await asyncio.wait({reading, work}, return_when=asyncio.FIRST_COMPLETED)
                 if not reading.done():  # the stream ended (the sidecar stops, or the stream was replaced)
@@ -163,12 +181,13 @@ class BatchServicer:
             if work.done():
                 work.result()
         finally:
-            # Each task ends before the batches close: the work task iterates them.
-            others = [future for future in (work, reading, *settling) if future is not None]
-            for future in others:
-                future.cancel()
+            # Under the write lock: a write cut short would leave gRPC unable to send the status.
+            async with writing:
+                others = [future for future in (work, reading, *settling) if future is not None]
+                for future in others:
+                    future.cancel()
             await asyncio.gather(*others, return_exceptions=True)
-            await batches.aclose()
+            dispatcher.close_stream(stream)  # a no-op when the batches' iteration closed it
 
     @staticmethod
     async def _channel_read(context: grpc.aio.ServicerContext, writing: asyncio.Lock) -> Any:

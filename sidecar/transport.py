@@ -274,8 +274,6 @@ class _Undecodable:
         self.error = error
 
 
-
-
 def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     def deserialize(data: bytes) -> Any:
         try:

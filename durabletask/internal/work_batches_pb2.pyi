@@ -52,11 +52,13 @@ class ChannelRequest(_message.Message):
     def __init__(self, open: _Optional[_Union[_orchestrator_service_pb2.GetWorkItemsRequest, _Mapping]] = ..., activityResults: _Optional[_Union[ActivityResultBatch, _Mapping]] = ..., orchestratorResults: _Optional[_Union[OrchestratorResultBatch, _Mapping]] = ..., callId: _Optional[int] = ...) -> None: ...
 
 class ChannelReply(_message.Message):
-    __slots__ = ("workItems", "outcomes", "callId")
+    __slots__ = ("workItems", "outcomes", "callId", "maxMessageBytes")
     WORKITEMS_FIELD_NUMBER: _ClassVar[int]
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     CALLID_FIELD_NUMBER: _ClassVar[int]
+    MAXMESSAGEBYTES_FIELD_NUMBER: _ClassVar[int]
     workItems: WorkItemBatch
     outcomes: CompletionOutcomes
     callId: int
-    def __init__(self, workItems: _Optional[_Union[WorkItemBatch, _Mapping]] = ..., outcomes: _Optional[_Union[CompletionOutcomes, _Mapping]] = ..., callId: _Optional[int] = ...) -> None: ...
+    maxMessageBytes: int
+    def __init__(self, workItems: _Optional[_Union[WorkItemBatch, _Mapping]] = ..., outcomes: _Optional[_Union[CompletionOutcomes, _Mapping]] = ..., callId: _Optional[int] = ..., maxMessageBytes: _Optional[int] = ...) -> None: ...

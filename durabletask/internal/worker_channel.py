@@ -7,7 +7,8 @@ answers with the outcomes under that ID. :class:`ChannelSender` stands in for th
 costs a message each way on an open call instead of a call of its own. When the channel ends,
 every send still waiting fails with :class:`ChannelClosed`, and the batcher sends those results
 again one by one with the unary calls (a result the sidecar had settled is then refused as
-stale, and dropped).
+stale, and dropped). So does a batch larger than the sidecar takes (its first message says how
+large; 4 MiB until then): on the channel it would end the call, alone it is answered by itself.
 """
 
 from __future__ import annotations
@@ -34,10 +35,17 @@ class _Waiter:
         self.outcomes: batches_pb.CompletionOutcomes | None = None
 
 
+# The largest results message sent on a channel before the sidecar has said what it takes:
+# gRPC's usual receive limit.
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
 class ChannelSender:
     """The messages a worker sends on one work channel, and the outcomes it waits for."""
 
     def __init__(self, open_request: pb.GetWorkItemsRequest) -> None:
+        self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
+        """The largest results message sent on the channel (set from the sidecar's first message)."""
         self._outgoing: queue.SimpleQueue[batches_pb.ChannelRequest | None] = queue.SimpleQueue()
         self._outgoing.put(batches_pb.ChannelRequest(open=open_request))
         self._lock = threading.Lock()
@@ -66,6 +74,10 @@ class ChannelSender:
         return self._send(batches_pb.ChannelRequest(orchestratorResults=request), timeout)
 
     def _send(self, message: batches_pb.ChannelRequest, timeout: float | None) -> batches_pb.CompletionOutcomes:
+        size = message.ByteSize() + 16  # with the call ID and the message's framing
+        if size > self.max_message_bytes:
+            raise ChannelClosed(f"{size} bytes of results are more than the sidecar takes in one message "
+                                f"({self.max_message_bytes})")
         waiter = _Waiter()
         with self._lock:
             if self._closed:
@@ -77,7 +89,7 @@ class ChannelSender:
         answered = waiter.event.wait(timeout)
         with self._lock:
             self._waiting.pop(message.callId, None)
-        if not answered:
+        if not answered and waiter.outcomes is None:
             raise ChannelClosed(f"no outcome on the work channel within {timeout} s")
         if waiter.outcomes is None:
             raise ChannelClosed("the work channel ended before the outcomes came")

@@ -81,6 +81,10 @@ class WorkItemStream:
         self._sender: ChannelSender | None = None  # the open work channel's sender
         self._secure_channel = secure_channel
         self._interceptors = list(interceptors) if interceptors else None
+        # A gRPC channel leaves out of bidirectional calls the interceptors that do not intercept
+        # them: one that adds credentials would see the channel refused, so none is opened then.
+        self._channel_intercepted = all(
+            isinstance(i, grpc.StreamStreamClientInterceptor) for i in self._interceptors or ())
         self._channel_options = [*RECONNECT_CHANNEL_OPTIONS, *(channel_options or [])]
         self._metadata = tuple(metadata) if metadata else None
         self._lock = threading.Lock()
@@ -191,7 +195,7 @@ class WorkItemStream:
                 hello.result()
                 with self._lock:
                     batch_stub = self._batch_stub
-                    if batch_stub is not None and self._serves_channel is not False:
+                    if batch_stub is not None and self._serves_channel is not False and self._channel_intercepted:
                         mode = "channel"
                     elif batch_stub is not None and self._serves_batches is not False:
                         mode = "batches"
@@ -218,8 +222,10 @@ class WorkItemStream:
                         self._deliver(message)
                         continue
                     if mode == "channel":
+                        assert sender is not None
+                        if message.maxMessageBytes > 0:
+                            sender.max_message_bytes = message.maxMessageBytes
                         if message.WhichOneof("message") == "outcomes":
-                            assert sender is not None
                             sender.answered(message.callId, message.outcomes)
                             continue
                         message = message.workItems

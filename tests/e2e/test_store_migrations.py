@@ -291,8 +291,10 @@ def test_a_version_3_database_gains_the_entity_queue_trace_context(
         store.close()
 
 
+# Version 5's indexes: of the next-due question, and of the activity claim (activity_ready).
 DUE_TIME_INDEXES = {
-    "instances_delayed", "instances_leased", "activity_leased", "entities_delayed", "entities_leased",
+    "instances_delayed", "instances_leased", "activity_leased", "activity_ready", "entities_delayed",
+    "entities_leased",
 }
 
 

@@ -496,16 +496,36 @@ def test_our_worker_uses_the_channel_when_the_sidecar_serves_it() -> None:
     assert dispatcher._activity_results.calls >= 1 and dispatcher._turn_results.calls >= 1
 
 
-def test_our_worker_sends_its_results_on_the_open_channel() -> None:
-    with fast_sidecar() as (_, address):
+def padded(ctx: task.ActivityContext, x: int) -> str:
+    return str(x) * 300_000  # ~300 KB: a few of these in one batch are more than 1 MiB
+
+
+def padded_fan_out(ctx: task.OrchestrationContext, n: int):  # type: ignore[no-untyped-def]
+    values = yield task.when_all([ctx.call_activity(padded, input=i) for i in range(n)])
+    return sorted({value[0] for value in values}) == [str(i) for i in range(n)] and len("".join(values))
+
+
+def test_our_worker_keeps_its_results_within_what_the_sidecar_takes() -> None:
+    """The channel's first message says the sidecar's limit; results that would make a larger
+    message go one by one, so the channel is never ended by one (it stays the first one)."""
+    limit = 1024 * 1024
+    with fast_sidecar(max_message_size=limit) as (_, address):
         worker = TaskHubGrpcWorker(host_address=address)
-        worker.add_orchestrator(fan_out)
-        worker.add_activity(double)
+        worker.add_orchestrator(padded_fan_out)
+        worker.add_activity(padded)
         worker.start()
         try:
             stream = worker._stream  # noqa: SLF001
             sender = eventually(lambda: stream.batch_stub(), WAIT, "the worker's channel to open")
             assert isinstance(sender, ChannelSender)
+            assert sender.max_message_bytes == limit
+            with TaskHubGrpcClient(host_address=address) as client:
+                for _ in range(3):
+                    iid = client.schedule_new_orchestration(padded_fan_out, input=8)
+                    state = client.wait_for_orchestration_completion(iid, timeout=60)
+                    assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED, state
+                    assert state.serialized_output == str(8 * 300_000)
+            assert stream.connections == 1, "no channel was ended by a message over the limit"
         finally:
             worker.stop()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -45,4 +46,4 @@ def test_microseconds_round_trip(when: datetime) -> None:
 def test_random_ids_are_32_hex_digits_and_distinct() -> None:
     ids = {random_id() for _ in range(1000)}
     assert len(ids) == 1000
-    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)

@@ -168,8 +168,19 @@ def test_close_fails_waiting_sends_and_later_sends_at_once(sender: ChannelSender
     assert reader.messages.empty(), "nothing is sent after close()"
 
 
-def test_channel_closed_is_an_rpc_error() -> None:
-    assert issubclass(ChannelClosed, grpc.RpcError)
+def test_a_batch_larger_than_the_sidecar_takes_is_refused_before_it_is_sent(sender: ChannelSender) -> None:
+    reader = Reader(sender)
+    reader.next()
+    sender.max_message_bytes = 1000
+    big = batches_pb.ActivityResultBatch(results=[pb.ActivityResponse(instanceId="i", completionToken="t" * 2000)])
+    with pytest.raises(grpc.RpcError, match="more than the sidecar takes"):
+        sender.CompleteActivityTasks(big, timeout=WAIT)
+    small = Send(lambda: sender.CompleteActivityTasks(activity_batch("small"), timeout=WAIT))
+    message = reader.next()
+    assert message.activityResults.results[0].completionToken == "small", "the large batch was never queued"
+    sender.answered(message.callId, outcomes(0))
+    small.wait()
+    assert small.reply is not None and small.reply.outcomes[0].code == 0
 
 
 def test_call_ids_are_distinct(sender: ChannelSender) -> None:
