@@ -92,6 +92,7 @@ class WorkItemStream:
         self._call: Any = None
         self._last_message = time.monotonic()
         self._silenced = False
+        self._opening_channel = False  # a work channel is open and has not sent its first message
         self._reader = threading.Thread(target=self._read_loop, name="durabletask-worker-stream", daemon=True)
         self._watchdog = threading.Thread(target=self._watch, name="durabletask-worker-watchdog", daemon=True)
         self.connected = threading.Event()
@@ -104,8 +105,7 @@ class WorkItemStream:
     def start(self) -> None:
         """Start the reader and watchdog threads."""
         self._reader.start()
-        if self._resiliency.silent_disconnect_timeout_seconds > 0:
-            self._watchdog.start()
+        self._watchdog.start()
 
     def stub(self) -> Any:
         """The stub of the current channel, or None before the first connection attempt."""
@@ -202,6 +202,8 @@ class WorkItemStream:
                 if mode == "channel":
                     sender = ChannelSender(self._make_request())
                     call = batch_stub.OpenWorkChannel(sender.requests(), metadata=self._metadata)
+                    with self._lock:
+                        self._opening_channel = True
                 elif mode == "batches":
                     call = batch_stub.GetWorkItemBatches(self._make_request(), metadata=self._metadata)
                 else:
@@ -255,6 +257,7 @@ class WorkItemStream:
             finally:
                 self.connected.clear()
                 with self._lock:
+                    self._opening_channel = False
                     self._call = None
                     self._batched = False
                     self._sender = None
@@ -274,6 +277,7 @@ class WorkItemStream:
 
     def _connected(self, mode: str, sender: ChannelSender | None) -> None:
         with self._lock:
+            self._opening_channel = False
             self._batched = mode != "items"
             self._sender = sender
             if mode == "channel":
@@ -307,13 +311,25 @@ class WorkItemStream:
             self._logger.warning("work-item stream error (%s): %s; reconnecting", code, details)
 
     def _watch(self) -> None:
+        """Cancel a stream silent for longer than the limit (0: never), and a work channel with no
+        first message within the Hello timeout: our sidecar sends one at once, so something on the
+        way (a proxy that does not carry bidirectional calls) holds it, and the channel is not
+        asked for again on this connection."""
         limit = self._resiliency.silent_disconnect_timeout_seconds
-        interval = min(5.0, max(0.05, limit / 4))
+        opening_limit = self._resiliency.hello_timeout_seconds
+        interval = min(5.0, max(0.05, min(limit or opening_limit, opening_limit) / 4))
         while not self._stopping.wait(interval):
             with self._lock:
                 call = self._call
-                stale = call is not None and time.monotonic() - self._last_message > limit
+                silent = time.monotonic() - self._last_message
+                stale = call is not None and 0 < limit < silent
+                unopened = call is not None and self._opening_channel and silent > opening_limit
                 if stale:
                     self._silenced = True
-            if stale:
+                if unopened:
+                    self._serves_channel = False
+            if unopened:
+                self._logger.warning("no first message on the work channel to %s within %.0f s; using "
+                                     "GetWorkItemBatches", self._host_address, opening_limit)
+            if stale or unopened:
                 call.cancel()

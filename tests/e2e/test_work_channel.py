@@ -22,6 +22,7 @@ import pytest
 
 from durabletask import task
 from durabletask.client import OrchestrationStatus, TaskHubGrpcClient
+from durabletask.grpc_options import GrpcWorkerResiliencyOptions
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as pb_grpc
 from durabletask.internal import work_batches_pb2 as batches_pb
@@ -466,13 +467,15 @@ class Lines(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def run_fan_out(address: str, n: int, lines: Lines | None = None) -> tuple[Any, Any, str]:
+def run_fan_out(
+    address: str, n: int, lines: Lines | None = None, resiliency: GrpcWorkerResiliencyOptions | None = None
+) -> tuple[Any, Any, str]:
     """Runs a fan-out of ``n`` on a worker of ours; returns its stream, its dispatcher and the instance ID."""
     logger = logging.getLogger(f"test-work-channel-{uuid.uuid4().hex}")
     logger.setLevel(logging.DEBUG)
     if lines is not None:
         logger.addHandler(lines)
-    worker = TaskHubGrpcWorker(host_address=address, logger=logger)
+    worker = TaskHubGrpcWorker(host_address=address, logger=logger, resiliency_options=resiliency)
     worker.add_orchestrator(fan_out)
     worker.add_activity(double)
     worker.start()
@@ -545,6 +548,26 @@ def test_our_worker_falls_back_to_batches_when_channels_are_unimplemented(
         stream, dispatcher, _ = run_fan_out(address, 50)
     assert stream._serves_channel is False and stream._serves_batches is True
     assert dispatcher._activity_results.calls >= 1 and dispatcher._turn_results.calls >= 1
+
+
+def test_our_worker_falls_back_when_a_channel_sends_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A channel that never sends its first message (as behind a proxy that does not carry
+    bidirectional calls) is given up after the Hello timeout, and the worker uses batches."""
+    opened = threading.Event()
+
+    async def silent(self: BatchServicer, requests: Any, context: grpc.aio.ServicerContext) -> None:
+        opened.set()
+        await asyncio.Event().wait()  # until the call is cancelled
+
+    monkeypatch.setattr(BatchServicer, "OpenWorkChannel", silent)
+    lines = Lines()
+    with fast_sidecar() as (_, address):
+        stream, dispatcher, _ = run_fan_out(
+            address, 20, lines, GrpcWorkerResiliencyOptions(hello_timeout_seconds=0.5))
+    assert opened.is_set()
+    assert stream._serves_channel is False and stream._serves_batches is True
+    assert dispatcher._activity_results.calls >= 1
+    assert any("no first message on the work channel" in line for line in lines.lines)
 
 
 def test_our_worker_falls_back_when_the_servicer_replaces_get_work_items() -> None:
