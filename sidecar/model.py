@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.ids import IdFactory, random_id
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+"""The Unix epoch, aware (UTC): what stored microseconds and wire Timestamps count from."""
 
 # Statuses in which an instance takes no more turns.
 TERMINAL_STATUSES: frozenset[int] = frozenset({

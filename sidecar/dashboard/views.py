@@ -12,18 +12,18 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from sidecar.engine_events import status_name
+from sidecar.model import EPOCH
 from sidecar.work_streams import StreamView
 
 # The entity name under which durabletask.scheduled keeps each schedule (``@schedule@<id>``).
 SCHEDULE_ENTITY_PREFIX = "@schedule@"
 _SCHEDULE_STATUSES = {0: "Uninitialized", 1: "Active", 2: "Paused"}
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def iso(ts: Timestamp) -> str:
     """A Timestamp as ISO 8601 UTC text with a Z (whole-number arithmetic: a float sum rounds the last
     nanoseconds of 9999-12-31T23:59:59.999999999Z, which the sidecar accepts, up into year 10000)."""
-    moment = _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
+    moment = EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

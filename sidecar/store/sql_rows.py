@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from durabletask.internal import orchestrator_service_pb2 as pb
-from sidecar.model import TERMINAL_STATUSES, ActivityTaskSpec, InstanceSnapshot, ParentRef
+from sidecar.model import EPOCH, TERMINAL_STATUSES, ActivityTaskSpec, InstanceSnapshot, ParentRef
 
 TERMINAL_SQL = "(" + ",".join(str(s) for s in sorted(TERMINAL_STATUSES)) + ")"
 
@@ -23,18 +23,16 @@ INSTANCE_COLUMNS = (
 )
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
 
 def to_us(when: datetime) -> int:
     """Microseconds since the epoch of an aware datetime."""
-    delta = when - _EPOCH
+    delta = when - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def from_us(us: int) -> datetime:
     """An aware UTC datetime from microseconds since the epoch."""
-    return _EPOCH + timedelta(microseconds=us)
+    return EPOCH + timedelta(microseconds=us)
 
 
 def opt_us(when: datetime | None) -> int | None:

@@ -467,6 +467,23 @@ def complete(action_id: int, result: str | None = None, status: int = pb.ORCHEST
     return a
 
 
+def turn(item: pb.WorkItem, *actions: pb.OrchestratorAction) -> pb.OrchestratorResponse:
+    """The result of an orchestration work item: ``actions``, under its token."""
+    return pb.OrchestratorResponse(
+        instanceId=item.orchestratorRequest.instanceId, completionToken=item.completionToken, actions=actions
+    )
+
+
+def result(item: pb.WorkItem, value: str) -> pb.ActivityResponse:
+    """The result of an activity work item: ``value``, under its token."""
+    req = item.activityRequest
+    response = pb.ActivityResponse(
+        instanceId=req.orchestrationInstance.instanceId, taskId=req.taskId, completionToken=item.completionToken
+    )
+    response.result.value = value
+    return response
+
+
 def start(stub: pb_grpc.TaskHubSidecarServiceStub, instance_id: str, name: str = "orch", **fields: object) -> str:
     response = stub.StartInstance(pb.CreateInstanceRequest(instanceId=instance_id, name=name, **fields))  # type: ignore[arg-type]
     return str(response.instanceId)

@@ -25,7 +25,7 @@ from durabletask.internal import work_batches_pb2 as batches_pb
 from durabletask.internal import work_batches_pb2_grpc as batches_grpc
 from durabletask.worker import TaskHubGrpcWorker
 from sidecar import transport
-from tests.e2e.conftest import complete, fast_sidecar, official_backend_mode, schedule, start
+from tests.e2e.conftest import complete, fast_sidecar, official_backend_mode, result, schedule, start, turn
 
 WAIT = 15.0
 OK = grpc.StatusCode.OK.value[0]
@@ -81,21 +81,6 @@ def batched() -> Iterator[tuple[pb_grpc.TaskHubSidecarServiceStub, BatchedWorker
         finally:
             worker.close()
             channel.close()
-
-
-def turn(item: pb.WorkItem, *actions: pb.OrchestratorAction) -> pb.OrchestratorResponse:
-    return pb.OrchestratorResponse(
-        instanceId=item.orchestratorRequest.instanceId, completionToken=item.completionToken, actions=actions
-    )
-
-
-def result(item: pb.WorkItem, value: str) -> pb.ActivityResponse:
-    req = item.activityRequest
-    response = pb.ActivityResponse(
-        instanceId=req.orchestrationInstance.instanceId, taskId=req.taskId, completionToken=item.completionToken
-    )
-    response.result.value = value
-    return response
 
 
 def history(stub: pb_grpc.TaskHubSidecarServiceStub, iid: str) -> list[pb.HistoryEvent]:

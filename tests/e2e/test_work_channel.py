@@ -38,9 +38,11 @@ from tests.e2e.conftest import (
     eventually,
     fast_sidecar,
     official_backend_mode,
+    result,
     schedule,
     start,
     test_store_spec,
+    turn,
 )
 from tests.e2e.entity_wire import expect_status
 
@@ -168,22 +170,6 @@ def channels(env: tuple[Stub, str]) -> Iterator[tuple[Stub, Any]]:
     yield stub, open_channel
     for worker in opened:
         worker.close()
-
-
-def turn(item: pb.WorkItem, *actions: pb.OrchestratorAction) -> pb.OrchestratorResponse:
-    return pb.OrchestratorResponse(
-        instanceId=item.orchestratorRequest.instanceId, completionToken=item.completionToken, actions=actions
-    )
-
-
-def result(item: pb.WorkItem, value: str) -> pb.ActivityResponse:
-    req = item.activityRequest
-    response = pb.ActivityResponse(
-        instanceId=req.orchestrationInstance.instanceId, taskId=req.taskId,
-        completionToken=item.completionToken,
-    )
-    response.result.value = value
-    return response
 
 
 def history(stub: Stub, iid: str) -> list[pb.HistoryEvent]:
