@@ -16,8 +16,11 @@ size on one backend, so no history accumulates from run to run):
     (``bench/stores.py``; left out when no server answers); the workload runs our worker and client.
 
 Each run's workload is ``bench/shapes.py --sdk-side`` (worker and client in one process) under the
-backend's SDK interpreter; it times first schedule to last completion itself. One table per shape:
-elapsed seconds, the rate, and ours/official (our rate over the official one: above 1, ours is faster).
+backend's SDK interpreter; it times first schedule to last completion itself. A run that took less
+than ``--repeat-under`` seconds is timed ``--repeat`` times on each backend (the rounds alternate the
+backends), and its row shows the median timing: short runs move by tens of percent from one timing to
+the next. One table per shape: elapsed seconds, the rate, ours/official (our rate over the official
+one: above 1, ours is faster), and how many timings with their lowest and highest rate.
 """
 
 from __future__ import annotations
@@ -275,13 +278,32 @@ def official_version(compat_python: str) -> str:
     return proc.stdout.strip()
 
 
-def print_shape(shape: Shape, backends: list[str], outcomes: dict[tuple[str, str], Outcome]) -> None:
-    """One table: a row per run and backend, with the rate and ours/official."""
+def median_outcome(timings: list[Outcome]) -> Outcome:
+    """The timing with the median elapsed time (the lower middle one of an even count); any error wins."""
+    failed = [outcome for outcome in timings if outcome.error]
+    if failed or not timings:
+        return failed[0] if failed else Outcome(error="not run")
+    ordered = sorted(timings, key=lambda outcome: outcome.elapsed)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def spread(timings: list[Outcome], unit: str) -> str:
+    """How many timings a row's median is taken from, and their lowest and highest rate."""
+    if len(timings) < 2:
+        return "1"
+    rates = sorted(outcome.rate(unit) for outcome in timings)
+    return f"{len(timings)} ({rates[0]:.0f}-{rates[-1]:.0f})"
+
+
+def print_shape(shape: Shape, backends: list[str], timings: dict[tuple[str, str], list[Outcome]]) -> None:
+    """One table: a row per run and backend, with the median rate and ours/official."""
     rate_header = f"{shape.unit}/s"
     width = max(len(BACKEND_LABELS[b]) for b in backends)
     run_width = max(len(r.label) for r in shape.runs)
+    outcomes = {key: median_outcome(values) for key, values in timings.items()}
     print(f"\n{shape.name}: {shape.title}")
-    print(f"  {'run':{run_width}s}  {'backend':{width}s}  {'elapsed':>9s}  {rate_header:>16s}  {'ours/official':>13s}")
+    print(f"  {'run':{run_width}s}  {'backend':{width}s}  {'elapsed':>9s}  {rate_header:>16s}  {'ours/official':>13s}"
+          "  timings (rates)")
     for run in shape.runs:
         official = outcomes.get((run.label, "official"))
         for backend in backends:
@@ -293,7 +315,8 @@ def print_shape(shape: Shape, backends: list[str], outcomes: dict[tuple[str, str
             ratio = "-"
             if backend != "official" and official is not None and not official.error:
                 ratio = f"{outcome.rate(shape.unit) / official.rate(shape.unit):.2f}"
-            print(f"{prefix}  {outcome.elapsed:7.2f} s  {outcome.rate(shape.unit):16.1f}  {ratio:>13s}")
+            print(f"{prefix}  {outcome.elapsed:7.2f} s  {outcome.rate(shape.unit):16.1f}  {ratio:>13s}"
+                  f"  {spread(timings[(run.label, backend)], shape.unit)}")
     if shape.name == "chain-scaling" and len(shape.runs) == 2:
         short, long = shape.runs
         parts = []
@@ -305,6 +328,19 @@ def print_shape(shape: Shape, backends: list[str], outcomes: dict[tuple[str, str
 
 
 # ---------------------------------------------------------------- main
+
+
+def time_once(backend: str, run: Run, args: argparse.Namespace, workdir: Path, compat_python: str) -> Outcome:
+    """One timing of ``run`` on a fresh ``backend``."""
+    python = compat_python if backend == "official" else sys.executable
+    expect = "official" if backend == "official" else "ours"
+    try:
+        with serve(backend, workdir, compat_python, args.official_server_threads) as address:
+            return run_workload(python, address, run, args.timeout, workdir / f"{backend}-workload.log", expect)
+    except BackendError as exc:
+        return Outcome(error=str(exc))
+    except Exception as exc:  # a store that cannot be created, a process that cannot start
+        return Outcome(error=f"{type(exc).__name__}: {exc}")
 
 
 def parse_list(value: str, allowed: list[str] | tuple[str, ...], what: str) -> list[str]:
@@ -329,6 +365,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client-orchestrations", type=int, default=200,
                         help="orchestrations per client thread of the clients shape (before --scale)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds one run may take")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="times each run is timed on each backend, each on a fresh backend; the table "
+                             "shows the median (default: %(default)s)")
+    parser.add_argument("--repeat-under", type=float, default=10.0,
+                        help="only runs whose first timing took less than this many seconds are timed again "
+                             "(default: %(default)s)")
     parser.add_argument("--official-server-threads", type=int, default=64,
                         help="gRPC server threads of the official backend (its own default, 10, deadlocks "
                              "once 10 clients wait for completions; default: %(default)s)")
@@ -337,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.scale <= 0:
         raise SystemExit("--scale must be positive")
+    if args.repeat < 1:
+        raise SystemExit("--repeat must be at least 1")
 
     all_shapes = build_shapes(args.scale, args.client_threads, args.client_orchestrations)
     names = parse_list(args.shapes, list(all_shapes), "shapes") if args.shapes else list(all_shapes)
@@ -363,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     print("  every run: a fresh backend process and store; one workload process with the worker and the client;")
     print("             elapsed = first schedule -> last completion, after one untimed warm-up orchestration")
     print("  ours/official: our rate / the official rate (above 1: ours is faster)")
+    print(f"  each run timed {args.repeat} times per backend (those under {args.repeat_under:g} s; the rounds "
+          "alternate the backends): the row is the median timing, then how many timings and their range of rates")
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     print(f"  machine: {os.cpu_count()} cores, load average {load} at the start; scale {args.scale:g}; "
           f"timeout {args.timeout:g}s per run")
@@ -373,23 +419,19 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         for name in names:
             shape = all_shapes[name]
-            outcomes: dict[tuple[str, str], Outcome] = {}
+            timings: dict[tuple[str, str], list[Outcome]] = {}
             for run in shape.runs:
-                for backend in backends:
-                    python = compat_python if backend == "official" else sys.executable
-                    expect = "official" if backend == "official" else "ours"
-                    try:
-                        with serve(backend, workdir, compat_python, args.official_server_threads) as address:
-                            outcome = run_workload(python, address, run, args.timeout,
-                                                   workdir / f"{backend}-workload.log", expect)
-                    except BackendError as exc:
-                        outcome = Outcome(error=str(exc))
-                    except Exception as exc:  # a store that cannot be created, a process that cannot start
-                        outcome = Outcome(error=f"{type(exc).__name__}: {exc}")
-                    outcomes[(run.label, backend)] = outcome
-                    if outcome.error:
-                        failures.append(f"{name} / {run.label} / {BACKEND_LABELS[backend]}: {outcome.error}")
-            print_shape(shape, backends, outcomes)
+                # Rounds alternate the backends, so that a drift of the machine's speed hits each alike.
+                for round_number in range(args.repeat):
+                    for backend in backends:
+                        done = timings.setdefault((run.label, backend), [])
+                        if round_number > 0 and (done[0].error or done[0].elapsed >= args.repeat_under):
+                            continue
+                        outcome = time_once(backend, run, args, workdir, compat_python)
+                        done.append(outcome)
+                        if outcome.error:
+                            failures.append(f"{name} / {run.label} / {BACKEND_LABELS[backend]}: {outcome.error}")
+            print_shape(shape, backends, timings)
             sys.stdout.flush()
     print("\n(load average at the end: " + ", ".join(f"{value:.2f}" for value in os.getloadavg()) + ")")
     if failures:
