@@ -254,14 +254,18 @@ class TaskHub:
             return leased
         tried: list[str] = list(exclude)
         misses = 0  # instances claimed that had nothing to deliver after all
-        exhausted: set[bool] = set()  # kinds (new instances or not) found without work in this batch
+        exhausted: set[bool | None] = set()  # kinds (new instances or not) found without work in this batch
         while len(leased) < limit and misses < _LEASE_ATTEMPTS:
             # New instances and the rest take turns, so that a backlog of starts does not hold
             # back the instances already running (nor the other way round).
-            self._starts_first = not self._starts_first
             token = self.new_id()
             inst = None
-            for starts in (True, False) if self._starts_first else (False, True):
+            if only is not None:  # a few named instances: one claim looks at both kinds
+                kinds: tuple[bool | None, ...] = (None,)
+            else:
+                self._starts_first = not self._starts_first
+                kinds = (True, False) if self._starts_first else (False, True)
+            for starts in kinds:
                 if starts in exhausted:
                     continue
                 inst = tx.claim_orchestration(
@@ -302,7 +306,9 @@ class TaskHub:
         # A wake-up orchestratorStarted already at the front (after a rewind) is the turn's own.
         if not new_events[0].HasField("orchestratorStarted"):
             new_events.insert(0, engine_events.new_orchestrator_started(now))
-        tx.record_turn(inst.instance_id, token, new_events, [rows[i].id for i in deliver])
+        tx.record_turn(
+            inst.instance_id, token, new_events, [rows[i].id for i in deliver], [rows[i].visible_at for i in deliver]
+        )
         prior = self.histories.prior_turn(inst.instance_id, view)
         item = OrchestrationWorkItem(
             token=token,

@@ -462,8 +462,16 @@ class StoreTx(ABC):
         """
 
     @abstractmethod
-    def record_turn(self, instance_id: str, token: str, new_events: list[pb.HistoryEvent], consumed: list[int]) -> None:
-        """Remember what the turn held by ``token`` was sent and which inbox rows it consumes."""
+    def record_turn(
+        self, instance_id: str, token: str, new_events: list[pb.HistoryEvent], consumed: list[int],
+        visible_since: list[datetime],
+    ) -> None:
+        """Remember what the turn held by ``token`` was sent and which inbox rows it consumes
+        (``visible_since``: when each of them became visible).
+
+        Those rows are visible again only when the lease runs out, or from their own times again at
+        :meth:`release_turn`, so that claims do not pass over the rows of every turn out on a lease.
+        """
 
     @abstractmethod
     def turn_by_lease(self, token: str) -> TurnLease | None:
@@ -471,7 +479,10 @@ class StoreTx(ABC):
 
     @abstractmethod
     def release_turn(self, instance_id: str, available_at: datetime | None, abandon_count: int | None) -> None:
-        """Drop the instance's turn lease; optionally delay its next offer and set its hand-back count."""
+        """Drop the instance's turn lease; optionally delay its next offer and set its hand-back count.
+
+        The inbox rows the turn held are visible again from when they were before it.
+        """
 
     @abstractmethod
     def turn_lease_of(self, token: str) -> tuple[str, int] | None:

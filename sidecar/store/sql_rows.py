@@ -135,3 +135,15 @@ def unpack_events(blob: bytes | None) -> list[pb.HistoryEvent]:
     if not blob:
         return []
     return list(pb.HistoryChunk.FromString(blob).events)
+
+
+# A turn's lease holds its inbox rows out of sight (their visible_at is the lease's end) and keeps
+# when each was visible before (instances.lease_inbox and lease_visible, parallel JSON lists).
+RESTORE_HELD_ROW_SQL = "UPDATE inbox SET visible_at = ? WHERE seq = ?"
+
+
+def held_rows(lease_inbox: str | None, lease_visible: str | None) -> list[tuple[int, int]]:
+    """(visible time in microseconds, inbox seq) of each row a turn lease holds, to restore them."""
+    if not lease_inbox or not lease_visible:  # none held, or leased before lease_visible existed
+        return []
+    return list(zip(json.loads(lease_visible), json.loads(lease_inbox), strict=True))

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from sidecar.store.base import SchemaVersionError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS instances (
     lease_token TEXT UNIQUE,
     lease_expires_at BIGINT,
     lease_inbox TEXT,
+    lease_visible TEXT,
     lease_new_events {blob},
     available_at BIGINT NOT NULL DEFAULT 0,
     abandon_count INTEGER NOT NULL DEFAULT 0,
@@ -192,6 +193,12 @@ MIGRATIONS: dict[int, dict[str, list[str]]] = {
     # next due time is found without reading every row, and of activity tasks not leased, so that
     # a claim does not read the tasks out on leases (the tables' own DDL creates them).
     5: {"sqlite": [], "postgresql": []},
+    # 6: instances.lease_visible, when each inbox row a turn holds became visible: the rows are
+    # pushed out of sight until the lease ends, and a released turn puts them back.
+    6: {
+        "sqlite": ["ALTER TABLE instances ADD COLUMN lease_visible TEXT"],
+        "postgresql": ["ALTER TABLE instances ADD COLUMN IF NOT EXISTS lease_visible TEXT"],
+    },
 }
 
 

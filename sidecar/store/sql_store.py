@@ -31,7 +31,7 @@ from sidecar.store.base import (
     StoreTx,
     StoreUnavailableError,
 )
-from sidecar.store.sql_rows import INSTANCE_COLUMNS, TERMINAL_SQL, from_us, row_to_instance, to_us
+from sidecar.store.sql_rows import INSTANCE_COLUMNS, TERMINAL_SQL, from_us, held_rows, row_to_instance, to_us
 from sidecar.store.sql_schema import STATE_TABLES
 from sidecar.store.sql_tx import Row, SqlConnection, SqlFlavor, SqlTx, instance_filter_sql, marks
 
@@ -314,6 +314,12 @@ class SqlStore(Store):
                         f"UPDATE {table} SET lease_expires_at = ? WHERE lease_token IN ({marks(chunk)})",
                         [to_us(until), *chunk],
                     )
+                # The inbox rows a renewed turn holds stay out of sight until its new end.
+                rows = tx.db.query(
+                    f"SELECT lease_inbox, lease_visible FROM instances WHERE lease_token IN ({marks(chunk)})", chunk
+                )
+                held = [seq for r in rows for _, seq in held_rows(r["lease_inbox"], r["lease_visible"])]
+                tx.db.executemany("UPDATE inbox SET visible_at = ? WHERE seq = ?", [(to_us(until), seq) for seq in held])
 
         self.run(renew)
 

@@ -28,9 +28,11 @@ from sidecar.store.base import (
 )
 from sidecar.store.sql_rows import (
     INSTANCE_COLUMNS,
+    RESTORE_HELD_ROW_SQL,
     TERMINAL_SQL,
     event_kind,
     from_us,
+    held_rows,
     instance_values,
     pack_events,
     row_to_instance,
@@ -187,7 +189,8 @@ class SqlTx(StoreTx):
     def update_instance(self, instance: InstanceSnapshot, *, end_lease: bool) -> None:
         assignments = ", ".join(f"{c} = ?" for c in _INSTANCE_COLUMN_LIST[1:])
         lease = (
-            ", lease_token = NULL, lease_expires_at = NULL, lease_inbox = NULL, lease_new_events = NULL,"
+            ", lease_token = NULL, lease_expires_at = NULL, lease_inbox = NULL, lease_visible = NULL,"
+            " lease_new_events = NULL,"
             " available_at = 0, abandon_count = 0"
             if end_lease
             else ""
@@ -412,11 +415,25 @@ class SqlTx(StoreTx):
         self._keys[rows[0]["instance_id"]] = rows[0]["history_key"]
         return row_to_instance(rows[0])
 
-    def record_turn(self, instance_id: str, token: str, new_events: list[pb.HistoryEvent], consumed: list[int]) -> None:
+    def record_turn(
+        self, instance_id: str, token: str, new_events: list[pb.HistoryEvent], consumed: list[int],
+        visible_since: list[datetime],
+    ) -> None:
         self.db.execute(
-            "UPDATE instances SET lease_inbox = ?, lease_new_events = ? WHERE instance_id = ? AND lease_token = ?",
-            (json.dumps(consumed), pack_events(new_events), instance_id, token),
+            "UPDATE instances SET lease_inbox = ?, lease_visible = ?, lease_new_events = ?"
+            " WHERE instance_id = ? AND lease_token = ?",
+            (json.dumps(consumed), json.dumps([to_us(t) for t in visible_since]), pack_events(new_events),
+             instance_id, token),
         )
+        # The rows this turn holds turn visible again when its lease runs out (or when it is released):
+        # until then, claims walking the visibility index do not pass over them.
+        for start in range(0, len(consumed), 500):
+            chunk = consumed[start:start + 500]
+            self.db.execute(
+                "UPDATE inbox SET visible_at = (SELECT lease_expires_at FROM instances WHERE instance_id = ?)"
+                f" WHERE seq IN ({marks(chunk)})",
+                (instance_id, *chunk),
+            )
 
     def turn_by_lease(self, token: str) -> TurnLease | None:
         rows = self.db.query(
@@ -443,9 +460,13 @@ class SqlTx(StoreTx):
         return (rows[0]["instance_id"], rows[0]["abandon_count"]) if rows else None
 
     def release_turn(self, instance_id: str, available_at: datetime | None, abandon_count: int | None) -> None:
+        rows = self.db.query("SELECT lease_inbox, lease_visible FROM instances WHERE instance_id = ?", (instance_id,))
+        held = held_rows(rows[0]["lease_inbox"], rows[0]["lease_visible"]) if rows else []
+        if held:  # visible again from when they were before the turn was leased
+            self.db.executemany(RESTORE_HELD_ROW_SQL, held)
         self.db.execute(
             "UPDATE instances SET lease_token = NULL, lease_expires_at = NULL, lease_inbox = NULL,"
-            " lease_new_events = NULL, available_at = COALESCE(?, available_at),"
+            " lease_visible = NULL, lease_new_events = NULL, available_at = COALESCE(?, available_at),"
             " abandon_count = COALESCE(?, abandon_count) WHERE instance_id = ?",
             (None if available_at is None else to_us(available_at), abandon_count, instance_id),
         )

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sidecar.store.base import StoreError, StoreFullError, StoreUnavailableError
+from sidecar.store.sql_rows import RESTORE_HELD_ROW_SQL, held_rows
 from sidecar.store.sql_schema import SCHEMA_VERSION, SQLITE, bring_up_to_date
 from sidecar.store.sql_store import Failure, SqlStore
 from sidecar.store.sql_tx import Row
@@ -263,9 +264,13 @@ class SqliteStore(SqlStore):
             db = self._open_db()
             db.execute("BEGIN IMMEDIATE")
             try:
+                held = db.execute(
+                    "SELECT lease_inbox, lease_visible FROM instances WHERE lease_token IS NOT NULL"
+                ).fetchall()
+                db.executemany(RESTORE_HELD_ROW_SQL, [row for r in held for row in held_rows(r[0], r[1])])
                 n = db.execute(
                     "UPDATE instances SET lease_token = NULL, lease_expires_at = NULL, lease_inbox = NULL,"
-                    " lease_new_events = NULL WHERE lease_token IS NOT NULL"
+                    " lease_visible = NULL, lease_new_events = NULL WHERE lease_token IS NOT NULL"
                 ).rowcount
                 n += db.execute(
                     "UPDATE activity_tasks SET lease_token = NULL, lease_expires_at = NULL"

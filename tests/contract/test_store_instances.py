@@ -190,6 +190,34 @@ def test_renewed_lease_does_not_expire(hub: TaskHub) -> None:
         respond(hub, item.token, "a", [complete(1)], later)
 
 
+def test_a_leased_turns_inbox_rows_wait_out_of_sight_until_the_lease_ends_or_is_released(hub: TaskHub) -> None:
+    """The rows a turn holds are not visible to claims while it runs; a release restores their times."""
+    start(hub, "a")
+    start(hub, "b", T0 + timedelta(seconds=1))
+    item = hub.lease_orchestration(T0 + timedelta(seconds=2), LEASE)
+    assert item is not None and item.instance.instance_id == "a"
+    [(_, held_until, _)] = hub.store.inbox_of("a")
+    assert held_until == T0 + timedelta(seconds=2) + LEASE
+    hub.raise_event("a", raised("during"), T0 + timedelta(seconds=3))  # arrives during the turn: not held
+    assert [t for _, t, _ in hub.store.inbox_of("a")] == [held_until, T0 + timedelta(seconds=3)]
+    assert hub.release_orchestration(item.token)
+    assert [t for _, t, _ in hub.store.inbox_of("a")] == [T0, T0 + timedelta(seconds=3)]
+    # Visible from their own times again: "a" (visible first) before "b", with both of its events.
+    again = hub.lease_orchestration(T0 + timedelta(seconds=4), LEASE)
+    assert again is not None and again.instance.instance_id == "a"
+    assert kinds(again.new_events) == ["orchestratorStarted", "executionStarted", "eventRaised"]
+    # An abandoned turn's rows come back too, once the hand-back delay has passed.
+    hub.abandon_orchestration(again.token, T0 + timedelta(seconds=5))
+    assert [t for _, t, _ in hub.store.inbox_of("a")] == [T0, T0 + timedelta(seconds=3)]
+    # A lease that runs out lets its rows be seen when it ends, by whoever claims next.
+    other = hub.lease_orchestration(T0 + timedelta(seconds=6), LEASE, exclude=["a"])
+    assert other is not None and other.instance.instance_id == "b"
+    assert hub.lease_orchestration(T0 + timedelta(seconds=5) + LEASE, LEASE, exclude=["a"]) is None
+    taken_over = hub.lease_orchestration(T0 + timedelta(seconds=6) + LEASE, LEASE, exclude=["a"])
+    assert taken_over is not None and taken_over.instance.instance_id == "b" and taken_over.token != other.token
+    assert kinds(taken_over.new_events) == ["orchestratorStarted", "executionStarted"]
+
+
 def test_renewing_activity_leases_and_unknown_tokens(hub: TaskHub) -> None:
     start(hub, "a")
     item = hub.lease_orchestration(T0, LEASE)

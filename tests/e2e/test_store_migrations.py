@@ -5,6 +5,7 @@
 - a database written by a newer sidecar is refused, both versions named, by the store and the CLI;
 - a version-3 database (SQLite or PostgreSQL) gains the entity queue's trace_context column;
 - a version-4 database gains the partial indexes of leased, delayed and ready rows;
+- a version-5 database gains instances.lease_visible, and a turn leased before it runs on;
 - sidecars starting at once on one fresh PostgreSQL database create the schema once;
 - a sidecar starting on a database at the current version runs no DDL, so it neither waits for
   nor deadlocks with the running sidecars' transactions.
@@ -248,6 +249,10 @@ def test_a_sidecar_starting_on_a_live_postgres_database_runs_no_ddl(fresh_postgr
             store.close()
 
 
+# What versions after 5 added, undone to make an older database.
+AFTER_VERSION_5 = ["ALTER TABLE instances DROP COLUMN lease_visible"]
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_a_version_3_database_gains_the_entity_queue_trace_context(
     tmp_path: Path, kind: str, request: pytest.FixtureRequest
@@ -265,7 +270,8 @@ def test_a_version_3_database_gains_the_entity_queue_trace_context(
     old = open_store(spec)
     signal(old, "before", None)
     old.close()
-    downgrade = ["ALTER TABLE entity_queue DROP COLUMN trace_context", "UPDATE schema_version SET version = 3"]
+    downgrade = ["ALTER TABLE entity_queue DROP COLUMN trace_context", *AFTER_VERSION_5,
+                 "UPDATE schema_version SET version = 3"]
     if kind == "sqlite":
         db = sqlite3.connect(spec, isolation_level=None)
         for statement in downgrade:
@@ -305,7 +311,8 @@ def test_a_version_4_database_gains_the_due_time_indexes(
     """Version 5 adds partial indexes of leased and delayed rows; a database without them gets them."""
     spec = str(tmp_path / "v4.db") if kind == "sqlite" else str(request.getfixturevalue("fresh_postgres"))
     open_store(spec).close()
-    downgrade = [*(f"DROP INDEX {name}" for name in sorted(DUE_TIME_INDEXES)), "UPDATE schema_version SET version = 4"]
+    downgrade = [*(f"DROP INDEX {name}" for name in sorted(DUE_TIME_INDEXES)), *AFTER_VERSION_5,
+                 "UPDATE schema_version SET version = 4"]
     listing = (
         "SELECT name FROM sqlite_master WHERE type = 'index'" if kind == "sqlite"
         else "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
@@ -338,3 +345,53 @@ def test_a_version_4_database_gains_the_due_time_indexes(
             names = {name for (name,) in conn.execute(listing).fetchall()}
     assert DUE_TIME_INDEXES <= names
 
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_turn_leased_by_a_version_5_sidecar_runs_on_after_the_upgrade(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Version 6 adds instances.lease_visible (the held rows' own times); a lease from before has
+    none, and its rows were never moved out of sight: released or cleared, its events go out again."""
+    from sidecar.model import InstanceSnapshot
+    from sidecar.store.sql_rows import to_us
+
+    now = datetime.now(timezone.utc)
+    spec = str(tmp_path / "v5.db") if kind == "sqlite" else str(request.getfixturevalue("fresh_postgres"))
+    old = open_store(spec)
+    hub = TaskHub(old)
+    instance = InstanceSnapshot(instance_id="a", execution_id="a-e", name="o",
+                                status=pb.ORCHESTRATION_STATUS_PENDING, created_at=now, last_updated_at=now)
+    start = new_event(now)
+    start.executionStarted.name = "o"
+    start.executionStarted.orchestrationInstance.instanceId = "a"
+    start.executionStarted.orchestrationInstance.executionId.value = "a-e"
+    hub.create_instance(instance, start, now, now)
+    item = hub.lease_orchestration(now, timedelta(minutes=5))
+    assert item is not None
+    old.close()
+    # As a version-5 sidecar left it: the row where it was, no lease_visible column.
+    downgrade = [f"UPDATE inbox SET visible_at = {to_us(now)}", *AFTER_VERSION_5, "UPDATE schema_version SET version = 5"]
+    if kind == "sqlite":
+        db = sqlite3.connect(spec, isolation_level=None)
+        for statement in downgrade:
+            db.execute(statement)
+        db.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(spec, autocommit=True) as conn:
+            for statement in downgrade:
+                conn.execute(statement)
+
+    store = open_store(spec)
+    try:
+        assert store.schema_version() == SCHEMA_VERSION
+        upgraded = TaskHub(store)
+        if kind == "postgresql":  # a SQLite file's leases are cleared when it is opened
+            assert upgraded.release_orchestration(item.token)
+        again = upgraded.lease_orchestration(now + timedelta(seconds=1), timedelta(minutes=5))
+        assert again is not None and again.token != item.token
+        assert kinds(again.new_events) == ["orchestratorStarted", "executionStarted"]
+    finally:
+        store.close()

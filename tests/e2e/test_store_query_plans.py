@@ -1,7 +1,8 @@
 """The dispatcher's store questions read indexes, not whole tables (SQLite's query plans).
 
-Their cost must not grow with what is stored: finished instances (the next due time), or the
-tasks of a large fan-out already out on leases (the next batch of activity tasks).
+Their cost must not grow with what is stored: finished instances (the next due time), the tasks
+of a large fan-out already out on leases (the next batch of activity tasks), or the turns out on
+leases (the next turn).
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from sidecar.model import ActivityTaskSpec
+from durabletask.internal import orchestrator_service_pb2 as pb
+from sidecar import engine_events
+from sidecar.hub import TaskHub
+from sidecar.model import ActivityTaskSpec, InstanceSnapshot
 from sidecar.store import SqliteStore
 from sidecar.store.sql_store import NEXT_DUE_SQL
 
@@ -61,3 +65,37 @@ def test_an_activity_claim_reads_only_ready_and_expired_tasks(tmp_path: Path) ->
         assert any(f"INDEX {index} " in step for step in reads), reads
         # Apart from the index, only single rows by their id: no pass over the leased tasks.
         assert all(f"INDEX {index} " in step or "PRIMARY KEY" in step for step in reads), reads
+
+
+def claim_steps(path: Path, turns_out: int) -> int:
+    """SQLite VM steps of a lease that finds nothing, with ``turns_out`` turns out on leases."""
+    store = SqliteStore(path)
+    hub = TaskHub(store)
+    try:
+        for n in range(turns_out):
+            iid = f"i{n}"
+            instance = InstanceSnapshot(instance_id=iid, execution_id=f"{iid}-e", name="o",
+                                        status=pb.ORCHESTRATION_STATUS_PENDING, created_at=T0, last_updated_at=T0)
+            start = engine_events.new_execution_started(name="o", instance_id=iid, execution_id=f"{iid}-e", now=T0)
+            hub.create_instance(instance, start, T0, T0)
+        assert len(hub.lease_orchestrations(T0, timedelta(minutes=5), limit=turns_out)) == turns_out
+        assert store._db is not None
+        steps = [0]
+
+        def count() -> int:
+            steps[0] += 1
+            return 0
+
+        store._db.set_progress_handler(count, 10)
+        assert hub.lease_orchestrations(T0 + timedelta(seconds=1), timedelta(minutes=5), limit=1) == []
+        store._db.set_progress_handler(None, 0)
+        return steps[0]
+    finally:
+        store.close()
+
+
+def test_a_turn_claim_does_not_pass_over_the_turns_out_on_leases(tmp_path: Path) -> None:
+    # The inbox rows of a leased turn are out of sight until its lease ends; before, every claim
+    # walked the visible rows of all the turns out (a worker holds up to 100 per core).
+    few, many = claim_steps(tmp_path / "few.db", 1), claim_steps(tmp_path / "many.db", 300)
+    assert many < 2 * few + 50, (few, many)
