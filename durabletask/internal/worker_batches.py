@@ -27,9 +27,14 @@ from durabletask.internal import work_batches_pb2 as batches_pb
 from durabletask.internal.worker_completions import Outcome, Refusal
 
 # Most results in one call, and most bytes: results share a call only up to gRPC's usual 4 MiB
-# message limit (a larger result goes alone, as it would one by one).
+# message limit, or the smaller limit a work channel's sidecar stated (a larger result goes alone,
+# as it would one by one).
 MAX_RESULTS_PER_CALL = 256
 MAX_CALL_BYTES = 4 * 1024 * 1024
+# A result's framing inside the batch (field tag and length), and the message's own (its field
+# tag, length and call ID on a channel).
+RESULT_FRAMING_BYTES = 6
+MESSAGE_FRAMING_BYTES = 32
 ACTIVITIES = ("CompleteActivityTasks", batches_pb.ActivityResultBatch)
 TURNS = ("CompleteOrchestratorTasks", batches_pb.OrchestratorResultBatch)
 
@@ -73,6 +78,7 @@ class ResultBatcher:
         self._pending: list[PendingResult] = []
         self._sending = False
         self.calls = 0  # batch calls made
+        self.sent_alone = 0  # results the batches did not take, sent one by one
 
     def submit(self, result: PendingResult) -> None:
         """Send ``result`` now, or with the next batch when a send is in flight (then return at once).
@@ -91,8 +97,9 @@ class ResultBatcher:
                 return
             self._sending = True
         while True:
+            limit = getattr(self._batch_stub(), "max_message_bytes", MAX_CALL_BYTES)
             with self._lock:
-                batch = self._take()
+                batch = self._take(min(limit, MAX_CALL_BYTES))
                 if not batch:
                     self._sending = False
                     return
@@ -104,13 +111,14 @@ class ResultBatcher:
                 for result in batch:
                     _run(result.done, self._logger)
 
-    def _take(self) -> list[PendingResult]:
-        """The next results to send together (under the lock): at most max_batch, and MAX_CALL_BYTES but for one."""
-        size = 0
+    def _take(self, max_bytes: int) -> list[PendingResult]:
+        """The next results to send together (under the lock): at most max_batch, in a message of at
+        most ``max_bytes`` unless a single result is larger by itself."""
+        size = MESSAGE_FRAMING_BYTES
         count = 0
         for result in self._pending[: self._max_batch]:
-            size += result.response.ByteSize()
-            if count and size > MAX_CALL_BYTES:
+            size += result.response.ByteSize() + RESULT_FRAMING_BYTES
+            if count and size > max_bytes:
                 break
             count += 1
         batch = self._pending[:count]
@@ -120,8 +128,7 @@ class ResultBatcher:
     def _send(self, batch: list[PendingResult]) -> None:
         stub = self._batch_stub()
         if stub is None:  # the stream is no longer batched: one by one
-            for result in batch:
-                result.send_alone()
+            self._alone(batch)
             return
         request = self._batch_type(results=[result.response for result in batch])
         try:
@@ -131,23 +138,26 @@ class ResultBatcher:
             code = err.code() if isinstance(err, grpc.Call) else None
             self._logger.info("%s with %d results failed (%s); sending them one by one", self._method, len(batch),
                               code)
-            for result in batch:
-                result.send_alone()
+            self._alone(batch)
             return
         if len(reply.outcomes) != len(batch):
             self._logger.warning("the sidecar answered %d outcomes for %d results of %s; sending them one by one",
                                  len(reply.outcomes), len(batch), self._method)
-            for result in batch:
-                result.send_alone()
+            self._alone(batch)
             return
         for result, outcome in zip(batch, reply.outcomes, strict=True):
             if outcome.code == 0:
                 continue
             settled = Outcome(_CODES.get(outcome.code, grpc.StatusCode.UNKNOWN), outcome.message)
             if settled.transient:
-                result.send_alone()
+                self._alone([result])
             else:
                 self._settle(settled, result)
+
+    def _alone(self, results: list[PendingResult]) -> None:
+        self.sent_alone += len(results)
+        for result in results:
+            result.send_alone()
 
 
 def _run(callback: Callable[[], None], logger: logging.Logger) -> None:

@@ -495,8 +495,8 @@ def padded_fan_out(ctx: task.OrchestrationContext, n: int):  # type: ignore[no-u
 
 
 def test_our_worker_keeps_its_results_within_what_the_sidecar_takes() -> None:
-    """The channel's first message says the sidecar's limit; results that would make a larger
-    message go one by one, so the channel is never ended by one (it stays the first one)."""
+    """The channel's first message says the sidecar's limit; the worker's batches of results stay
+    within it, so no channel is ended by one (it stays the first one) and none goes one by one."""
     limit = 1024 * 1024
     with fast_sidecar(max_message_size=limit) as (_, address):
         worker = TaskHubGrpcWorker(host_address=address)
@@ -515,6 +515,9 @@ def test_our_worker_keeps_its_results_within_what_the_sidecar_takes() -> None:
                     assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED, state
                     assert state.serialized_output == str(8 * 300_000)
             assert stream.connections == 1, "no channel was ended by a message over the limit"
+            batches = worker._dispatcher._activity_results  # noqa: SLF001
+            assert batches.sent_alone == 0, "results over the limit together were sent one by one"
+            assert batches.calls >= 3 * 8 / 3, "three ~300 KB results at most in a 1 MiB message"
         finally:
             worker.stop()
 

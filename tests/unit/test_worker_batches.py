@@ -178,3 +178,40 @@ def test_results_share_a_call_only_up_to_4_mib() -> None:
     # 3 MiB results cannot share a call with another 3 MiB one; small ones join where they fit.
     assert stub.calls == [["a"], ["big1"], ["big2", "small1", "small2"], ["big3"]]
     assert sorted(log.of("done")) == ["a", "big1", "big2", "big3", "small1", "small2"]
+
+
+def sized(token: str, log: Log, size: int) -> PendingResult:
+    result = pending(token, log)
+    result.response.result.value = "x" * size
+    return result
+
+
+def test_batches_stay_within_the_message_limit_a_channel_states() -> None:
+    stub, log = Stub(), Log()
+    stub.max_message_bytes = 25_000  # type: ignore[attr-defined]  # as a ChannelSender states it
+    results = batcher(stub, log)
+    stub.gate.clear()
+    first = threading.Thread(target=results.submit, args=(sized("a", log, 10),))
+    first.start()
+    assert stub.entered.wait(5)
+    for token in "bcdef":  # 10 KB each: two fit in 25,000 bytes with their framing, three do not
+        results.submit(sized(token, log, 10_000))
+    results.submit(sized("big", log, 30_000))  # over the limit by itself: it still goes, alone
+    stub.gate.set()
+    first.join(10)
+    assert stub.calls == [["a"], ["b", "c"], ["d", "e"], ["f"], ["big"]]
+    assert results.sent_alone == 0 and log.of("alone") == []
+
+
+def test_without_a_stated_limit_batches_take_up_to_4_mib() -> None:
+    stub, log = Stub(), Log()
+    results = batcher(stub, log)
+    stub.gate.clear()
+    first = threading.Thread(target=results.submit, args=(sized("a", log, 10),))
+    first.start()
+    assert stub.entered.wait(5)
+    for token in "bcdef":
+        results.submit(sized(token, log, 1024 * 1024))
+    stub.gate.set()
+    first.join(10)
+    assert stub.calls == [["a"], ["b", "c", "d"], ["e", "f"]]
