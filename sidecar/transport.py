@@ -44,6 +44,7 @@ from sidecar.notify import InstanceWatcher
 from sidecar.quoting import bounded_message, log_text
 from sidecar.servicer_batches import BatchServicer
 from sidecar.servicer_util import UNDECODABLE_DETAILS, check_instance_id, check_stream_request, error_status
+from sidecar.store.client_turns import serving_a_client
 
 
 class SidecarServicer(Protocol):
@@ -65,6 +66,11 @@ T = TypeVar("T")
 SERVICE = pb.DESCRIPTOR.services_by_name["TaskHubSidecarService"]
 # Unary RPCs answered on the event loop: they touch neither the store nor a lock.
 ON_LOOP = frozenset({"Hello"})
+# The worker's calls; every other call of TaskHubSidecarService is a client's (see sidecar.store.client_turns).
+WORKER_RPCS = frozenset({
+    "GetWorkItems", "CompleteActivityTask", "CompleteOrchestratorTask", "CompleteEntityTask",
+    "AbandonTaskActivityWorkItem", "AbandonTaskOrchestratorWorkItem", "AbandonTaskEntityWorkItem",
+})
 _END = object()
 # After the server stopped, how long its calls' tasks may take to end before they are cancelled.
 _DRAIN_SECONDS = 1.0
@@ -169,6 +175,11 @@ def _is_original(servicer: SidecarServicer, rpc: str) -> bool:
     return rpc not in vars(servicer)
 
 
+def _for_client(fn: Callable[..., T], *args: Any) -> T:
+    with serving_a_client():
+        return fn(*args)
+
+
 class AsyncServicer:
     """The aio handlers of a :class:`~sidecar.server.SidecarServicer`: its methods wrapped, plus the waiting RPCs."""
 
@@ -188,13 +199,18 @@ class AsyncServicer:
         """Run ``fn(*args)`` on the pool."""
         return asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
+    def _offload_for_client(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
+        """Run ``fn(*args)`` on the pool, as a client's call."""
+        return asyncio.get_running_loop().run_in_executor(self._pool, _for_client, fn, *args)
+
     def _unary(self, rpc: str, method: Callable[[Any, Any], Any]) -> Handler:
         on_loop = rpc in ON_LOOP
+        offload = self._offload if rpc in WORKER_RPCS else self._offload_for_client
 
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
             call = CallContext(context)
             try:
-                response = method(request, call) if on_loop else await self._offload(method, request, call)
+                response = method(request, call) if on_loop else await offload(method, request, call)
             except asyncio.CancelledError:
                 call.cancelled = True
                 raise
@@ -237,7 +253,7 @@ class AsyncServicer:
             instance_id = check_instance_id(request.instanceId)
             final = await servicer.watcher.wait_for_async(
                 instance_id,
-                read=lambda: self._offload(servicer.hub.get_instance, instance_id),
+                read=lambda: self._offload_for_client(servicer.hub.get_instance, instance_id),
                 done=lambda inst: inst is not None and done(inst),
                 timeout=context.time_remaining(),
                 may_end=servicer.WAIT_STATUSES[rpc],

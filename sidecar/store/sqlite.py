@@ -21,13 +21,13 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sidecar.store.base import StoreError, StoreFullError, StoreUnavailableError
+from sidecar.store.client_turns import TurnTakingLock
 from sidecar.store.sql_rows import RESTORE_HELD_ROW_SQL, held_rows
 from sidecar.store.sql_schema import SCHEMA_VERSION, SQLITE, bring_up_to_date
 from sidecar.store.sql_store import Failure, SqlStore
@@ -105,7 +105,7 @@ class SqliteStore(SqlStore):
     def __init__(self, path: str | os.PathLike[str] = MEMORY) -> None:
         super().__init__()
         self.path = str(path)
-        self._lock = threading.RLock()
+        self._lock = TurnTakingLock()
         self._file_lock: _FileLock | None = None
         self._db: sqlite3.Connection | None = None
         self._returns_pages = False  # auto_vacuum=INCREMENTAL: free pages can go back to the file system
