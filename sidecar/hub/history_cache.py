@@ -182,6 +182,12 @@ class HistoryCache:
         self.max_bytes = max_bytes
         self._views: OrderedDict[str, HistoryView] = OrderedDict()
         self._turns: OrderedDict[str, TurnNote] = OrderedDict()
+        # The views turns out on leases were built from, by token (within the same bounds): while
+        # its token holds, nothing else appends to an instance's history, so the turn's commit
+        # needs no read to check the view.
+        self._leased: OrderedDict[str, HistoryView] = OrderedDict()
+        self._leased_events = 0
+        self._leased_bytes = 0
         self._noted = 0  # events held by the notes (mostly the same objects as the views')
         self._events = 0
         self._bytes = 0
@@ -234,6 +240,31 @@ class HistoryCache:
                 self._events -= len(evicted.events)
                 self._bytes -= evicted.size
 
+    def lease(self, token: str, view: HistoryView) -> None:
+        """Remember the view the turn held by ``token`` was built from (after its lease committed)."""
+        if self.capacity <= 0 or len(view.events) > self.max_events or view.size > self.max_bytes:
+            return
+        with self._lock:
+            self._leased[token] = view
+            self._leased_events += len(view.events)
+            self._leased_bytes += view.size
+            while self._leased and (
+                len(self._leased) > self.capacity or self._leased_events > self.max_events
+                or self._leased_bytes > self.max_bytes
+            ):
+                _, evicted = self._leased.popitem(last=False)
+                self._leased_events -= len(evicted.events)
+                self._leased_bytes -= evicted.size
+
+    def leased_view(self, token: str) -> HistoryView | None:
+        """The view the turn held by ``token`` was built from, if remembered (then forgotten)."""
+        with self._lock:
+            view = self._leased.pop(token, None)
+            if view is not None:
+                self._leased_events -= len(view.events)
+                self._leased_bytes -= view.size
+            return view
+
     def note_turn(self, instance_id: str, note: TurnNote) -> None:
         """Note the last turn applied to the instance's history (inside that turn's transaction)."""
         if self.capacity <= 0 or len(note.appended) > self.max_events:
@@ -278,6 +309,9 @@ class HistoryCache:
         with self._lock:
             self._views.clear()
             self._turns.clear()
+            self._leased.clear()
+            self._leased_events = 0
+            self._leased_bytes = 0
             self._noted = 0
             self._events = 0
             self._bytes = 0

@@ -288,6 +288,7 @@ class TaskHub:
         """After the leasing transaction committed: remember the turns' history views; the work items."""
         for item, view in leased:
             self.histories.put(item.instance.instance_id, view)
+            self.histories.lease(item.token, view)
         return [item for item, _ in leased]
 
     def _build_turn(
@@ -361,7 +362,15 @@ class TaskHub:
         if lease is None:
             raise LeaseNotFoundError(token)
         inst = lease.instance
-        view = self.histories.load(tx, inst.instance_id, inst.execution_id)
+        # The view this turn was built from is the stored history while the token holds (only a
+        # turn's commit appends to it, and a termination ends the lease); unless the history
+        # started over since (a new key), or the view is not remembered: then it is loaded.
+        view = self.histories.leased_view(token)
+        if view is None or view.key is None or view.key != tx.history_key(inst.instance_id) \
+                or view.execution_id != inst.execution_id:
+            view = self.histories.load(tx, inst.instance_id, inst.execution_id)
+        else:
+            tx.note_history_end(inst.instance_id, view.next_seq)
         turn = TurnInput(
             instance=inst,
             past_events=view.events,

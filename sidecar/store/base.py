@@ -410,6 +410,10 @@ class StoreTx(ABC):
     def append_history(self, instance_id: str, events: list[pb.HistoryEvent]) -> None:
         """Append events to the history."""
 
+    def note_history_end(self, instance_id: str, next_seq: int) -> None:  # noqa: B027 - a hint, no-op by default
+        """The history's next sequence number, as the caller knows it for sure (a turn's lease keeps
+        the history unchanged): an append in this transaction need not read it."""
+
     @abstractmethod
     def replace_history(self, instance_id: str, events: list[pb.HistoryEvent]) -> None:
         """Replace the whole history; the new events are numbered after the old last one."""

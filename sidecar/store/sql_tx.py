@@ -277,6 +277,9 @@ class SqlTx(StoreTx):
         )
         self._next_seq[instance_id] = start + len(events)
 
+    def note_history_end(self, instance_id: str, next_seq: int) -> None:
+        self._next_seq[instance_id] = next_seq
+
     def append_history(self, instance_id: str, events: list[pb.HistoryEvent]) -> None:
         if events:
             self._insert_history(instance_id, self._next_history_seq(instance_id), events)

@@ -99,3 +99,29 @@ def test_a_turn_claim_does_not_pass_over_the_turns_out_on_leases(tmp_path: Path)
     # walked the visible rows of all the turns out (a worker holds up to 100 per core).
     few, many = claim_steps(tmp_path / "few.db", 1), claim_steps(tmp_path / "many.db", 300)
     assert many < 2 * few + 50, (few, many)
+
+
+def test_a_turns_commit_reads_no_history_while_its_lease_holds(tmp_path: Path) -> None:
+    # The view the turn was built from is the stored history while its token holds: the commit
+    # appends after it without reading the history again (nor its last sequence number).
+    store = SqliteStore(tmp_path / "turns.db")
+    hub = TaskHub(store)
+    statements: list[str] = []
+    try:
+        instance = InstanceSnapshot(instance_id="a", execution_id="a-e", name="o",
+                                    status=pb.ORCHESTRATION_STATUS_PENDING, created_at=T0, last_updated_at=T0)
+        start = engine_events.new_execution_started(name="o", instance_id="a", execution_id="a-e", now=T0)
+        hub.create_instance(instance, start, T0, T0)
+        for step in range(3):
+            item = hub.lease_orchestration(T0, timedelta(minutes=5))
+            assert item is not None
+            assert store._db is not None
+            store._db.set_trace_callback(statements.append)
+            action = pb.OrchestratorAction(id=step + 1, createTimer=pb.CreateTimerAction(
+                fireAt=engine_events.to_timestamp(T0)))
+            hub.complete_orchestration(item.token, pb.OrchestratorResponse(
+                instanceId="a", completionToken=item.token, actions=[action]), T0)
+            store._db.set_trace_callback(None)
+    finally:
+        store.close()
+    assert statements and not [s for s in statements if "FROM history" in s], statements

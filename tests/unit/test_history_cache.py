@@ -339,3 +339,20 @@ def test_extended_views_share_their_events_and_never_see_each_others_appends() -
         view.events[-3]  # noqa: B018
     request = pb.OrchestratorRequest(pastEvents=longer.events)
     assert [e.eventRaised.name for e in request.pastEvents] == ["a", "b", "c"]
+
+
+def test_views_of_turns_out_on_leases_are_kept_by_token_within_bounds() -> None:
+    cache = HistoryCache(capacity=2)
+    first, second, third = view_of("a"), view_of("b"), view_of("c")
+    cache.lease("t1", first)
+    assert cache.leased_view("t1") is first
+    assert cache.leased_view("t1") is None, "handed out once"
+    for token, view in (("t1", first), ("t2", second), ("t3", third)):
+        cache.lease(token, view)
+    assert cache.leased_view("t1") is None, "the oldest went beyond the capacity"
+    assert cache.leased_view("t2") is second
+    cache.clear()
+    assert cache.leased_view("t3") is None
+    small = HistoryCache(max_events=1)
+    small.lease("t", view_of("a", "b"))
+    assert small.leased_view("t") is None, "a view over the bounds is not kept"
