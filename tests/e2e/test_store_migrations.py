@@ -249,6 +249,21 @@ def test_a_sidecar_starting_on_a_live_postgres_database_runs_no_ddl(fresh_postgr
             store.close()
 
 
+def run_statements(kind: str, spec: str, statements: list[str]) -> None:
+    """Run ``statements`` on the SQLite file or PostgreSQL database ``spec``, outside any store."""
+    if kind == "sqlite":
+        db = sqlite3.connect(spec, isolation_level=None)
+        for statement in statements:
+            db.execute(statement)
+        db.close()
+        return
+    import psycopg
+
+    with psycopg.connect(spec, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
 # What versions after 5 added, undone to make an older database.
 AFTER_VERSION_5 = ["ALTER TABLE instances DROP COLUMN lease_visible"]
 
@@ -272,17 +287,7 @@ def test_a_version_3_database_gains_the_entity_queue_trace_context(
     old.close()
     downgrade = ["ALTER TABLE entity_queue DROP COLUMN trace_context", *AFTER_VERSION_5,
                  "UPDATE schema_version SET version = 3"]
-    if kind == "sqlite":
-        db = sqlite3.connect(spec, isolation_level=None)
-        for statement in downgrade:
-            db.execute(statement)
-        db.close()
-    else:
-        import psycopg
-
-        with psycopg.connect(spec, autocommit=True) as conn:
-            for statement in downgrade:
-                conn.execute(statement)
+    run_statements(kind, spec, downgrade)
 
     store = open_store(spec)
     try:
@@ -317,18 +322,9 @@ def test_a_version_4_database_gains_the_due_time_indexes(
         "SELECT name FROM sqlite_master WHERE type = 'index'" if kind == "sqlite"
         else "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
     )
+    run_statements(kind, spec, downgrade)
     if kind == "sqlite":
-        db = sqlite3.connect(spec, isolation_level=None)
-        for statement in downgrade:
-            db.execute(statement)
-        db.close()
         assert not DUE_TIME_INDEXES & {name for (name,) in query(Path(spec), listing)}
-    else:
-        import psycopg
-
-        with psycopg.connect(spec, autocommit=True) as conn:
-            for statement in downgrade:
-                conn.execute(statement)
 
     store = open_store(spec)
     try:
@@ -372,17 +368,7 @@ def test_a_turn_leased_by_a_version_5_sidecar_runs_on_after_the_upgrade(
     old.close()
     # As a version-5 sidecar left it: the row where it was, no lease_visible column.
     downgrade = [f"UPDATE inbox SET visible_at = {to_us(now)}", *AFTER_VERSION_5, "UPDATE schema_version SET version = 5"]
-    if kind == "sqlite":
-        db = sqlite3.connect(spec, isolation_level=None)
-        for statement in downgrade:
-            db.execute(statement)
-        db.close()
-    else:
-        import psycopg
-
-        with psycopg.connect(spec, autocommit=True) as conn:
-            for statement in downgrade:
-                conn.execute(statement)
+    run_statements(kind, spec, downgrade)
 
     store = open_store(spec)
     try:
