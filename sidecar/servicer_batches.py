@@ -116,11 +116,14 @@ class BatchServicer:
         batches = dispatcher.aiterate_batches(stream, MAX_ITEMS_PER_BATCH)
         try:
             async for items in batches:
-                limit = min(dispatcher.options.max_message_size or MAX_BATCH_BYTES, MAX_BATCH_BYTES)
-                for part in split_batch(items, limit):
+                for part in split_batch(items, self._batch_limit()):
                     yield batches_pb.WorkItemBatch(workItems=part)
         finally:
             await batches.aclose()  # closes the stream (a no-op when the iteration ended it)
+
+    def _batch_limit(self) -> int:
+        """The most bytes of work items one message carries."""
+        return min(self._dispatcher().options.max_message_size or MAX_BATCH_BYTES, MAX_BATCH_BYTES)
 
     async def OpenWorkChannel(self, requests: Any, context: grpc.aio.ServicerContext) -> None:
         writing = asyncio.Lock()  # one write at a time: batches, outcomes and the call's status
@@ -133,6 +136,7 @@ class BatchServicer:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "work channels are not served here")
         dispatcher = self._dispatcher()
         stream = dispatcher.open_stream(first.open)
+        with_outcomes = first.readsWorkWithOutcomes
 
         async def write(reply: batches_pb.ChannelReply) -> None:
             async with writing:
@@ -146,15 +150,31 @@ class BatchServicer:
                 await write(batches_pb.ChannelReply(workItems=batch, maxMessageBytes=limit))
                 limit = 0
 
+        async def answer(reply: batches_pb.ChannelReply) -> None:
+            """Write outcomes, with the work items ready for the stream (see ``readyWork``)."""
+            async with writing:
+                ready = stream.queue.take_ready(MAX_ITEMS_PER_BATCH, stop=_ends_stream)
+                items = [item for item in ready if item is not None]  # stops before the end: none is
+                for message in with_ready_work(reply, items, self._batch_limit()):
+                    await context.write(message)
+
         async def settle(request: batches_pb.ChannelRequest) -> None:
             kind = request.WhichOneof("message")
             results: list[Any] = list(getattr(request, kind).results)
             complete = self.complete_activities if kind == "activityResults" else self.complete_turns
+            if with_outcomes:
+                # The work these results make waits for their outcomes, to go out in the same message.
+                stream.queue.hold()
             try:
-                outcomes = await asyncio.get_running_loop().run_in_executor(self._pool, complete, results)
-            except Exception as exc:  # the pool is shutting down: the worker sends each again by itself
-                outcomes = _outcomes([(grpc.StatusCode.UNAVAILABLE, f"not settled: {exc}")] * len(results))
-            await write(batches_pb.ChannelReply(outcomes=outcomes, callId=request.callId))
+                try:
+                    outcomes = await asyncio.get_running_loop().run_in_executor(self._pool, complete, results)
+                except Exception as exc:  # the pool is shutting down: the worker sends each again by itself
+                    outcomes = _outcomes([(grpc.StatusCode.UNAVAILABLE, f"not settled: {exc}")] * len(results))
+                reply = batches_pb.ChannelReply(outcomes=outcomes, callId=request.callId)
+                await (answer(reply) if with_outcomes else write(reply))
+            finally:
+                if with_outcomes:
+                    stream.queue.release()
 
         work = asyncio.ensure_future(send_work())
         reading: asyncio.Future[Any] | None = None
@@ -261,6 +281,27 @@ class BatchServicer:
         return _outcomes(outcomes)
 
 
+def with_ready_work(
+    reply: batches_pb.ChannelReply, items: list[pb.WorkItem], max_bytes: int
+) -> list[batches_pb.ChannelReply]:
+    """An outcomes ``reply`` carrying the first of ``items`` that fit in ``max_bytes`` with it (its
+    ``readyWork``), then the others in work-item messages of their own, in order."""
+    budget, taken = max_bytes - reply.ByteSize() - ENVELOPE_BYTES, 0
+    for item in items:
+        budget -= item.ByteSize() + ENVELOPE_BYTES
+        if budget < 0:
+            break
+        taken += 1
+    if taken:
+        reply.readyWork.workItems.extend(items[:taken])
+    rest = split_batch(items[taken:], max_bytes) if taken < len(items) else []
+    return [reply, *(batches_pb.ChannelReply(workItems=batches_pb.WorkItemBatch(workItems=part)) for part in rest)]
+
+
+def _ends_stream(item: pb.WorkItem | None) -> bool:
+    return item is None
+
+
 def split_batch(items: list[pb.WorkItem], max_bytes: int | None) -> list[list[pb.WorkItem]]:
     """``items`` in consecutive batches whose messages stay under ``max_bytes`` (one batch when None).
 
@@ -291,4 +332,4 @@ def _outcome(status: Status | None) -> batches_pb.CompletionOutcome:
     return batches_pb.CompletionOutcome(code=code.value[0], message=message)
 
 
-__all__ = ["MAX_ITEMS_PER_BATCH", "BatchServicer", "split_batch"]
+__all__ = ["MAX_ITEMS_PER_BATCH", "BatchServicer", "split_batch", "with_ready_work"]

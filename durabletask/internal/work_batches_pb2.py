@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from durabletask.internal import orchestrator_service_pb2 as orchestrator__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12work_batches.proto\x12\x13\x64urabletask.batches\x1a\x1aorchestrator_service.proto\"-\n\rWorkItemBatch\x12\x1c\n\tworkItems\x18\x01 \x03(\x0b\x32\t.WorkItem\"9\n\x13\x41\x63tivityResultBatch\x12\"\n\x07results\x18\x01 \x03(\x0b\x32\x11.ActivityResponse\"A\n\x17OrchestratorResultBatch\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.OrchestratorResponse\"2\n\x11\x43ompletionOutcome\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"N\n\x12\x43ompletionOutcomes\x12\x38\n\x08outcomes\x18\x01 \x03(\x0b\x32&.durabletask.batches.CompletionOutcome\"\xe3\x01\n\x0e\x43hannelRequest\x12$\n\x04open\x18\x01 \x01(\x0b\x32\x14.GetWorkItemsRequestH\x00\x12\x43\n\x0f\x61\x63tivityResults\x18\x02 \x01(\x0b\x32(.durabletask.batches.ActivityResultBatchH\x00\x12K\n\x13orchestratorResults\x18\x03 \x01(\x0b\x32,.durabletask.batches.OrchestratorResultBatchH\x00\x12\x0e\n\x06\x63\x61llId\x18\x04 \x01(\x03\x42\t\n\x07message\"\xb8\x01\n\x0c\x43hannelReply\x12\x37\n\tworkItems\x18\x01 \x01(\x0b\x32\".durabletask.batches.WorkItemBatchH\x00\x12;\n\x08outcomes\x18\x02 \x01(\x0b\x32\'.durabletask.batches.CompletionOutcomesH\x00\x12\x0e\n\x06\x63\x61llId\x18\x03 \x01(\x03\x12\x17\n\x0fmaxMessageBytes\x18\x04 \x01(\x03\x42\t\n\x07message2\x9e\x03\n\x0bWorkBatches\x12P\n\x12GetWorkItemBatches\x12\x14.GetWorkItemsRequest\x1a\".durabletask.batches.WorkItemBatch0\x01\x12j\n\x15\x43ompleteActivityTasks\x12(.durabletask.batches.ActivityResultBatch\x1a\'.durabletask.batches.CompletionOutcomes\x12r\n\x19\x43ompleteOrchestratorTasks\x12,.durabletask.batches.OrchestratorResultBatch\x1a\'.durabletask.batches.CompletionOutcomes\x12]\n\x0fOpenWorkChannel\x12#.durabletask.batches.ChannelRequest\x1a!.durabletask.batches.ChannelReply(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12work_batches.proto\x12\x13\x64urabletask.batches\x1a\x1aorchestrator_service.proto\"-\n\rWorkItemBatch\x12\x1c\n\tworkItems\x18\x01 \x03(\x0b\x32\t.WorkItem\"9\n\x13\x41\x63tivityResultBatch\x12\"\n\x07results\x18\x01 \x03(\x0b\x32\x11.ActivityResponse\"A\n\x17OrchestratorResultBatch\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.OrchestratorResponse\"2\n\x11\x43ompletionOutcome\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"N\n\x12\x43ompletionOutcomes\x12\x38\n\x08outcomes\x18\x01 \x03(\x0b\x32&.durabletask.batches.CompletionOutcome\"\x82\x02\n\x0e\x43hannelRequest\x12$\n\x04open\x18\x01 \x01(\x0b\x32\x14.GetWorkItemsRequestH\x00\x12\x43\n\x0f\x61\x63tivityResults\x18\x02 \x01(\x0b\x32(.durabletask.batches.ActivityResultBatchH\x00\x12K\n\x13orchestratorResults\x18\x03 \x01(\x0b\x32,.durabletask.batches.OrchestratorResultBatchH\x00\x12\x0e\n\x06\x63\x61llId\x18\x04 \x01(\x03\x12\x1d\n\x15readsWorkWithOutcomes\x18\x05 \x01(\x08\x42\t\n\x07message\"\xef\x01\n\x0c\x43hannelReply\x12\x37\n\tworkItems\x18\x01 \x01(\x0b\x32\".durabletask.batches.WorkItemBatchH\x00\x12;\n\x08outcomes\x18\x02 \x01(\x0b\x32\'.durabletask.batches.CompletionOutcomesH\x00\x12\x0e\n\x06\x63\x61llId\x18\x03 \x01(\x03\x12\x17\n\x0fmaxMessageBytes\x18\x04 \x01(\x03\x12\x35\n\treadyWork\x18\x05 \x01(\x0b\x32\".durabletask.batches.WorkItemBatchB\t\n\x07message2\x9e\x03\n\x0bWorkBatches\x12P\n\x12GetWorkItemBatches\x12\x14.GetWorkItemsRequest\x1a\".durabletask.batches.WorkItemBatch0\x01\x12j\n\x15\x43ompleteActivityTasks\x12(.durabletask.batches.ActivityResultBatch\x1a\'.durabletask.batches.CompletionOutcomes\x12r\n\x19\x43ompleteOrchestratorTasks\x12,.durabletask.batches.OrchestratorResultBatch\x1a\'.durabletask.batches.CompletionOutcomes\x12]\n\x0fOpenWorkChannel\x12#.durabletask.batches.ChannelRequest\x1a!.durabletask.batches.ChannelReply(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,9 +43,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMPLETIONOUTCOMES']._serialized_start=296
   _globals['_COMPLETIONOUTCOMES']._serialized_end=374
   _globals['_CHANNELREQUEST']._serialized_start=377
-  _globals['_CHANNELREQUEST']._serialized_end=604
-  _globals['_CHANNELREPLY']._serialized_start=607
-  _globals['_CHANNELREPLY']._serialized_end=791
-  _globals['_WORKBATCHES']._serialized_start=794
-  _globals['_WORKBATCHES']._serialized_end=1208
+  _globals['_CHANNELREQUEST']._serialized_end=635
+  _globals['_CHANNELREPLY']._serialized_start=638
+  _globals['_CHANNELREPLY']._serialized_end=877
+  _globals['_WORKBATCHES']._serialized_start=880
+  _globals['_WORKBATCHES']._serialized_end=1294
 # @@protoc_insertion_point(module_scope)

@@ -40,25 +40,29 @@ class CompletionOutcomes(_message.Message):
     def __init__(self, outcomes: _Optional[_Iterable[_Union[CompletionOutcome, _Mapping]]] = ...) -> None: ...
 
 class ChannelRequest(_message.Message):
-    __slots__ = ("open", "activityResults", "orchestratorResults", "callId")
+    __slots__ = ("open", "activityResults", "orchestratorResults", "callId", "readsWorkWithOutcomes")
     OPEN_FIELD_NUMBER: _ClassVar[int]
     ACTIVITYRESULTS_FIELD_NUMBER: _ClassVar[int]
     ORCHESTRATORRESULTS_FIELD_NUMBER: _ClassVar[int]
     CALLID_FIELD_NUMBER: _ClassVar[int]
+    READSWORKWITHOUTCOMES_FIELD_NUMBER: _ClassVar[int]
     open: _orchestrator_service_pb2.GetWorkItemsRequest
     activityResults: ActivityResultBatch
     orchestratorResults: OrchestratorResultBatch
     callId: int
-    def __init__(self, open: _Optional[_Union[_orchestrator_service_pb2.GetWorkItemsRequest, _Mapping]] = ..., activityResults: _Optional[_Union[ActivityResultBatch, _Mapping]] = ..., orchestratorResults: _Optional[_Union[OrchestratorResultBatch, _Mapping]] = ..., callId: _Optional[int] = ...) -> None: ...
+    readsWorkWithOutcomes: bool
+    def __init__(self, open: _Optional[_Union[_orchestrator_service_pb2.GetWorkItemsRequest, _Mapping]] = ..., activityResults: _Optional[_Union[ActivityResultBatch, _Mapping]] = ..., orchestratorResults: _Optional[_Union[OrchestratorResultBatch, _Mapping]] = ..., callId: _Optional[int] = ..., readsWorkWithOutcomes: _Optional[bool] = ...) -> None: ...
 
 class ChannelReply(_message.Message):
-    __slots__ = ("workItems", "outcomes", "callId", "maxMessageBytes")
+    __slots__ = ("workItems", "outcomes", "callId", "maxMessageBytes", "readyWork")
     WORKITEMS_FIELD_NUMBER: _ClassVar[int]
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     CALLID_FIELD_NUMBER: _ClassVar[int]
     MAXMESSAGEBYTES_FIELD_NUMBER: _ClassVar[int]
+    READYWORK_FIELD_NUMBER: _ClassVar[int]
     workItems: WorkItemBatch
     outcomes: CompletionOutcomes
     callId: int
     maxMessageBytes: int
-    def __init__(self, workItems: _Optional[_Union[WorkItemBatch, _Mapping]] = ..., outcomes: _Optional[_Union[CompletionOutcomes, _Mapping]] = ..., callId: _Optional[int] = ..., maxMessageBytes: _Optional[int] = ...) -> None: ...
+    readyWork: WorkItemBatch
+    def __init__(self, workItems: _Optional[_Union[WorkItemBatch, _Mapping]] = ..., outcomes: _Optional[_Union[CompletionOutcomes, _Mapping]] = ..., callId: _Optional[int] = ..., maxMessageBytes: _Optional[int] = ..., readyWork: _Optional[_Union[WorkItemBatch, _Mapping]] = ...) -> None: ...

@@ -47,7 +47,7 @@ class ChannelSender:
         self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
         """The largest results message sent on the channel (set from the sidecar's first message)."""
         self._outgoing: queue.SimpleQueue[batches_pb.ChannelRequest | None] = queue.SimpleQueue()
-        self._outgoing.put(batches_pb.ChannelRequest(open=open_request))
+        self._outgoing.put(batches_pb.ChannelRequest(open=open_request, readsWorkWithOutcomes=True))
         self._lock = threading.Lock()
         self._waiting: dict[int, _Waiter] = {}
         self._next_id = 0

@@ -99,6 +99,8 @@ class WorkItemStream:
         """Set while a stream is open (after a successful ``Hello``)."""
         self.connections = 0
         """How many streams have been opened so far."""
+        self.items_with_outcomes = 0
+        """How many work items came in the same message as outcomes (``readyWork``)."""
 
     # ----- public -----
 
@@ -228,6 +230,9 @@ class WorkItemStream:
                         if message.maxMessageBytes > 0:
                             sender.max_message_bytes = message.maxMessageBytes
                         if message.WhichOneof("message") == "outcomes":
+                            for item in message.readyWork.workItems:  # as if received just before
+                                self.items_with_outcomes += 1
+                                self._deliver(item)
                             sender.answered(message.callId, message.outcomes)
                             continue
                         message = message.workItems

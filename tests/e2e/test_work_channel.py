@@ -61,11 +61,14 @@ Stub = pb_grpc.TaskHubSidecarServiceStub
 class ChannelWorker:
     """A raw OpenWorkChannel call: requests from a queue, replies read on a thread."""
 
-    def __init__(self, address: str, request: pb.GetWorkItemsRequest | None = None) -> None:
+    def __init__(
+        self, address: str, request: pb.GetWorkItemsRequest | None = None, *, reads_work_with_outcomes: bool = False
+    ) -> None:
         self.channel = grpc.insecure_channel(address)
         self.stub = batches_grpc.WorkBatchesStub(self.channel)
         self._outgoing: queue.Queue[batches_pb.ChannelRequest | None] = queue.Queue()
-        self._outgoing.put(batches_pb.ChannelRequest(open=request or pb.GetWorkItemsRequest()))
+        self._outgoing.put(batches_pb.ChannelRequest(
+            open=request or pb.GetWorkItemsRequest(), readsWorkWithOutcomes=reads_work_with_outcomes))
         self.replies: list[batches_pb.ChannelReply] = []
         self.items: queue.Queue[pb.WorkItem] = queue.Queue()
         self._answers: dict[int, batches_pb.CompletionOutcomes] = {}
@@ -88,6 +91,8 @@ class ChannelWorker:
     def _read(self) -> None:
         try:
             for reply in self.call:
+                for item in reply.readyWork.workItems:  # as received just before the outcomes
+                    self.items.put(item)
                 with self._answered:
                     self.replies.append(reply)
                     if reply.WhichOneof("message") == "outcomes":
@@ -162,8 +167,10 @@ def channels(env: tuple[Stub, str]) -> Iterator[tuple[Stub, Any]]:
     stub, address = env
     opened: list[ChannelWorker] = []
 
-    def open_channel(request: pb.GetWorkItemsRequest | None = None) -> ChannelWorker:
-        worker = ChannelWorker(address, request)
+    def open_channel(
+        request: pb.GetWorkItemsRequest | None = None, *, reads_work_with_outcomes: bool = False
+    ) -> ChannelWorker:
+        worker = ChannelWorker(address, request, reads_work_with_outcomes=reads_work_with_outcomes)
         opened.append(worker)
         return worker
 
@@ -238,6 +245,36 @@ def test_results_on_the_channel_are_answered_under_their_call_id(channels: Any) 
     results = sorted((e.taskCompleted.taskScheduledId, e.taskCompleted.result.value)
                      for e in history(stub, "fan") if e.HasField("taskCompleted"))
     assert results == [(1, '"r1"'), (2, '"r2"'), (3, '"r3"')]
+    assert not any(r.HasField("readyWork") for r in worker.replies), \
+        "a worker that did not open with readsWorkWithOutcomes gets its work in messages of their own"
+
+
+def _reply(worker: ChannelWorker, call_id: int) -> batches_pb.ChannelReply:
+    worker.outcomes(call_id)
+    return next(r for r in worker.replies if r.WhichOneof("message") == "outcomes" and r.callId == call_id)
+
+
+def test_the_work_results_make_comes_with_their_outcomes_to_a_worker_that_reads_it(channels: Any) -> None:
+    """Opened with readsWorkWithOutcomes: the activity a turn schedules comes in the turn's outcomes
+    message, and so does the turn an activity's result makes; nothing comes twice."""
+    stub, open_channel = channels
+    worker = open_channel(reads_work_with_outcomes=True)
+    start(stub, "step")
+    (first,) = worker.take("orchestratorRequest", 1)
+    worker.send_turns(1, turn(first, schedule(1, "a", '"1"')))
+    assert worker.codes(1) == [OK]
+    (activity,) = _reply(worker, 1).readyWork.workItems
+    assert activity.activityRequest.taskId == 1 and worker.take("activityRequest", 1) == [activity]
+    worker.send_activities(2, result(activity, '"r"'))
+    assert worker.codes(2) == [OK]
+    (follow,) = _reply(worker, 2).readyWork.workItems
+    assert completed_ids(follow) == [1] and worker.take("orchestratorRequest", 1) == [follow]
+    worker.send_turns(3, turn(follow, complete(2, '"done"')))
+    assert worker.codes(3) == [OK]
+    done = stub.WaitForInstanceCompletion(pb.GetInstanceRequest(instanceId="step", getInputsAndOutputs=True),
+                                          timeout=WAIT)
+    assert done.orchestrationState.orchestrationStatus == pb.ORCHESTRATION_STATUS_COMPLETED
+    assert worker.items.empty(), "no work item came twice"
 
 
 def test_a_result_naming_another_task_fails_alone_on_the_channel(channels: Any) -> None:
@@ -483,6 +520,7 @@ def test_our_worker_uses_the_channel_when_the_sidecar_serves_it() -> None:
     assert stream._serves_channel is True
     assert stream._serves_batches is None, "GetWorkItemBatches was never needed"
     assert dispatcher._activity_results.calls >= 1 and dispatcher._turn_results.calls >= 1
+    assert stream.items_with_outcomes >= 1, "the activities the fan-out's turn scheduled came with its outcomes"
 
 
 def padded(ctx: task.ActivityContext, x: int) -> str:
