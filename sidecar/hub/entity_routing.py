@@ -123,8 +123,7 @@ def settle(tx: StoreTx, entity_id: str, now: datetime) -> None:
 
 def release_holder(tx: StoreTx, instance_id: str, now: datetime) -> int:
     """An orchestration finished: release its locks and drop its pending lock requests. Returns locks released."""
-    held = tx.entities_locked_by(instance_id)
-    waiting = tx.lock_requests_from(instance_id)
+    held, waiting = tx.lock_holdings(instance_id)
     if not held and not waiting:
         return 0
     for entity_id in sorted(set(held + waiting)):

@@ -121,12 +121,11 @@ def apply_turn_result(
     else:
         tx.append_history(iid, result.history_append)
     tx.update_instance(inst, end_lease=True)
-    tx.delete_inbox(consumed_inbox)
 
     if inst.is_terminal:
-        tx.clear_inbox(iid)
-        tx.delete_activity_tasks(iid)
+        tx.clear_finished(iid)  # the consumed inbox rows with the rest
     else:
+        tx.delete_inbox(consumed_inbox)
         if inst.execution_id != row.execution_id:
             tx.clear_inbox(iid, keep_execution=inst.execution_id)
             tx.delete_activity_tasks(iid, keep_execution=inst.execution_id)

@@ -440,6 +440,11 @@ class StoreTx(ABC):
     def clear_inbox(self, instance_id: str, *, keep_execution: str | None = None) -> None:
         """Delete the instance's inbox; with ``keep_execution``, only rows scoped to other executions."""
 
+    def clear_finished(self, instance_id: str) -> None:
+        """An instance finished: delete its whole inbox and all its activity tasks (a store may do both at once)."""
+        self.clear_inbox(instance_id)
+        self.delete_activity_tasks(instance_id)
+
     # --- orchestration turn leases ---
 
     @abstractmethod
@@ -551,6 +556,10 @@ class StoreTx(ABC):
     @abstractmethod
     def entities_locked_by(self, instance_id: str) -> list[str]:
         """IDs of the entities whose lock ``instance_id`` holds."""
+
+    def lock_holdings(self, instance_id: str) -> tuple[list[str], list[str]]:
+        """:meth:`entities_locked_by` and :meth:`lock_requests_from` of ``instance_id`` (a store may read both at once)."""
+        return self.entities_locked_by(instance_id), self.lock_requests_from(instance_id)
 
     @abstractmethod
     def orphaned_lock_holders(self) -> list[str]:

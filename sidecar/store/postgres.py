@@ -148,7 +148,7 @@ class _RecentUse:
 class PostgresStore(SqlStore):
     """PostgreSQL implementation of :class:`~sidecar.store.base.Store` (see the module docstring)."""
 
-    flavor = SqlFlavor(for_update="FOR UPDATE", skip_locked="FOR UPDATE SKIP LOCKED")
+    flavor = SqlFlavor(for_update="FOR UPDATE", skip_locked="FOR UPDATE SKIP LOCKED", writing_with=True)
 
     def __init__(self, url: str) -> None:
         super().__init__()

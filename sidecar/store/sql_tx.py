@@ -67,11 +67,14 @@ def new_history_key() -> str:
 class SqlFlavor:
     """Row-locking clauses of a database ("" where a single writer makes them unnecessary), and
     whether it takes index hints (SQLite's ``INDEXED BY``, for queries its planner, which keeps no
-    statistics here, would otherwise answer by sorting every candidate row)."""
+    statistics here, would otherwise answer by sorting every candidate row), and whether a WITH
+    clause may write."""
 
     for_update: str = ""
     skip_locked: str = ""
     index_hints: bool = False
+    # Data-modifying statements in WITH (PostgreSQL): two writes in one statement, one round trip.
+    writing_with: bool = False
 
     def indexed_by(self, index: str) -> str:
         """`` INDEXED BY index`` where the database takes the hint, else nothing."""
@@ -350,6 +353,15 @@ class SqlTx(StoreTx):
                 (instance_id, keep_execution),
             )
 
+    def clear_finished(self, instance_id: str) -> None:
+        if not self.flavor.writing_with:
+            super().clear_finished(instance_id)
+            return
+        self.db.execute(
+            "WITH tasks AS (DELETE FROM activity_tasks WHERE instance_id = ?) DELETE FROM inbox WHERE instance_id = ?",
+            (instance_id, instance_id),
+        )
+
     # --- orchestration turn leases ---
 
     def claim_orchestration(
@@ -422,16 +434,25 @@ class SqlTx(StoreTx):
         self, instance_id: str, token: str, new_events: list[pb.HistoryEvent], consumed: list[int],
         visible_since: list[datetime],
     ) -> None:
-        self.db.execute(
+        record = (
             "UPDATE instances SET lease_inbox = ?, lease_visible = ?, lease_new_events = ?"
-            " WHERE instance_id = ? AND lease_token = ?",
-            (json.dumps(consumed), json.dumps([to_us(t) for t in visible_since]), pack_events(new_events),
-             instance_id, token),
+            " WHERE instance_id = ? AND lease_token = ?"
         )
+        params = (json.dumps(consumed), json.dumps([to_us(t) for t in visible_since]), pack_events(new_events),
+                  instance_id, token)
         # The rows this turn holds turn visible again when its lease runs out (or when it is released):
         # until then, claims walking the visibility index do not pass over them.
-        for start in range(0, len(consumed), 500):
-            chunk = consumed[start:start + 500]
+        chunks = [consumed[start:start + 500] for start in range(0, len(consumed), 500)]
+        if self.flavor.writing_with and chunks:
+            first = chunks.pop(0)
+            self.db.execute(
+                f"WITH lease AS ({record} RETURNING lease_expires_at)"
+                f" UPDATE inbox SET visible_at = (SELECT lease_expires_at FROM lease) WHERE seq IN ({marks(first)})",
+                (*params, *first),
+            )
+        else:
+            self.db.execute(record, params)
+        for chunk in chunks:
             self.db.execute(
                 "UPDATE inbox SET visible_at = (SELECT lease_expires_at FROM instances WHERE instance_id = ?)"
                 f" WHERE seq IN ({marks(chunk)})",
@@ -594,6 +615,15 @@ class SqlTx(StoreTx):
             "SELECT instance_id FROM entities WHERE locked_by = ? ORDER BY instance_id", (instance_id,)
         )
         return [r["instance_id"] for r in rows]
+
+    def lock_holdings(self, instance_id: str) -> tuple[list[str], list[str]]:
+        rows = self.db.query(
+            "SELECT 1 AS held, instance_id AS entity_id FROM entities WHERE locked_by = ?"
+            " UNION ALL SELECT DISTINCT 0, entity_id FROM entity_queue WHERE sender = ? AND kind = 'lock'",
+            (instance_id, instance_id),
+        )
+        held = sorted(r["entity_id"] for r in rows if r["held"])
+        return held, sorted(r["entity_id"] for r in rows if not r["held"])
 
     def orphaned_lock_holders(self) -> list[str]:
         rows = self.db.query(

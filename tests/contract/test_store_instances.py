@@ -308,6 +308,28 @@ def test_events_arriving_during_a_turn_wait_for_the_next(hub: TaskHub) -> None:
     assert item2 is not None and kinds(item2.new_events) == ["orchestratorStarted", "eventRaised"]
 
 
+def test_a_finished_orchestration_leaves_no_inbox_rows_or_activity_tasks_and_others_keep_theirs(
+    hub: TaskHub,
+) -> None:
+    """Its final commit drops what waits for it (an event that came during the turn, a task still
+    queued), with the turn's own inbox rows; another instance's rows and tasks stay."""
+    start(hub, "a")
+    start(hub, "b")
+    for _ in range(2):
+        item = hub.lease_orchestration(T0, LEASE)
+        assert item is not None
+        respond(hub, item.token, item.instance.instance_id, [schedule(1), schedule(2)], T0)
+    hub.raise_event("a", raised("go"), T0)
+    final = hub.lease_orchestration(T0, LEASE)
+    assert final is not None and final.instance.instance_id == "a"
+    hub.raise_event("a", raised("late"), T0)
+    hub.raise_event("b", raised("other"), T0)
+    respond(hub, final.token, "a", [complete(3)], T0)
+    assert hub.store.inbox_of("a") == [] and hub.store.activity_tasks_of("a") == []
+    assert [kinds([e for e, _, _ in hub.store.inbox_of("b")]), sorted(t for t, _, _ in hub.store.activity_tasks_of("b"))] \
+        == [["eventRaised"], [1, 2]]
+
+
 def test_continue_as_new_prepends_start_and_carryover_before_waiting_events(hub: TaskHub) -> None:
     start(hub, "a")
     item = hub.lease_orchestration(T0, LEASE)
