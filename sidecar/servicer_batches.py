@@ -30,6 +30,7 @@ from durabletask.internal import work_batches_pb2 as batches_pb
 from sidecar.dispatch import Dispatcher
 from sidecar.quoting import log_text
 from sidecar.servicer_util import UNDECODABLE_DETAILS, check_stream_request, check_token, error_status
+from sidecar.work_queue import WorkQueue
 from sidecar.work_streams import ENVELOPE_BYTES, WorkStream
 
 # Most work items in one stream message, and most bytes: several items share a message only up
@@ -48,6 +49,9 @@ _CHANNEL_OPENED = ("a work channel is opened once: after 'open' it takes only re
 # Results messages of one channel settled at once; the next is read when one is answered, so a
 # worker that sends faster is held back by the call's flow control rather than taking every thread.
 MAX_SETTLING_PER_CHANNEL = 4
+# The longest a settling results message holds back other work for its stream (seconds): a
+# commit takes about a millisecond; one that waits longer lets the work go out on its own.
+HOLD_FOR_OUTCOMES = 0.005
 
 
 class _ItemAborted(Exception):
@@ -162,19 +166,18 @@ class BatchServicer:
             kind = request.WhichOneof("message")
             results: list[Any] = list(getattr(request, kind).results)
             complete = self.complete_activities if kind == "activityResults" else self.complete_turns
-            if with_outcomes:
-                # The work these results make waits for their outcomes, to go out in the same message.
-                stream.queue.hold()
+            loop = asyncio.get_running_loop()
+            release = hold_for_outcomes(stream.queue, loop) if with_outcomes else None
             try:
                 try:
-                    outcomes = await asyncio.get_running_loop().run_in_executor(self._pool, complete, results)
+                    outcomes = await loop.run_in_executor(self._pool, complete, results)
                 except Exception as exc:  # the pool is shutting down: the worker sends each again by itself
                     outcomes = _outcomes([(grpc.StatusCode.UNAVAILABLE, f"not settled: {exc}")] * len(results))
                 reply = batches_pb.ChannelReply(outcomes=outcomes, callId=request.callId)
                 await (answer(reply) if with_outcomes else write(reply))
             finally:
-                if with_outcomes:
-                    stream.queue.release()
+                if release is not None:
+                    release()
 
         work = asyncio.ensure_future(send_work())
         reading: asyncio.Future[Any] | None = None
@@ -298,6 +301,24 @@ def with_ready_work(
     return [reply, *(batches_pb.ChannelReply(workItems=batches_pb.WorkItemBatch(workItems=part)) for part in rest)]
 
 
+def hold_for_outcomes(queue: WorkQueue[Any], loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+    """Hold a stream's ``queue`` while results settle, so that the work they make goes out with
+    their outcomes; at most :data:`HOLD_FOR_OUTCOMES` seconds, so that a slow settle does not keep
+    other work for the stream waiting. Returns the release (a second call does nothing)."""
+    queue.hold()
+    held = True
+
+    def release() -> None:
+        nonlocal held
+        if held:
+            held = False
+            timer.cancel()
+            queue.release()
+
+    timer = loop.call_later(HOLD_FOR_OUTCOMES, release)
+    return release
+
+
 def _ends_stream(item: pb.WorkItem | None) -> bool:
     return item is None
 
@@ -332,4 +353,4 @@ def _outcome(status: Status | None) -> batches_pb.CompletionOutcome:
     return batches_pb.CompletionOutcome(code=code.value[0], message=message)
 
 
-__all__ = ["MAX_ITEMS_PER_BATCH", "BatchServicer", "split_batch", "with_ready_work"]
+__all__ = ["HOLD_FOR_OUTCOMES", "MAX_ITEMS_PER_BATCH", "BatchServicer", "hold_for_outcomes", "split_batch", "with_ready_work"]

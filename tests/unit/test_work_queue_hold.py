@@ -13,7 +13,7 @@ from google.protobuf import wrappers_pb2
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import work_batches_pb2 as batches_pb
-from sidecar.servicer_batches import with_ready_work
+from sidecar.servicer_batches import HOLD_FOR_OUTCOMES, hold_for_outcomes, with_ready_work
 from sidecar.work_queue import WorkQueue
 from sidecar.work_streams import ENVELOPE_BYTES
 
@@ -56,6 +56,32 @@ def test_the_last_release_wakes_the_readers_for_what_is_left() -> None:
         assert not reader.done()
         q.release()
         assert await asyncio.wait_for(reader, 5) == ["a"]
+
+    asyncio.run(scenario())
+
+
+def test_a_settle_holds_the_queue_for_a_bounded_time_only() -> None:
+    """A results message that takes long to settle lets the other work of its stream go after
+    HOLD_FOR_OUTCOMES; releasing it afterwards changes nothing."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        q: WorkQueue[str] = WorkQueue()
+        reader = asyncio.ensure_future(q.aget_many(10))
+        await _let_the_loop_run()
+        release = hold_for_outcomes(q, loop)
+        started = loop.time()
+        await loop.run_in_executor(None, q.put, "a")
+        await _let_the_loop_run()
+        assert not reader.done(), "held: the item waits for the outcomes"
+        assert await asyncio.wait_for(reader, 5) == ["a"]
+        assert loop.time() - started >= HOLD_FOR_OUTCOMES * 0.9
+        release()
+        release()
+        second = asyncio.ensure_future(q.aget_many(10))
+        await _let_the_loop_run()
+        q.put("b")  # not held any more (the releases did not count twice)
+        assert await asyncio.wait_for(second, 5) == ["b"]
 
     asyncio.run(scenario())
 
