@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import psycopg_pool
@@ -119,7 +119,8 @@ def split_url(url: str) -> tuple[str, PoolSettings]:
         raise StoreValueError(
             f"pool_timeout in the store URL must be a positive number of seconds ({redact(url)})"
         ) from None
-    return urlunsplit(parts._replace(query=urlencode(rest))), PoolSettings(pool_min, pool_max, timeout)
+    # Percent-encoded (libpq decodes %20, not '+'): options=-c%20synchronous_commit%3Doff stays as written.
+    return urlunsplit(parts._replace(query=urlencode(rest, quote_via=quote))), PoolSettings(pool_min, pool_max, timeout)
 
 
 class _RecentUse:

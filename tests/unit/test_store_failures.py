@@ -196,6 +196,9 @@ def test_postgres_pool_parameters_are_taken_out_of_the_url() -> None:
     assert split_url("postgresql://u@h/db") == ("postgresql://u@h/db", PoolSettings(1, 10, 10.0))
     libpq, pool = split_url("postgresql://u@h/db?pool_max=20&sslmode=require&pool_min=2&pool_timeout=2.5")
     assert libpq == "postgresql://u@h/db?sslmode=require" and pool == PoolSettings(2, 20, 2.5)
+    # libpq's own parameters pass through percent-encoded: it does not read '+' as a space.
+    libpq, _ = split_url("postgresql://u@h/db?options=-c%20synchronous_commit%3Doff&pool_max=4")
+    assert libpq == "postgresql://u@h/db?options=-c%20synchronous_commit%3Doff"
     for bad, named in [
         ("pool_min=0", "pool_min <= pool_max"), ("pool_min=5&pool_max=4", "pool_min <= pool_max"),
         ("pool_max=many", "must be integers"), ("pool_timeout=0", "pool_timeout"),
