@@ -39,6 +39,7 @@ from sidecar.group_commit import GroupCommitter
 from sidecar.grpc_auth import TokenInterceptor
 from sidecar.hub import TaskHub
 from sidecar.hub.instances import NewInstance
+from sidecar.hub.task_hub import new_events_budget
 from sidecar.model import TERMINAL_STATUSES, InstanceSnapshot
 from sidecar.notify import InstanceWatcher
 from sidecar.quoting import log_text, quoted
@@ -545,6 +546,7 @@ class SidecarServer:
             options = dataclasses.replace(options, entity_payload_limit=max_message_size // 2)
         if options.max_message_size is None:
             options = dataclasses.replace(options, max_message_size=max_message_size)
+        self.hub.new_events_budget = new_events_budget(options.max_message_size or max_message_size)
         self.dispatcher = Dispatcher(self.hub, options)
         self.servicer = SidecarServicer(self.hub, self.dispatcher, self.watcher)
         self._server: LoopServer | None = None

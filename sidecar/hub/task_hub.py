@@ -73,6 +73,26 @@ class _TurnDone:
 _LEASE_ATTEMPTS = 16
 
 
+# An event's framing inside a work item (field tag and length), counted against the budget.
+_EVENT_FRAMING_BYTES = 8
+
+
+def events_within(events: Sequence[pb.HistoryEvent], budget: int) -> int:
+    """How many of ``events``, from the first, fit in ``budget`` bytes (always one at least)."""
+    size = 0
+    for count, event in enumerate(events):
+        size += event.ByteSize() + _EVENT_FRAMING_BYTES
+        if size > budget:
+            return max(count, 1)
+    return len(events)
+
+
+def new_events_budget(max_message_size: int) -> int:
+    """The bytes of new events a turn may carry under a message limit: the limit less room for the
+    rest of the work item (at most 64 KiB, at most half the limit)."""
+    return max(max_message_size // 2, max_message_size - 64 * 1024)
+
+
 class TaskHub:
     """Durable state of the sidecar and the rules that change it, over any :class:`Store`."""
 
@@ -82,6 +102,9 @@ class TaskHub:
         self.new_id = new_id
         self.histories = HistoryCache()
         self._starts_first = False
+        self.new_events_budget: int | None = None
+        """The most bytes of new events one turn delivers (the first always goes); the others wait
+        for the next turn. None: no bound. The sidecar sets it from its message limit."""
 
     # --- lifecycle and notices ---
 
@@ -303,6 +326,8 @@ class TaskHub:
             return None
         # A rewind request is answered in a turn of its own; later events wait for the next turn.
         deliver = next(([i] for i in deliver if rows[i].event.HasField("executionRewound")), deliver)
+        if self.new_events_budget is not None:
+            deliver = deliver[:events_within([rows[i].event for i in deliver], self.new_events_budget)]
         new_events = [rows[i].event for i in deliver]
         # A wake-up orchestratorStarted already at the front (after a rewind) is the turn's own.
         if not new_events[0].HasField("orchestratorStarted"):

@@ -330,6 +330,34 @@ def test_a_finished_orchestration_leaves_no_inbox_rows_or_activity_tasks_and_oth
         == [["eventRaised"], [1, 2]]
 
 
+def test_a_turn_delivers_new_events_up_to_its_budget_and_the_rest_in_the_next(hub: TaskHub) -> None:
+    """Under a message limit a turn carries the waiting events that fit (the first always), in
+    order; the others stay for the next turn, so no turn is too large to send."""
+    start(hub, "a")
+    item = hub.lease_orchestration(T0, LEASE)
+    assert item is not None
+    respond(hub, item.token, "a", [], T0)
+    hub.new_events_budget = 700
+    for name in ("one", "two", "three"):
+        event = raised(name)
+        event.eventRaised.input.value = "x" * 300
+        hub.raise_event("a", event, T0)
+    names: list[list[str]] = []
+    for _ in range(2):
+        turn = hub.lease_orchestration(T0, LEASE)
+        assert turn is not None
+        names.append([e.eventRaised.name for e in turn.new_events if e.HasField("eventRaised")])
+        respond(hub, turn.token, "a", [], T0)
+    assert names == [["one", "two"], ["three"]]
+    hub.new_events_budget = 100  # smaller than any one event: each still goes, alone
+    for name in ("four", "five"):
+        event = raised(name)
+        event.eventRaised.input.value = "x" * 300
+        hub.raise_event("a", event, T0)
+    turn = hub.lease_orchestration(T0, LEASE)
+    assert turn is not None and [e.eventRaised.name for e in turn.new_events if e.HasField("eventRaised")] == ["four"]
+
+
 def test_continue_as_new_prepends_start_and_carryover_before_waiting_events(hub: TaskHub) -> None:
     start(hub, "a")
     item = hub.lease_orchestration(T0, LEASE)

@@ -104,6 +104,37 @@ def test_a_turn_too_large_goes_without_its_past_events_to_a_worker_that_streams_
             streaming.close()
 
 
+def test_events_too_large_together_reach_the_orchestration_over_several_turns() -> None:
+    """Three events of 25 KB raised during a turn: together they would make the next turn larger
+    than the 64 KiB limit, so each turn carries those that fit, in order (its past events are
+    streamed), and none fails."""
+    with fast_sidecar(FAST, max_message_size=LIMIT) as (_, address), grpc.insecure_channel(address) as channel:
+        worker = RawWorker(address, pb.GetWorkItemsRequest(capabilities=[pb.WORKER_CAPABILITY_HISTORY_STREAMING]))
+        try:
+            _raise_three_and_receive(Stub(channel), worker)
+        finally:
+            worker.close()
+
+
+def _raise_three_and_receive(stub: Stub, worker: RawWorker) -> None:
+    start(stub, "o")
+    first = worker.next("orchestratorRequest")
+    for name in ("one", "two", "three"):
+        request = pb.RaiseEventRequest(instanceId="o", name=name)
+        request.input.value = "x" * 25_000
+        stub.RaiseEvent(request)
+    worker.complete(first)
+    received: list[str] = []
+    while len(received) < 3:
+        item = worker.next("orchestratorRequest")
+        assert item.ByteSize() <= LIMIT
+        received += [e.eventRaised.name for e in item.orchestratorRequest.newEvents if e.HasField("eventRaised")]
+        worker.complete(item, *([complete(1, '"done"')] if len(received) == 3 else []))
+    assert received == ["one", "two", "three"]
+    state = stub.GetInstance(pb.GetInstanceRequest(instanceId="o")).orchestrationState
+    assert state.orchestrationStatus == pb.ORCHESTRATION_STATUS_COMPLETED, state.failureDetails
+
+
 def test_our_worker_finishes_an_orchestration_whose_history_exceeds_the_limit() -> None:
     with fast_sidecar(FAST, max_message_size=LIMIT) as (_, address):
         worker = TaskHubGrpcWorker(host_address=address)
