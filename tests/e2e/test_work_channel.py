@@ -29,6 +29,7 @@ from durabletask.internal import work_batches_pb2 as batches_pb
 from durabletask.internal import work_batches_pb2_grpc as batches_grpc
 from durabletask.internal.worker_channel import ChannelSender
 from durabletask.worker import TaskHubGrpcWorker
+from sidecar import servicer_batches
 from sidecar.server import SidecarServer
 from sidecar.servicer_batches import BatchServicer
 from sidecar.servicer_util import UNDECODABLE_DETAILS
@@ -254,7 +255,16 @@ def _reply(worker: ChannelWorker, call_id: int) -> batches_pb.ChannelReply:
     return next(r for r in worker.replies if r.WhichOneof("message") == "outcomes" and r.callId == call_id)
 
 
-def test_the_work_results_make_comes_with_their_outcomes_to_a_worker_that_reads_it(channels: Any) -> None:
+@pytest.fixture
+def unbounded_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A settling message holds its stream's work until its outcomes go, however long its commit
+    takes (a loaded machine's PostgreSQL commit can take longer than the usual bound)."""
+    monkeypatch.setattr(servicer_batches, "HOLD_FOR_OUTCOMES", 60.0)
+
+
+def test_the_work_results_make_comes_with_their_outcomes_to_a_worker_that_reads_it(
+    channels: Any, unbounded_hold: None
+) -> None:
     """Opened with readsWorkWithOutcomes: the activity a turn schedules comes in the turn's outcomes
     message, and so does the turn an activity's result makes; nothing comes twice."""
     stub, open_channel = channels
@@ -514,7 +524,7 @@ def run_fan_out(
     return stream, dispatcher, iid
 
 
-def test_our_worker_uses_the_channel_when_the_sidecar_serves_it() -> None:
+def test_our_worker_uses_the_channel_when_the_sidecar_serves_it(unbounded_hold: None) -> None:
     with fast_sidecar() as (_, address):
         stream, dispatcher, _ = run_fan_out(address, 50)
     assert stream._serves_channel is True
