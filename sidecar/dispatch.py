@@ -484,8 +484,8 @@ class Dispatcher(CompletionSettling, FollowOnLeasing):
 
         In passes of one item per stream and kind, so that no kind of work waits for another
         to run dry: a backlog of new orchestrations does not hold back activities, whose tasks
-        appear while the backlog drains. A kind found empty for a stream, or leased to its last item
-        (fewer than there was room for), is asked again only after a commit made work available.
+        appear while the backlog drains. A kind found empty for a stream is asked again only
+        after a commit made work available.
         """
         with self._lock:
             streams = list(self._streams.values())
@@ -503,20 +503,16 @@ class Dispatcher(CompletionSettling, FollowOnLeasing):
                     if stream.closed or stream.free(kind) <= 0 or empty.get((stream.id, kind)) == signals:
                         continue
                     leased = self._lease_for(stream, kind)
-                    if leased is None:
-                        continue
-                    handed, found_all = leased
-                    if handed:
+                    if leased:
                         progress = sent = True
-                    if found_all or not handed:
+                    elif leased is not None:
                         empty[(stream.id, kind)] = signals
             if not progress:
                 break
         return sent
 
-    def _lease_for(self, stream: WorkStream, kind: WorkKind) -> tuple[bool, bool] | None:
-        """Lease work of ``kind`` for ``stream``: (whether any was sent, whether the lease took all
-        there was: fewer items than it had room for), or None when the stream had no room."""
+    def _lease_for(self, stream: WorkStream, kind: WorkKind) -> bool | None:
+        """Lease work of ``kind`` for ``stream``: True if any was sent, False if none was found, None: no room."""
         now = self.clock()
         lease_for = min(self.options.lease_of(kind), self.options.max_hold_of(kind))
         if kind == ENTITY:
@@ -527,7 +523,7 @@ class Dispatcher(CompletionSettling, FollowOnLeasing):
                 self.options.entity_batch_size,
                 self.options.entity_payload_limit,
             )
-            return entity is not None and self._hand_over(stream, kind, entity, now, lease_for), entity is None
+            return entity is not None and self._hand_over(stream, kind, entity, now, lease_for)
         count = self._reserve(stream, kind, _ACTIVITY_BATCH if kind == ACTIVITY else _TURN_BATCH)
         if not count:
             return None  # a follow-on lease holds the free slots
@@ -536,8 +532,7 @@ class Dispatcher(CompletionSettling, FollowOnLeasing):
                 activities = self.hub.lease_activities(
                     now, lease_for, stream.activity_names, versions=stream.activity_versions, limit=count
                 )
-                handed = any([self._hand_over(stream, kind, leased, now, lease_for) for leased in activities])
-                return handed, len(activities) < count
+                return any([self._hand_over(stream, kind, leased, now, lease_for) for leased in activities])
             exclude, skip_delay = self._rejections_for(stream)
             turns = self.hub.lease_orchestrations(
                 now,
@@ -548,7 +543,7 @@ class Dispatcher(CompletionSettling, FollowOnLeasing):
                 skip_delay=skip_delay,
                 limit=count,
             )
-            return any([self._hand_turn_over(stream, leased, now, lease_for) for leased in turns]), len(turns) < count
+            return any([self._hand_turn_over(stream, leased, now, lease_for) for leased in turns])
         finally:
             self._unreserve(stream, kind, count)
 

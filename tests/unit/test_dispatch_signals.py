@@ -62,23 +62,6 @@ def test_a_kind_found_empty_is_asked_again_only_after_a_commit_signals_it() -> N
     assert hub.turn_leases > asked
 
 
-def test_a_lease_that_took_all_there_was_is_not_followed_by_another() -> None:
-    """One new instance, room for more: the lease that took it found the rest empty, so the
-    dispatcher does not ask again until a commit signals work; the next start is leased."""
-    hub, dispatcher, stream = setup()
-    dispatcher._dispatch_all()  # the stream's first pass, on an empty store
-    start(hub, "a")
-    before = hub.turn_leases
-    assert dispatcher._dispatch_all()
-    assert hub.turn_leases == before + 1, "one lease took the only turn there was"
-    assert take(stream).orchestratorRequest.instanceId == "a"
-    dispatcher._dispatch_all()
-    assert hub.turn_leases == before + 1
-    start(hub, "b")
-    assert dispatcher._dispatch_all()
-    assert take(stream).orchestratorRequest.instanceId == "b"
-
-
 def test_events_for_a_held_turn_signal_nothing_and_its_end_does() -> None:
     hub, dispatcher, stream = setup()
     start(hub, "a")
