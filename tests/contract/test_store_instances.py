@@ -610,18 +610,26 @@ def test_two_hubs_on_one_database_never_lease_the_same_turn(
     errors: list[BaseException] = []
     barrier = threading.Barrier(len(hubs))
 
+    all_leased = threading.Event()
+    counted = threading.Lock()
+    total = [0]
+
     def drain(n: int) -> None:
         try:
             barrier.wait(timeout=30)
-            misses = 0
-            while misses < 3:  # None can mean "the rest is locked by the other hub right now": look again
+            deadline = time.monotonic() + 30
+            # None can mean "the rest is locked by the other hub right now": look again until
+            # every instance is leased by one hub or the other (or the deadline, reported below).
+            while not all_leased.is_set() and time.monotonic() < deadline:
                 item = hubs[n].lease_orchestration(T0, LEASE)
                 if item is None:
-                    misses += 1
-                    time.sleep(0.01)
+                    all_leased.wait(0.01)
                     continue
-                misses = 0
                 leased[n].append((item.instance.instance_id, item.token))
+                with counted:
+                    total[0] += 1
+                    if total[0] >= len(ids):
+                        all_leased.set()
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
