@@ -112,6 +112,9 @@ class Dispatcher(CompletionSettling, FollowOnLeasing):
         # (stream, kind) found empty -> the work signal count then; forgotten when the loop
         # wakes by its timer (a timer or a back-off may have come due) and every safety poll.
         self._found_empty: dict[tuple[int, WorkKind], int] = {}
+        # (stream, kind) the loop found no free slot on: freeing one (a settlement, a follow-on's
+        # reservation given back) wakes the loop; otherwise freeing one needs no pass.
+        self._room_wanted: set[tuple[int, WorkKind]] = set()
         self._last_full_pass = time.monotonic()
         # Instances whose turn one of this sidecar's streams holds and has not begun to settle:
         # inbox events for them are work no one can lease until the turn ends (and its end is
@@ -177,7 +180,8 @@ class Dispatcher(CompletionSettling, FollowOnLeasing):
     def _on_change(self, notice: CommitNotice) -> None:
         if notice.work_available or notice.reset or notice.resync:
             with self._lock:
-                signalled = False
+                # Work visible only later: a pass learns when it comes due.
+                signalled = notice.first_visible_at is not None and notice.first_visible_at > self.clock()
                 for kind in WorkKind:
                     # Events for turns in flight, or work a follow-on leased: leasing now would find nothing.
                     if not notice.unsettled(kind.value, self._turns_out):
@@ -234,6 +238,7 @@ class Dispatcher(CompletionSettling, FollowOnLeasing):
                 return
             stream.closed = True
             self._streams.pop(stream.id, None)
+            self._room_wanted = {key for key in self._room_wanted if key[0] != stream.id}
             for instance_id, rejection in list(self._rejected.items()):
                 rejection.streams.discard(stream.id)
                 if not rejection.streams:
@@ -500,7 +505,7 @@ class Dispatcher(CompletionSettling, FollowOnLeasing):
             for kind in (ORCHESTRATION, ACTIVITY, ENTITY):
                 for stream in streams:
                     signals = self._work_signals[kind]
-                    if stream.closed or stream.free(kind) <= 0 or empty.get((stream.id, kind)) == signals:
+                    if stream.closed or empty.get((stream.id, kind)) == signals or not self._has_room(stream, kind):
                         continue
                     leased = self._lease_for(stream, kind)
                     if leased:
@@ -510,6 +515,15 @@ class Dispatcher(CompletionSettling, FollowOnLeasing):
             if not progress:
                 break
         return sent
+
+    def _has_room(self, stream: WorkStream, kind: WorkKind) -> bool:
+        """Whether ``stream`` has a free slot of ``kind``; if not, freeing one will wake the loop."""
+        with self._lock:
+            if stream.free(kind) > 0:
+                self._room_wanted.discard((stream.id, kind))
+                return True
+            self._room_wanted.add((stream.id, kind))
+            return False
 
     def _lease_for(self, stream: WorkStream, kind: WorkKind) -> bool | None:
         """Lease work of ``kind`` for ``stream``: True if any was sent, False if none was found, None: no room."""
@@ -524,7 +538,7 @@ class Dispatcher(CompletionSettling, FollowOnLeasing):
                 self.options.entity_payload_limit,
             )
             return entity is not None and self._hand_over(stream, kind, entity, now, lease_for)
-        count = self._reserve(stream, kind, _ACTIVITY_BATCH if kind == ACTIVITY else _TURN_BATCH)
+        count = self._reserve(stream, kind, _ACTIVITY_BATCH if kind == ACTIVITY else _TURN_BATCH, wanted=True)
         if not count:
             return None  # a follow-on lease holds the free slots
         try:

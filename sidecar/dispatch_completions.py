@@ -30,7 +30,7 @@ from sidecar.hub import TaskHub
 from sidecar.metrics import SidecarMetrics
 from sidecar.model import InvalidTurnError
 from sidecar.store.base import LeaseNotFoundError, StoreValueError
-from sidecar.work_streams import ACTIVITY, ENTITY, ORCHESTRATION, WorkKind
+from sidecar.work_streams import ACTIVITY, ENTITY, ORCHESTRATION, WorkKind, WorkStream
 
 log = logging.getLogger("durabletask-sidecar.dispatch")
 
@@ -47,6 +47,7 @@ class CompletionSettling:
     clock: Callable[[], datetime]
     _lock: threading.Condition
     _wake: bool
+    _room_freed: Callable[[WorkStream, WorkKind], None]
     _tokens: dict[str, Held]
     _rejected: dict[str, Rejection]
     _turns_out: dict[str, str]
@@ -64,6 +65,8 @@ class CompletionSettling:
                 forget_turn(self._turns_out, held.turn.instance_id, token)
 
     def _settled(self, token: str, completed: bool = False) -> None:
+        """The item is done with: free its slot. A completion's commit has signalled the work it made,
+        so the dispatcher is woken only if it wants the slot; any other end wakes it."""
         with self._lock:
             held = self._tokens.pop(token, None)
             if held is not None:
@@ -75,8 +78,10 @@ class CompletionSettling:
                     if completed:
                         self._rejected.pop(held.turn.instance_id, None)
                     held.stream.remember_replayed(held.turn.instance_id, held.replay_mark if completed else None)
-            self._wake = True
-            self._lock.notify_all()
+                self._room_freed(held.stream, held.kind)
+            if not completed or held is None:
+                self._wake = True
+                self._lock.notify_all()
 
     def complete_orchestration(self, response: pb.OrchestratorResponse) -> None:
         """Commit a turn. Raises LeaseNotFoundError (stale token) or InvalidTurnError (bad actions).

@@ -68,27 +68,39 @@ class FollowOnLeasing:
     _stopped: bool
     _wake: bool
     _streams: dict[int, WorkStream]
+    _room_wanted: set[tuple[int, WorkKind]]
     _turns_out: dict[str, str]
     _tokens: dict[str, Held]
     _hand_over: Callable[..., bool]
     _hand_turn_over: Callable[[WorkStream, OrchestrationWorkItem, datetime, timedelta], bool]
     _rejections_for: Callable[[WorkStream], tuple[list[str], list[str]]]
 
-    def _reserve(self, stream: WorkStream, kind: WorkKind, most: int) -> int:
-        """Reserve up to ``most`` free slots of ``kind`` on ``stream`` (under the lock); how many."""
+    def _reserve(self, stream: WorkStream, kind: WorkKind, most: int, wanted: bool = False) -> int:
+        """Reserve up to ``most`` free slots of ``kind`` on ``stream`` (under the lock); how many.
+
+        ``wanted``: when there is none, freeing one wakes the dispatcher (see :meth:`_room_freed`).
+        """
         with self._lock:
             if stream.closed:
                 return 0
             count = max(0, min(most, stream.free(kind)))
             stream.reserved[kind] += count
+            if not count and wanted:
+                self._room_wanted.add((stream.id, kind))
             return count
 
     def _unreserve(self, stream: WorkStream, kind: WorkKind, count: int) -> None:
         if count:
             with self._lock:
                 stream.reserved[kind] -= count
-                self._wake = True  # the dispatcher may have found no room meanwhile
-                self._lock.notify_all()
+                self._room_freed(stream, kind)
+
+    def _room_freed(self, stream: WorkStream, kind: WorkKind) -> None:
+        """A slot of ``kind`` on ``stream`` was freed (under the lock): wake the dispatcher if it found none."""
+        if (stream.id, kind) in self._room_wanted:
+            self._room_wanted.discard((stream.id, kind))
+            self._wake = True
+            self._lock.notify_all()
 
     def _with_follow_on(
         self,

@@ -146,6 +146,10 @@ class CommitNotice:
     # activity task the commit queued. Work so settled needs no dispatcher to look for it.
     settled_instances: set[str] = field(default_factory=set)
     activities_settled: bool = False
+    # The earliest visible time of the inbox events the commit wrote: one still to come (a timer,
+    # a scheduled start) makes the dispatcher learn when it comes due, even where a follow-on
+    # settled the instance.
+    first_visible_at: datetime | None = None
     # The state this commit left each instance in, where it wrote the whole row and nothing else
     # about the instance's existence (for this process's long polls: a wait that the state's status
     # cannot end need not read the instance again, and one it ends is answered with the state).
@@ -165,6 +169,11 @@ class CommitNotice:
                 self.inbox_instances.add(inbox_of)
         elif kind == "activity":
             self.other_activity_work = True
+
+    def add_visible_at(self, visible_at: datetime) -> None:
+        """Record that an inbox event written by the commit becomes visible at ``visible_at``."""
+        if self.first_visible_at is None or visible_at < self.first_visible_at:
+            self.first_visible_at = visible_at
 
     def add_activity_tasks(self, tasks: Collection[tuple[str, int]]) -> None:
         """Record that these activity tasks (instance ID, task ID) were queued."""

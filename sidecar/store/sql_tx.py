@@ -311,6 +311,7 @@ class SqlTx(StoreTx):
             (ord_, instance_id, execution_id, event_kind(event), event.SerializeToString(), to_us(visible_at)),
         )
         self.notice.add_work("orchestration", inbox_of=instance_id)
+        self.notice.add_visible_at(visible_at)
 
     def add_inbox(
         self, instance_id: str, event: pb.HistoryEvent, visible_at: datetime, execution_id: str | None = None

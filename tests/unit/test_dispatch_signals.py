@@ -7,6 +7,7 @@ it), and the turn's end does. Driven by hand over a TaskHub on an in-memory stor
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from durabletask.internal import orchestrator_service_pb2 as pb
@@ -129,3 +130,42 @@ def test_events_for_other_instances_and_unknown_notices_signal() -> None:
     # A notice from elsewhere (another sidecar on PostgreSQL) names no inbox instances: it signals.
     dispatcher._on_change(CommitNotice(work_available=True, work_kinds={"orchestration"}))
     assert dispatcher._work_signals[WorkKind.ORCHESTRATION] == signals + 2
+
+
+def test_a_freed_slot_wakes_the_loop_only_when_it_found_no_free_one() -> None:
+    hub, dispatcher, stream = setup()
+    start(hub, "a")
+    dispatcher._dispatch_all()
+    first = take(stream)
+    dispatcher._wake = False
+    dispatcher.complete_orchestration(pb.OrchestratorResponse(instanceId="a", completionToken=first.completionToken))
+    assert not dispatcher._wake, "no pass found the stream full, and the commit made no work: no pass"
+    stream.max_orchestrations = 1
+    start(hub, "b")
+    start(hub, "c")
+    dispatcher._dispatch_all()  # one of them goes out; the other finds no free slot
+    second = take(stream)
+    assert stream.queue.qsize() == 0
+    dispatcher._wake = False
+    held = second.orchestratorRequest.instanceId
+    dispatcher.complete_orchestration(pb.OrchestratorResponse(instanceId=held, completionToken=second.completionToken))
+    assert dispatcher._wake, "the slot the other instance waits for is free: the loop is woken"
+    assert dispatcher._dispatch_all()
+    assert {held, take(stream).orchestratorRequest.instanceId} == {"b", "c"}
+
+
+def test_a_timer_set_by_a_turn_wakes_the_loop_to_learn_when_it_is_due() -> None:
+    hub, dispatcher, stream = setup()
+    start(hub, "a")
+    dispatcher._dispatch_all()
+    item = take(stream)
+    dispatcher._wake = False
+    signals = dict(dispatcher._work_signals)
+    timer = pb.OrchestratorAction(id=1)
+    timer.createTimer.fireAt.FromDatetime(T0 + timedelta(seconds=30))
+    dispatcher.complete_orchestration(pb.OrchestratorResponse(
+        instanceId="a", completionToken=item.completionToken, actions=[timer]))
+    # The follow-on found nothing of the instance's to lease now, which settles it: no work signal.
+    assert dispatcher._work_signals == signals
+    assert dispatcher._wake, "the timer's event is due later: a pass must learn when"
+    assert stream.queue.qsize() == 0
