@@ -24,10 +24,11 @@ sidecar: $(STAMP)
 # (SQLite memory, SQLite file, PostgreSQL), end-to-end tests; then the end-to-end tests again with
 # every in-process sidecar on PostgreSQL. PostgreSQL tests skip when no server answers on
 # 127.0.0.1:5432 (DURABLETASK_TEST_POSTGRES names another), and fail if DURABLETASK_REQUIRE_POSTGRES=1.
-# Two pytest processes, a test file each at a time (module fixtures stay in one process); most
-# tests wait on a sidecar more than they compute. The slow ones (crash and scale-out runs against
-# deadlines) run on their own afterwards. PARALLEL= runs everything in one process.
-PARALLEL ?= -n 2 --dist loadfile
+# Three pytest processes, a test file each at a time (module fixtures stay in one process); most
+# tests wait on a sidecar more than they compute (three keep the two cores about half busy). The
+# slow ones (crash and scale-out runs against deadlines) run on their own afterwards.
+# PARALLEL= runs everything in one process.
+PARALLEL ?= -n 3 --dist loadfile
 
 test: $(STAMP) tests/azurite/node_modules/.installed browser lint typecheck proto-check
 	$(PY) -m pytest -q -p no:cacheprovider $(PARALLEL) -m "not slow"

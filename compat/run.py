@@ -18,7 +18,8 @@ Steps (``--only`` picks some of them; by default all run, in this order):
     client with the official worker, each reading the other's stored payloads.
 ``reverse``
     ``tests/e2e`` with ``DURABLETASK_E2E_BACKEND=official``: our SDK's end-to-end tests against the
-    official package's in-memory test backend (tests it cannot serve are skipped with the reason).
+    official package's in-memory test backend (tests it cannot serve are skipped with the reason),
+    in three pytest processes, a test file each at a time, as ``make test`` runs them.
 ``migration``
     ``compat/migration``: instances started by the official worker finish on ours and the other way
     round, per feature, and must end as on a single SDK (one sidecar, three worker phases).
@@ -52,6 +53,8 @@ SNAPSHOT = ROOT / "tests" / "unit" / "data" / "official_descriptor.json"
 ADDRESS_VARIABLE = "DURABLETASK_COMPAT_ADDRESS"
 START_TIMEOUT = 60.0
 STEPS = ("snapshot", "scenarios", "mixed", "reverse", "migration", "api-surface", "js")
+# The reverse step's tests mostly wait on a backend: three processes finish them sooner.
+REVERSE_PARALLEL = ["-n", "3", "--dist", "loadfile"]
 MIXED_TESTS = [
     "tests/e2e/test_compat_mixed.py", "tests/e2e/test_compat_tracing.py", "tests/e2e/test_compat_payloads.py",
 ]
@@ -169,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                 cwd=ROOT,
             )
         else:
-            code = run_our_tests(args.compat_python, ["tests/e2e"], {"DURABLETASK_E2E_BACKEND": "official"}, pytest_args)
+            code = run_our_tests(args.compat_python, ["tests/e2e"], {"DURABLETASK_E2E_BACKEND": "official"},
+                                 [*REVERSE_PARALLEL, *pytest_args])
         results[step] = code
         print(f"compat: {step}: {'ok' if code == 0 else f'FAILED (exit {code})'} in {time.monotonic() - began:.1f}s")
     failed = [step for step, code in results.items() if code != 0]
