@@ -81,17 +81,18 @@ def click(driver: Any, css: str) -> None:
     until(driver, clicked)
 
 
+def visible_text(driver: Any, css: str) -> str | None:
+    """The element's text if it is there and visible, else None."""
+    try:
+        found = driver.find_element(By.CSS_SELECTOR, css)
+        return str(found.text) if found.is_displayed() else None
+    except (NoSuchElementException, StaleElementReferenceException):
+        return None
+
+
 def text_of(driver: Any, css: str) -> str:
     """The text of the visible element (read again if a live refresh replaced it)."""
-
-    def text(d: Any) -> str | None:
-        try:
-            found = d.find_element(By.CSS_SELECTOR, css)
-            return str(found.text) if found.is_displayed() else None
-        except (NoSuchElementException, StaleElementReferenceException):
-            return None
-
-    return str(until(driver, text))
+    return str(until(driver, lambda d: visible_text(d, css)))
 
 
 def test_login_list_instance_timeline_and_terminate(env: DashboardEnv, browser: Any) -> None:
@@ -129,6 +130,8 @@ def test_login_list_instance_timeline_and_terminate(env: DashboardEnv, browser: 
 
     # Terminate the waiting instance: cancelling the confirmation changes nothing; confirming terminates it.
     browser.get(f"{env.url}/#/instance/{running}")
+    # The hash changed on the page already open: the other instance's page shows until this one's replaces it.
+    until(browser, lambda d: visible_text(d, "#instance-id") == running)
     assert "RUNNING" in text_of(browser, "#instance-status")
     browser.find_element(By.CSS_SELECTOR, 'button[data-action="terminate"]').click()
     until(browser, seen.visibility_of_element_located((By.ID, "confirm-dialog")))
