@@ -132,12 +132,18 @@ def test_events_for_other_instances_and_unknown_notices_signal() -> None:
     assert dispatcher._work_signals[WorkKind.ORCHESTRATION] == signals + 2
 
 
-def test_a_freed_slot_wakes_the_loop_only_when_it_found_no_free_one() -> None:
+def turn_out() -> tuple[CountingHub, Dispatcher, Any, pb.WorkItem]:
+    """Instance "a" started and its first turn out on the stream; the loop's wake flag cleared."""
     hub, dispatcher, stream = setup()
     start(hub, "a")
     dispatcher._dispatch_all()
-    first = take(stream)
+    item = take(stream)
     dispatcher._wake = False
+    return hub, dispatcher, stream, item
+
+
+def test_a_freed_slot_wakes_the_loop_only_when_it_found_no_free_one() -> None:
+    hub, dispatcher, stream, first = turn_out()
     dispatcher.complete_orchestration(pb.OrchestratorResponse(instanceId="a", completionToken=first.completionToken))
     assert not dispatcher._wake, "no pass found the stream full, and the commit made no work: no pass"
     stream.max_orchestrations = 1
@@ -155,11 +161,7 @@ def test_a_freed_slot_wakes_the_loop_only_when_it_found_no_free_one() -> None:
 
 
 def test_a_timer_set_by_a_turn_wakes_the_loop_to_learn_when_it_is_due() -> None:
-    hub, dispatcher, stream = setup()
-    start(hub, "a")
-    dispatcher._dispatch_all()
-    item = take(stream)
-    dispatcher._wake = False
+    _, dispatcher, stream, item = turn_out()
     signals = dict(dispatcher._work_signals)
     timer = pb.OrchestratorAction(id=1)
     timer.createTimer.fireAt.FromDatetime(T0 + timedelta(seconds=30))
