@@ -173,8 +173,11 @@ class FollowOnLeasing:
                 continue
             grant = _Grant(stream, ACTIVITY, count, self._lease_length(ACTIVITY))
             follow.grants.append(grant)
+            # The commit's own tasks; those whose lease ran out wait for the dispatcher, which wakes
+            # when a lease ends (a claim of them here would be one more statement that finds none).
             grant.activities = self.hub.lease_activities_in(
-                tx, now, grant.lease_for, stream.activity_names, versions=stream.activity_versions, limit=count
+                tx, now, grant.lease_for, stream.activity_names, versions=stream.activity_versions, limit=count,
+                expired=False,
             )
             notice = tx.notice
             leased = {(a.task.instance_id, a.task.task_id) for a in grant.activities}

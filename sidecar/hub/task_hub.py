@@ -502,11 +502,14 @@ class TaskHub:
         *,
         versions: VersionFilter | None = None,
         limit: int = 1,
+        expired: bool = True,
     ) -> list[ActivityWorkItem]:
-        """:meth:`lease_activities` inside the caller's transaction."""
+        """:meth:`lease_activities` inside the caller's transaction (``expired``: see ``StoreTx.claim_activities``)."""
         if (names is not None and not names) or limit < 1:
             return []
-        claimed = tx.claim_activities(now, now + lease_for, f"{self.new_id()}-", limit, names, versions)
+        claimed = tx.claim_activities(
+            now, now + lease_for, f"{self.new_id()}-", limit, names, versions, expired=expired
+        )
         return [ActivityWorkItem(token=token, task=task) for token, task in claimed]
 
     def complete_activity(self, token: str, response: pb.ActivityResponse, now: datetime) -> None:

@@ -519,12 +519,13 @@ class StoreTx(ABC):
     @abstractmethod
     def claim_activities(
         self, now: datetime, lease_until: datetime, token_prefix: str, limit: int, names: Collection[str] | None,
-        versions: VersionFilter | None,
+        versions: VersionFilter | None, *, expired: bool = True,
     ) -> list[tuple[str, ActivityTaskSpec]]:
         """Lease up to ``limit`` of the oldest visible, unleased (or expired) activity tasks matching the filters.
 
         Returns (token, task) pairs, oldest first; each token is ``token_prefix`` followed by
-        something that makes it the task's own.
+        something that makes it the task's own. ``expired=False`` leaves the tasks whose lease ran
+        out to a later claim.
         """
 
     @abstractmethod

@@ -523,7 +523,7 @@ class SqlTx(StoreTx):
 
     def claim_activities(
         self, now: datetime, lease_until: datetime, token_prefix: str, limit: int, names: Collection[str] | None,
-        versions: VersionFilter | None,
+        versions: VersionFilter | None, *, expired: bool = True,
     ) -> list[tuple[str, ActivityTaskSpec]]:
         now_us = to_us(now)
         name_clause = ""
@@ -537,10 +537,11 @@ class SqlTx(StoreTx):
         # not read again by every claim. One statement per kind for the whole batch; each task's
         # token is the prefix and its row id.
         rows: list[Row] = []
-        for index, kind, order in (
+        kinds = [
             ("activity_leased", "lease_token IS NOT NULL AND lease_expires_at <= ?", "lease_expires_at, id"),
             ("activity_ready", "lease_token IS NULL AND visible_at <= ?", "visible_at, id"),
-        ):
+        ]
+        for index, kind, order in kinds if expired else kinds[1:]:
             if len(rows) >= limit:
                 break
             claimed = self.db.query(
