@@ -7,7 +7,9 @@ answers with the outcomes under that ID. :class:`ChannelSender` stands in for th
 costs a message each way on an open call instead of a call of its own. When the channel ends,
 every send still waiting fails with :class:`ChannelClosed`, and the batcher sends those results
 again one by one with the unary calls (a result the sidecar had settled is then refused as
-stale, and dropped). So does a batch larger than the sidecar takes (its first message says how
+stale, and dropped). A worker that stops first ends its side of the call and waits a moment for
+the outcomes of what it sent (:meth:`ChannelSender.finish`), which the sidecar sends before it
+ends the call: the stop does not lose them, so nothing is sent twice. So does a batch larger than the sidecar takes (its first message says how
 large; 4 MiB until then): on the channel it would end the call, alone it is answered by itself.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -51,7 +54,8 @@ class ChannelSender:
         self._lock = threading.Lock()
         self._waiting: dict[int, _Waiter] = {}
         self._next_id = 0
-        self._closed = False
+        self._closed = False  # no new sends (finishing or closed)
+        self._ended = False  # the request stream is ended
 
     def requests(self) -> Iterator[batches_pb.ChannelRequest]:
         """The call's request stream: the open message, then each send, until :meth:`close`."""
@@ -103,13 +107,28 @@ class ChannelSender:
             waiter.outcomes = outcomes
             waiter.event.set()
 
+    def finish(self, timeout: float) -> bool:
+        """End the request stream and wait up to ``timeout`` seconds for the outcomes of the sends made.
+
+        New sends fail at once with :class:`ChannelClosed`. True when every outcome came.
+        """
+        with self._lock:
+            self._closed = True
+            self._end_requests()
+            waiting = list(self._waiting.values())
+        deadline = time.monotonic() + timeout
+        return all(waiter.event.wait(max(0.0, deadline - time.monotonic())) for waiter in waiting)
+
     def close(self) -> None:
         """End the request stream; every send still waiting fails with :class:`ChannelClosed`."""
         with self._lock:
-            if self._closed:
-                return
             self._closed = True
+            self._end_requests()
             waiting, self._waiting = list(self._waiting.values()), {}
-            self._outgoing.put(None)
         for waiter in waiting:
             waiter.event.set()
+
+    def _end_requests(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._outgoing.put(None)

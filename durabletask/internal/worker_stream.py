@@ -39,6 +39,9 @@ RECONNECT_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_reconnect_backoff_ms", 5_000),
 ]
 
+# How long a stopping worker waits for the outcomes of the results it sent on its work channel.
+CHANNEL_FINISH_SECONDS = 5.0
+
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
     """Delay before reconnect attempt ``attempt`` (0-based): ``min(cap, base * 2**attempt)``,
@@ -123,8 +126,17 @@ class WorkItemStream:
             return self._sender if self._sender is not None else self._batch_stub
 
     def stop(self, timeout: float = 10.0) -> bool:
-        """Cancel the stream and join the threads; the channel stays open for pending completions."""
+        """Cancel the stream and join the threads; the channel stays open for pending completions.
+
+        On a work channel, the results already sent get their outcomes first (for up to
+        ``CHANNEL_FINISH_SECONDS``): cancelled, the call would lose them, and the results would go
+        again one by one, to be refused as stale.
+        """
         self._stopping.set()
+        with self._lock:
+            sender = self._sender
+        if sender is not None and not sender.finish(min(timeout, CHANNEL_FINISH_SECONDS)):
+            self._logger.debug("some outcomes did not come before the stop; their results go again one by one")
         self._cancel_current()
         ended = True
         for thread in (self._reader, self._watchdog):
@@ -238,7 +250,8 @@ class WorkItemStream:
                         message = message.workItems
                     for item in message.workItems:
                         self._deliver(item)
-                self._logger.info("the sidecar closed the work-item stream; reconnecting")
+                if not self._stopping.is_set():
+                    self._logger.info("the sidecar closed the work-item stream; reconnecting")
             except grpc.RpcError as err:
                 if self._stopping.is_set():
                     break
@@ -268,6 +281,8 @@ class WorkItemStream:
                     self._sender = None
                 if sender is not None:
                     sender.close()  # its sends still waiting go again one by one
+            if self._stopping.is_set():
+                break
             if not received:
                 attempt += 1
             delay = backoff_delay(
@@ -294,6 +309,8 @@ class WorkItemStream:
         self._logger.info("connected to %s; waiting for work items", self._host_address)
 
     def _deliver(self, item: pb.WorkItem) -> None:
+        if self._stopping.is_set():
+            return  # the sidecar offers it again once the stream has ended
         try:
             self._on_work_item(item)
         except Exception:

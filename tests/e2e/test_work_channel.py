@@ -694,3 +694,50 @@ def test_results_in_flight_when_the_channel_breaks_count_once(monkeypatch: pytes
     assert all(int(results[i]) == 2 * int(inputs[i]) for i in scheduled)
     stale = [line for line in lines.lines if "no longer holds" in line]
     assert len(stale) >= state["settled"], (state["settled"], stale)
+
+
+def one_step(ctx: task.OrchestrationContext, x: int):  # type: ignore[no-untyped-def]
+    return (yield ctx.call_activity(double, input=x))
+
+
+def test_a_worker_that_stops_with_a_result_unanswered_waits_for_its_outcome(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sidecar holds the settling of an orchestration's last turn until the worker is stopping.
+    The worker ends its side of the channel and waits for the outcome instead of cancelling the call
+    (which lost the outcome: the result went again one by one, and was refused as stale)."""
+    settle = BatchServicer.complete_turns
+    held, release = threading.Event(), threading.Event()
+
+    def settle_late(self: BatchServicer, results: list[pb.OrchestratorResponse]) -> batches_pb.CompletionOutcomes:
+        if any(a.HasField("completeOrchestration") for r in results for a in r.actions):
+            held.set()
+            release.wait(WAIT)
+        return settle(self, results)
+
+    monkeypatch.setattr(BatchServicer, "complete_turns", settle_late)
+    lines = Lines()
+    logger = logging.getLogger(f"test-work-channel-{uuid.uuid4().hex}")
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(lines)
+    with fast_sidecar() as (_, address), TaskHubGrpcClient(host_address=address) as client:
+        worker = TaskHubGrpcWorker(host_address=address, logger=logger)
+        worker.add_orchestrator(one_step)
+        worker.add_activity(double)
+        worker.start()
+        stream = worker._stream  # noqa: SLF001
+        iid = client.schedule_new_orchestration(one_step, input=21)
+        assert held.wait(WAIT), "the last turn's result never reached the sidecar"
+        sender = stream.batch_stub()
+        assert isinstance(sender, ChannelSender)
+        stopping = threading.Thread(target=worker.stop, daemon=True)
+        stopping.start()
+        eventually(lambda: sender._ended, WAIT, "the stopping worker to end its side of the channel")  # noqa: SLF001
+        release.set()
+        stopping.join(WAIT)
+        assert not stopping.is_alive(), "the worker did not stop"
+        state = client.wait_for_orchestration_completion(iid, timeout=WAIT)
+        assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED
+        assert state.serialized_output == "42"
+    assert not [line for line in lines.lines if "no longer holds" in line], lines.lines
+    assert not [line for line in lines.lines if "closed the work-item stream" in line], lines.lines

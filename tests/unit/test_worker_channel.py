@@ -168,6 +168,37 @@ def test_close_fails_waiting_sends_and_later_sends_at_once(sender: ChannelSender
     assert reader.messages.empty(), "nothing is sent after close()"
 
 
+def test_finish_ends_the_requests_and_waits_for_the_outcomes_of_the_sends_made(sender: ChannelSender) -> None:
+    reader = Reader(sender)
+    reader.next()
+    waiting = Send(lambda: sender.CompleteOrchestratorTasks(turn_batch("t")))
+    call_id = reader.next().callId
+    finished = Send(lambda: outcomes(int(sender.finish(WAIT))))  # finish's verdict, as a code
+    assert reader.ended.wait(WAIT), "finish() did not end the request stream"
+    with pytest.raises(ChannelClosed):
+        sender.CompleteActivityTasks(activity_batch("late"))  # refused at once, to go one by one
+    assert not waiting.done.wait(0.1) and not finished.done.is_set(), "finish() gave up on a waiting send"
+    sender.answered(call_id, outcomes(0))
+    waiting.wait()
+    assert waiting.error is None and waiting.reply == outcomes(0)
+    finished.wait()
+    assert finished.reply == outcomes(1), "finish() saw every outcome come"
+    assert reader.messages.empty(), "nothing is sent after finish()"
+
+
+def test_finish_gives_up_after_its_timeout_and_close_then_fails_the_send(sender: ChannelSender) -> None:
+    reader = Reader(sender)
+    reader.next()
+    waiting = Send(lambda: sender.CompleteActivityTasks(activity_batch("a")))
+    reader.next()
+    assert sender.finish(0.05) is False
+    assert not waiting.done.is_set()
+    sender.close()
+    waiting.wait()
+    assert isinstance(waiting.error, ChannelClosed)
+    assert sender.finish(WAIT) is True, "nothing waits any more"
+
+
 def test_a_batch_larger_than_the_sidecar_takes_is_refused_before_it_is_sent(sender: ChannelSender) -> None:
     reader = Reader(sender)
     reader.next()
