@@ -157,7 +157,7 @@ class BatchServicer:
         async def answer(reply: batches_pb.ChannelReply) -> None:
             """Write outcomes, with the work items ready for the stream (see ``readyWork``)."""
             async with writing:
-                ready = stream.queue.take_ready(MAX_ITEMS_PER_BATCH, stop=_ends_stream)
+                ready = [] if stream.closed else stream.queue.take_ready(MAX_ITEMS_PER_BATCH, stop=_ends_stream)
                 items = [item for item in ready if item is not None]  # stops before the end: none is
                 for message in with_ready_work(reply, items, self._batch_limit()):
                     await context.write(message)
@@ -192,6 +192,9 @@ class BatchServicer:
                     break
                 request = reading.result()
                 if request is grpc.aio.EOF:  # the worker is done sending: answer what it sent, then end
+                    # It is stopping: no new work goes to it (not even the work its results make),
+                    # and what it holds goes back to the queue after the grace period.
+                    dispatcher.close_stream(stream)
                     break
                 if request.WhichOneof("message") not in ("activityResults", "orchestratorResults"):
                     async with writing:

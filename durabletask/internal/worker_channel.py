@@ -7,10 +7,11 @@ answers with the outcomes under that ID. :class:`ChannelSender` stands in for th
 costs a message each way on an open call instead of a call of its own. When the channel ends,
 every send still waiting fails with :class:`ChannelClosed`, and the batcher sends those results
 again one by one with the unary calls (a result the sidecar had settled is then refused as
-stale, and dropped). A worker that stops first ends its side of the call and waits a moment for
-the outcomes of what it sent (:meth:`ChannelSender.finish`), which the sidecar sends before it
-ends the call: the stop does not lose them, so nothing is sent twice. So does a batch larger than the sidecar takes (its first message says how
+stale, and dropped). So does a batch larger than the sidecar takes (its first message says how
 large; 4 MiB until then): on the channel it would end the call, alone it is answered by itself.
+A worker that stops first ends its side of the call and waits a moment for the outcomes of what
+it sent (:meth:`ChannelSender.finish`), which the sidecar sends before it ends the call (giving
+the worker no new work meanwhile): the stop does not lose them, so nothing is sent twice.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class ChannelSender:
         answered = waiter.event.wait(timeout)
         with self._lock:
             self._waiting.pop(message.callId, None)
+        waiter.event.set()  # a finish() waiting for it need not wait any longer
         if not answered and waiter.outcomes is None:
             raise ChannelClosed(f"no outcome on the work channel within {timeout} s")
         if waiter.outcomes is None:
@@ -117,7 +119,9 @@ class ChannelSender:
             self._end_requests()
             waiting = list(self._waiting.values())
         deadline = time.monotonic() + timeout
-        return all(waiter.event.wait(max(0.0, deadline - time.monotonic())) for waiter in waiting)
+        for waiter in waiting:
+            waiter.event.wait(max(0.0, deadline - time.monotonic()))
+        return all(waiter.outcomes is not None for waiter in waiting)
 
     def close(self) -> None:
         """End the request stream; every send still waiting fails with :class:`ChannelClosed`."""

@@ -105,6 +105,9 @@ class _Connection:
             self.cursor.executemany(_placeholders(sql), [list(r) for r in rows])  # type: ignore[arg-type]
             return
         head, values = insert.group(1), insert.group(2)
+        width = values.count("?")
+        if any(len(row) != width for row in rows):
+            raise ValueError(f"every row of {head!r} needs {width} values")
         for start in range(0, len(rows), _INSERT_CHUNK):
             chunk = rows[start:start + _INSERT_CHUNK]
             params = [value for row in chunk for value in row]

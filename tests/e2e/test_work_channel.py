@@ -10,9 +10,11 @@ falls back when not, and a channel that breaks with results in flight loses and 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -739,5 +741,61 @@ def test_a_worker_that_stops_with_a_result_unanswered_waits_for_its_outcome(
         state = client.wait_for_orchestration_completion(iid, timeout=WAIT)
         assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED
         assert state.serialized_output == "42"
+    assert not [line for line in lines.lines if "one by one" in line], lines.lines
     assert not [line for line in lines.lines if "no longer holds" in line], lines.lines
     assert not [line for line in lines.lines if "closed the work-item stream" in line], lines.lines
+
+
+def two_steps(ctx: task.OrchestrationContext, x: int):  # type: ignore[no-untyped-def]
+    first = yield ctx.call_activity(double, input=x)
+    return (yield ctx.call_activity(double, input=first))
+
+
+def test_the_work_a_stopping_workers_last_results_make_goes_to_another_worker_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Worker A's first activity result is settled only once A is stopping (its side of the channel
+    ended). The turn that result unblocks goes to worker B at once: not to A's closing stream,
+    where it would wait out the stream's grace period (5 s here) before being offered again."""
+    settle = BatchServicer.complete_activities
+    held, release = threading.Event(), threading.Event()
+
+    def settle_late(self: BatchServicer, results: list[pb.ActivityResponse]) -> batches_pb.CompletionOutcomes:
+        if not held.is_set():
+            held.set()
+            release.wait(WAIT)
+        return settle(self, results)
+
+    monkeypatch.setattr(BatchServicer, "complete_activities", settle_late)
+    options = dataclasses.replace(FAST, stream_grace=5.0)
+    workers: list[TaskHubGrpcWorker] = []
+    with fast_sidecar(options) as (_, address), TaskHubGrpcClient(host_address=address) as client:
+        try:
+            for _ in range(2):
+                worker = TaskHubGrpcWorker(host_address=address)
+                worker.add_orchestrator(two_steps)
+                worker.add_activity(double)
+                workers.append(worker)
+            first, second = workers
+            first.start()
+            iid = client.schedule_new_orchestration(two_steps, input=5)
+            assert held.wait(WAIT), "the first activity's result never reached the sidecar"
+            second.start()
+            assert second._stream.connected.wait(WAIT)  # noqa: SLF001
+            sender = first._stream.batch_stub()  # noqa: SLF001
+            assert isinstance(sender, ChannelSender)
+            stopping = threading.Thread(target=first.stop, daemon=True)
+            stopping.start()
+            eventually(lambda: sender._ended, WAIT, "the stopping worker to end its side of the channel")  # noqa: SLF001
+            released = time.monotonic()
+            release.set()
+            state = client.wait_for_orchestration_completion(iid, timeout=WAIT)
+            took = time.monotonic() - released
+            stopping.join(WAIT)
+        finally:
+            release.set()
+            for worker in workers:
+                worker.stop()
+    assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED
+    assert state.serialized_output == "20"
+    assert took < 3.0, f"the next turn waited {took:.2f} s: it went to the stopping worker's stream"
