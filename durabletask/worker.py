@@ -544,6 +544,9 @@ class TaskHubGrpcWorker:
             grace = self.stop_timeout_seconds if timeout is None else timeout
             stream, dispatcher = self._stream, self._dispatcher
             self._logger.info("stopping the worker")
+            if dispatcher is not None:
+                # Work items that arrive while the stream finishes go back to the sidecar at once.
+                dispatcher.refuse_new_work()
             if stream is not None:
                 stream.stop(timeout=10.0)
             if dispatcher is not None:

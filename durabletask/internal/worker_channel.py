@@ -11,7 +11,8 @@ stale, and dropped). So does a batch larger than the sidecar takes (its first me
 large; 4 MiB until then): on the channel it would end the call, alone it is answered by itself.
 A worker that stops first ends its side of the call and waits a moment for the outcomes of what
 it sent (:meth:`ChannelSender.finish`), which the sidecar sends before it ends the call (giving
-the worker no new work meanwhile): the stop does not lose them, so nothing is sent twice.
+the worker no new work meanwhile; what was already on its way the worker hands back): the stop
+does not lose them, so nothing is sent twice.
 """
 
 from __future__ import annotations

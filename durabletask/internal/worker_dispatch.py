@@ -245,6 +245,11 @@ class WorkItemDispatcher:
         with self._state:
             return self._state.wait_for(lambda: self._outstanding == count, timeout)
 
+    def refuse_new_work(self) -> None:
+        """Hand back every work item from now on instead of running it (the worker is stopping)."""
+        with self._state:
+            self._closing = True
+
     def stop(self, timeout: float) -> bool:
         """Hand back what has not started, let running work finish for up to ``timeout`` seconds.
 

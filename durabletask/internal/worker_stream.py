@@ -309,8 +309,6 @@ class WorkItemStream:
         self._logger.info("connected to %s; waiting for work items", self._host_address)
 
     def _deliver(self, item: pb.WorkItem) -> None:
-        if self._stopping.is_set():
-            return  # the sidecar offers it again once the stream has ended
         try:
             self._on_work_item(item)
         except Exception:

@@ -755,8 +755,9 @@ def test_the_work_a_stopping_workers_last_results_make_goes_to_another_worker_at
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Worker A's first activity result is settled only once A is stopping (its side of the channel
-    ended). The turn that result unblocks goes to worker B at once: not to A's closing stream,
-    where it would wait out the stream's grace period (5 s here) before being offered again."""
+    ended). The turn that result unblocks reaches worker B without waiting out A's stream's grace
+    period (5 s here): the sidecar leases it to another stream once it has read the end of A's
+    side, and A hands back at once what it is sent before that."""
     settle = BatchServicer.complete_activities
     held, release = threading.Event(), threading.Event()
 
@@ -798,4 +799,4 @@ def test_the_work_a_stopping_workers_last_results_make_goes_to_another_worker_at
                 worker.stop()
     assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED
     assert state.serialized_output == "20"
-    assert took < 3.0, f"the next turn waited {took:.2f} s: it went to the stopping worker's stream"
+    assert took < 3.0, f"the next turn waited {took:.2f} s: it waited out the stopping worker's stream's grace"
