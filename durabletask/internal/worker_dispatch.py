@@ -255,8 +255,7 @@ class WorkItemDispatcher:
 
         Returns True when everything was settled in time.
         """
-        with self._state:
-            self._closing = True
+        self.refuse_new_work()
         self._stopping.set()
         for job in (
             *self._sequencer.drain(),
